@@ -1,0 +1,72 @@
+"""The one error hierarchy of bridge.
+
+::
+
+    BridgeError                      base; never raised itself
+    ├── UserError                    the user can fix it: exit code 2, one line, no traceback
+    │   ├── InputError               a model, inputs file or option is malformed or unreadable
+    │   │   └── UnsafeInputError     loading would run code or escape a directory (see docs/safety.md)
+    │   ├── OutputError              the output directory cannot be written or already exists
+    │   ├── UnsupportedRouteError    no chain of hops joins the two formats
+    │   ├── MissingExtraError        an optional framework is not installed
+    │   └── HopError                 a hop failed (exception, crash, timeout); carries its stage
+    │       └── RuntimeLoadError     a runtime could not load or run an artifact
+    └── DriftError                   not raised by the library (a Report carries drift); the CLI's exit 1
+
+Anything else escaping the library is a bug and is shown with its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DRIFT = 1
+EXIT_USER_ERROR = 2
+
+
+class BridgeError(Exception):
+    """Base of every error bridge raises on purpose."""
+
+    exit_code: int = EXIT_USER_ERROR
+
+
+class UserError(BridgeError):
+    """Something the user can fix. The message is one or two lines naming the file and the fix."""
+
+
+class InputError(UserError):
+    """A model file, inputs file or option is malformed or does not fit."""
+
+
+class UnsafeInputError(InputError):
+    """Loading this file would run code or reach outside its directory."""
+
+
+class OutputError(UserError):
+    """The output location cannot be used."""
+
+
+class UnsupportedRouteError(UserError):
+    """No chain of registered hops joins the two formats."""
+
+
+class MissingExtraError(UserError):
+    """An optional dependency needed for a hop or runtime is missing."""
+
+
+class HopError(UserError):
+    """A hop failed. `stage` names the hop (``torch->onnx``), `detail` holds the tail of its output."""
+
+    def __init__(self, message: str, *, stage: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.detail = detail
+
+
+class RuntimeLoadError(HopError):
+    """A runtime could not load or run an artifact."""
+
+
+class DriftError(BridgeError):
+    """Outputs differ beyond tolerance. The CLI maps a failed Report to this exit code."""
+
+    exit_code = EXIT_DRIFT

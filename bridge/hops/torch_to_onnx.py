@@ -1,0 +1,92 @@
+"""torch -> onnx with ``torch.onnx.export(dynamo=True)``; the TorchScript exporter as recorded fallback."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bridge import defaults
+from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.signature import Signature, TensorSpec
+
+
+@dataclass(frozen=True)
+class TorchToOnnxOptions:
+    opset: int
+    dynamic_batch: bool
+    external_data: bool
+
+
+def onnx_signature(model: Any) -> Signature:
+    """Names, shapes and dtypes of an ONNX model's graph inputs and outputs (initializers excluded)."""
+    import onnx
+
+    initializers = {t.name for t in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor_type = value.type.tensor_type
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        return TensorSpec(value.name, shape, dtype)
+
+    return Signature(
+        tuple(spec(v) for v in model.graph.input if v.name not in initializers),
+        tuple(spec(v) for v in model.graph.output),
+    )
+
+
+class TorchToOnnx(Hop):
+    distribution = "torch"
+
+    def convert(self, job: HopJob) -> HopResult:
+        import onnx
+        import torch
+
+        from bridge.runtimes.torch_runner import example_tensors, load_module
+
+        module, kind, program = load_module(job.src, trust_pickle=job.options.trust_pickle)
+        inputs, outputs = job.signature.inputs, job.signature.outputs
+        args = example_tensors(inputs)
+        weight_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values() if hasattr(p, "numel"))
+        options = TorchToOnnxOptions(
+            opset=job.options.opset or defaults.ONNX_OPSET,
+            dynamic_batch=job.options.dynamic_batch,
+            external_data=weight_bytes >= defaults.external_data_threshold(),
+        )
+        out = job.out_dir / "model.onnx"
+        names = {"input_names": [s.name for s in inputs], "output_names": [s.name for s in outputs]}
+        fallback = None
+        try:
+            dynamic_shapes = None
+            if options.dynamic_batch and program is None:
+                dynamic_shapes = tuple({0: torch.export.Dim.DYNAMIC} for _ in inputs)
+            onnx_program = torch.onnx.export(
+                program if program is not None else module,
+                () if program is not None else args,
+                dynamo=True,
+                opset_version=options.opset,
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+                **names,
+            )
+            assert onnx_program is not None
+            onnx_program.save(str(out), external_data=options.external_data)
+        except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the fallback is recorded
+            reason = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+            fallback = f"torch.export could not capture the model ({type(exc).__name__}: {reason}); used the TorchScript exporter (dynamo=False)"
+            for stale in job.out_dir.iterdir():
+                stale.unlink()
+            dynamic_axes = {s.name: {0: "batch"} for s in (*inputs, *outputs)} if options.dynamic_batch else None
+            torch.onnx.export(
+                module, args, str(out), dynamo=False, opset_version=min(options.opset, defaults.TORCHSCRIPT_MAX_OPSET),
+                dynamic_axes=dynamic_axes, **names,
+            )
+        model = onnx.load(str(out), load_external_data=False)
+        signature = carry_layout(job.signature, onnx_signature(model))
+        notes = []
+        if options.dynamic_batch and any(isinstance(s.shape[0], int) for s in signature.inputs if s.rank):
+            notes.append("--dynamic-batch: the batch dimension stayed static in the ONNX graph "
+                         "(a .pt2 keeps the shapes it was exported with; export it with a dynamic batch Dim)")
+        return HopResult((Produced(out, signature),), options=asdict(options), fallback=fallback, notes=tuple(notes))

@@ -1,0 +1,150 @@
+"""Model inputs: ``--input-shape`` and ``--example-inputs`` for convert, fixed sample sets for verify.
+
+Verify's inputs are stored as one ``.npz`` whose arrays carry a leading sample axis
+(``[samples, *shape]``), in the source's layout, keyed by source input name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import InputError
+from bridge.signature import Signature, TensorSpec
+
+_SHAPE = re.compile(r"^(?P<name>[^:\s]+):(?P<dims>\d+(,\d+)*)$")
+
+
+@dataclass(frozen=True)
+class InputSpecs:
+    """Input names with a concrete shape and dtype each, in the model's input order."""
+
+    specs: tuple[tuple[str, tuple[int, ...], str], ...]
+    named: bool = True
+    """False when the names were made up (tensors passed positionally)."""
+    origin: str = ""
+
+    def to_json(self) -> dict[str, list[Any]]:
+        return {name: [list(shape), dtype] for name, shape, dtype in self.specs}
+
+    def check_against(self, signature: Signature, model: Path) -> None:
+        """Refuse specs whose count, names, ranks or dtypes do not fit the model's inputs."""
+        origin = self.origin or "the example inputs"
+        if len(self.specs) != len(signature.inputs):
+            expected = ", ".join(s.name for s in signature.inputs)
+            raise InputError(f"{origin}: {len(self.specs)} inputs given but {model} takes {len(signature.inputs)} ({expected})")
+        for (name, shape, dtype), spec in zip(self.specs, signature.inputs):
+            if self.named and name != spec.name:
+                raise InputError(f"{origin}: input {name!r} is not an input of {model}; its inputs are {', '.join(s.name for s in signature.inputs)}")
+            _check_fits(origin, name, shape, dtype, spec)
+
+
+def _check_fits(origin: str, name: str, shape: Sequence[int], dtype: str, spec: TensorSpec) -> None:
+    if len(shape) != spec.rank or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
+        raise InputError(f"{origin}: input {name!r} has shape {list(shape)} but the model expects {list(spec.shape)}; fix the file")
+    if _kind(dtype) != _kind(spec.dtype):
+        raise InputError(f"{origin}: input {name!r} is {dtype} but the model expects {spec.dtype}; save it as {spec.dtype}")
+
+
+def _kind(dtype: str) -> str:
+    return "float" if "float" in dtype else "bool" if dtype == "bool" else "int"
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME:1,3,224,224`` -> (name, shape)."""
+    match = _SHAPE.match(text.strip())
+    if not match:
+        raise InputError(f"--input-shape {text!r}: expected NAME:D0,D1,... with positive integers, e.g. x:1,3,224,224")
+    shape = tuple(int(d) for d in match["dims"].split(","))
+    if any(d <= 0 for d in shape):
+        raise InputError(f"--input-shape {text!r}: dimensions must be positive")
+    return match["name"], shape
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` without pickles; InputError for anything else."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such inputs file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not an .npz file (save inputs with numpy.savez)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: unreadable .npz ({exc}); save inputs with numpy.savez, no object arrays") from exc
+
+
+def parse_example_inputs(example_inputs: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> InputSpecs | None:
+    """InputSpecs from an npz path, a dict of arrays, a tuple of tensors, or `input_shapes`."""
+    if example_inputs is not None and input_shapes:
+        raise InputError("give --input-shape or --example-inputs, not both")
+    if input_shapes:
+        return InputSpecs(tuple((name, tuple(int(d) for d in shape), "float32") for name, shape in input_shapes.items()),
+                          origin="--input-shape")
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, (str, Path)):
+        arrays = load_npz(Path(example_inputs))
+        return InputSpecs(tuple((n, tuple(a.shape), a.dtype.name) for n, a in arrays.items()), origin=str(example_inputs))
+    if isinstance(example_inputs, Mapping):
+        return InputSpecs(tuple((n, tuple(a.shape), _dtype_name(a)) for n, a in example_inputs.items()), origin="example_inputs")
+    if isinstance(example_inputs, Sequence):
+        return InputSpecs(tuple((f"input_{i}", tuple(a.shape), _dtype_name(a)) for i, a in enumerate(example_inputs)),
+                          named=False, origin="example_inputs")
+    raise InputError(f"example_inputs: expected an .npz path, a dict of arrays or a tuple of tensors, not {type(example_inputs).__name__}")
+
+
+def _dtype_name(array: Any) -> str:
+    return str(array.dtype).removeprefix("torch.")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
+             int_highs: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Reproducible inputs for every source input: ``[samples, *shape]`` arrays.
+
+    Floats are standard normal; integers are uniform in ``[0, high)`` where high is the
+    model's embedding size when known (`int_highs`), else `int_high`; symbolic dims become 1.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        shape = (samples, *[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape])
+        dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
+        if dtype.kind == "f":
+            out[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            out[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            high = (int_highs or {}).get(spec.name, int_high)
+            out[spec.name] = rng.integers(0, max(high, 1), shape).astype(dtype)
+    return out
+
+
+def check_inputs(arrays: Mapping[str, np.ndarray], signature: Signature, origin: Path) -> dict[str, np.ndarray]:
+    """Validate a verify inputs file (leading sample axis) against the source signature."""
+    expected = {s.name for s in signature.inputs}
+    missing, extra = expected - set(arrays), set(arrays) - expected
+    if missing or extra:
+        raise InputError(
+            f"{origin}: input names {sorted(arrays)} do not fit the model's inputs {sorted(expected)}; "
+            "key the arrays by the source input names"
+        )
+    counts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise InputError(f"{origin}: every array needs the same leading sample axis ([samples, *shape])")
+    for spec in signature.inputs:
+        array = arrays[spec.name]
+        _check_fits(str(origin), spec.name, array.shape[1:], array.dtype.name, spec)
+    return {s.name: arrays[s.name].astype(np.dtype(s.dtype) if s.dtype != "bfloat16" else np.float32, copy=False)
+            for s in signature.inputs}

@@ -1,0 +1,142 @@
+"""Run one hop or runtime in a child process, so a crash or a hang is that step's failure.
+
+Converters abort the process on models they do not understand (the TFLite converter can), and
+loading a hostile file must never take bridge down with it. Each step runs as
+``python -m bridge.isolation TASK REQUEST RESULT``: the request and the result are JSON files,
+the child's stdout and stderr go to a log whose tail is reported when the step fails.
+A step that exits by a signal, runs past its timeout or raises is turned into a HopError
+(or the BridgeError subclass it raised) in the parent; the run carries on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge import errors
+
+# task name -> "module:function"; each function takes the request dict and returns a JSON dict.
+TASKS: dict[str, str] = {
+    "hop": "bridge.hops.base:run_hop_task",
+    "inspect": "bridge.runtimes.base:inspect_task",
+    "materialize": "bridge.hops.materialize:materialize_task",
+    "run": "bridge.runtimes.base:run_task",
+}
+
+LOG_TAIL_LINES = 25
+
+# Quiet, deterministic children: no TF banner, no oneDNN notice, one BLAS thread pool each.
+_CHILD_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONWARNINGS": "ignore",
+}
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_isolated(
+    task: str,
+    request: dict[str, Any],
+    *,
+    stage: str,
+    timeout: float | None = None,
+    hide_gpu: bool = False,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run `task` in a child process and return its result, or raise the error it ended with."""
+    with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
+        req_path, res_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log.txt")
+        req_path.write_text(json.dumps(request), encoding="utf-8")
+        env = {**os.environ, **_CHILD_ENV}
+        if hide_gpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        cmd = [sys.executable, "-m", "bridge.isolation", task, str(req_path), str(res_path)]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise errors.HopError(
+                    f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
+                    stage=stage,
+                    detail=tail(log_path.read_text(errors="replace")),
+                ) from None
+            except BaseException:
+                _kill_group(proc)
+                raise
+        log_text = log_path.read_text(errors="replace")
+        if res_path.is_file():
+            result: dict[str, Any] = json.loads(res_path.read_text(encoding="utf-8"))
+            if "error" in result:
+                raise _rebuild_error(result["error"], stage, log_text)
+            return result
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            reason = f"crashed with signal {name}"
+        else:
+            reason = f"exited with code {code} before writing a result"
+        raise errors.HopError(f"{stage}: {reason}", stage=stage, detail=tail(log_text))
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _rebuild_error(data: dict[str, Any], stage: str, log_text: str) -> errors.BridgeError:
+    kind = data.get("type", "")
+    message = str(data.get("message", ""))
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, errors.HopError):
+        return cls(message, stage=data.get("stage") or stage, detail=data.get("detail") or tail(log_text))
+    if isinstance(cls, type) and issubclass(cls, errors.BridgeError):
+        return cls(message)
+    # An unexpected exception inside a converter: the hop failed; keep its traceback as detail.
+    detail = data.get("traceback", "") or tail(log_text)
+    return errors.HopError(f"{stage}: {kind}: {_first_line(message)}", stage=stage, detail=tail(detail))
+
+
+def _first_line(message: str) -> str:
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else "(no message)"
+
+
+def _child(task: str, req_path: str, res_path: str) -> int:
+    request = json.loads(Path(req_path).read_text(encoding="utf-8"))
+    module_name, _, func_name = TASKS[task].partition(":")
+    try:
+        func: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
+        result = func(request)
+    except errors.BridgeError as exc:
+        result = {"error": {"type": type(exc).__name__, "message": str(exc),
+                            "stage": getattr(exc, "stage", ""), "detail": getattr(exc, "detail", "")}}
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as this step's failure
+        result = {"error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
+    tmp = res_path + ".tmp"
+    Path(tmp).write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, res_path)
+    sys.stdout.flush()
+    # Skip interpreter teardown: TensorFlow and torch can hang or crash in their atexit hooks.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(_child(*sys.argv[1:4]))

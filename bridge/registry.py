@@ -1,0 +1,111 @@
+"""The hop registry: which hops exist, what each needs, and how to load it without importing it.
+
+A hop is named by its module and class as strings, so listing hops (``bridge formats``) imports
+no framework. Tests may build a registry of their own; `DEFAULT_REGISTRY` is the one bridge uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bridge.errors import MissingExtraError
+from bridge.formats import Format
+
+if TYPE_CHECKING:
+    from bridge.hops.base import Hop
+
+
+@dataclass(frozen=True)
+class HopSpec:
+    """A registered hop: formats, where its code lives, and what it needs installed."""
+
+    src: Format
+    dst: Format
+    target: str
+    """``module:Class`` of the Hop implementation."""
+    requires: tuple[str, ...]
+    """Importable module names the hop needs."""
+    extra: str
+    """The pip extra that installs them: ``pip install 'bridge[extra]'``."""
+    tool: str
+    """The library the hop wraps, as shown to users."""
+    preference: int = 0
+    """Lower wins when two routes have the same number of hops."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.src.value}->{self.dst.value}"
+
+    def missing(self) -> tuple[str, ...]:
+        """The required modules that are not installed (found without importing them)."""
+        return tuple(m for m in self.requires if importlib.util.find_spec(m) is None)
+
+    def load(self) -> Hop:
+        """Import and instantiate the hop, or raise MissingExtraError naming what to install."""
+        missing = self.missing()
+        if missing:
+            raise MissingExtraError(
+                f"hop {self.name} needs {', '.join(missing)}: pip install 'bridge[{self.extra}]'"
+            )
+        module_name, _, class_name = self.target.partition(":")
+        hop_class = getattr(importlib.import_module(module_name), class_name)
+        hop: Hop = hop_class()
+        return hop
+
+
+class HopRegistry:
+    """An ordered set of hops, at most one per (src, dst) pair."""
+
+    def __init__(self, hops: tuple[HopSpec, ...] = ()) -> None:
+        self._hops: dict[tuple[Format, Format], HopSpec] = {}
+        for hop in hops:
+            self.register(hop)
+
+    def register(self, hop: HopSpec) -> None:
+        key = (hop.src, hop.dst)
+        if key in self._hops:
+            raise ValueError(f"hop {hop.name} is registered twice")
+        self._hops[key] = hop
+
+    def get(self, src: Format, dst: Format) -> HopSpec | None:
+        return self._hops.get((src, dst))
+
+    def by_name(self, name: str) -> HopSpec:
+        for hop in self._hops.values():
+            if hop.name == name:
+                return hop
+        raise KeyError(name)
+
+    def from_format(self, src: Format) -> list[HopSpec]:
+        return [h for h in self._hops.values() if h.src == src]
+
+    def __iter__(self) -> Iterator[HopSpec]:
+        return iter(self._hops.values())
+
+    def __len__(self) -> int:
+        return len(self._hops)
+
+
+_TORCH = ("torch", "onnxscript")
+_ONNX2TF = ("onnx2tf", "tensorflow", "onnx")
+_TF2ONNX = ("tf2onnx", "tensorflow", "onnx")
+
+DEFAULT_REGISTRY = HopRegistry(
+    (
+        HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx"),
+        HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf"),
+        HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf"),
+        HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"), "torch", "onnx2torch"),
+        HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        HopSpec(Format.KERAS, Format.ONNX, "bridge.hops.keras_to_onnx:KerasToOnnx", _TF2ONNX, "tf", "tf2onnx", preference=1),
+        HopSpec(Format.KERAS, Format.TF, "bridge.hops.keras_to_tf:KerasToTf", ("tensorflow", "keras"), "tf", "keras"),
+        HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        # A Keras source reaches TFLite through its own SavedModel (keras -> tf -> tflite) rather
+        # than through ONNX, which would add two layout changes: keras -> onnx costs 1 in ties.
+        HopSpec(Format.TF, Format.TFLITE, "bridge.hops.tf_to_tflite:TfToTflite", ("tensorflow",), "tf", "tf.lite.TFLiteConverter"),
+    )
+)

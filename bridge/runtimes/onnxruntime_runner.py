@@ -1,0 +1,99 @@
+"""ONNX Runtime runner: the CPU provider, and the CUDA provider where it is present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge import safety
+from bridge.errors import InputError, RuntimeLoadError
+from bridge.runtimes.base import LoadOptions, Runner
+from bridge.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def load_onnx_checked(path: Path) -> Any:
+    """Load an ONNX model's proto (no external data), refuse unsafe external data, run onnx's checker."""
+    import onnx
+
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; export the model again")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for damaged files
+        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}); the file is damaged or truncated: export it again") from exc
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{path}: parses as ONNX but holds no graph; the file is damaged or not ONNX")
+    safety.check_onnx_external_data(model, path)
+    try:
+        # The path form checks models with external data too; full_check runs shape inference.
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError and C++ errors alike
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a valid ONNX model: {first}") from exc
+    return model
+
+
+def dims(shape: Any) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) else (str(d) if d else None) for d in shape)
+
+
+class OnnxruntimeRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        super().__init__(path, options)
+        import onnxruntime as ort
+
+        load_onnx_checked(path)
+        provider = _PROVIDERS.get(options.device.split(":")[0])
+        if provider is None or provider not in ort.get_available_providers():
+            raise RuntimeLoadError(f"{options.device}: not available (onnxruntime providers: {', '.join(ort.get_available_providers())})")
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), session_options, providers=[provider])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+            raise InputError(f"{path}: onnxruntime cannot load it: {str(exc).strip().splitlines()[0][:300]}") from exc
+        used = self.session.get_providers()[0]
+        if used != provider:
+            # ORT falls back to CPU silently when the CUDA provider cannot start; timings would lie.
+            raise RuntimeLoadError(f"{options.device}: not available ({provider} fell back to {used})")
+        self.detail = used
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        import onnxruntime as ort
+
+        return ("cpu", "cuda") if "CUDAExecutionProvider" in ort.get_available_providers() else ("cpu",)
+
+    def signature(self) -> Signature:
+        def spec(arg: Any) -> TensorSpec:
+            return TensorSpec(arg.name, dims(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
+
+        return Signature(
+            tuple(spec(a) for a in self.session.get_inputs()),
+            tuple(spec(a) for a in self.session.get_outputs()),
+        )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        values = self.session.run(names, feeds)
+        return dict(zip(names, values))

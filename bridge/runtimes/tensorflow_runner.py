@@ -1,0 +1,141 @@
+"""TensorFlow runners: a SavedModel's ``serving_default`` signature, and Keras 3 ``.keras`` models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge import safety
+from bridge.errors import InputError, RuntimeLoadError, UnsafeInputError
+from bridge.runtimes.base import LoadOptions, Runner
+from bridge.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+SERVING_KEY = "serving_default"
+
+
+def _device_scope(tf: Any, device: str) -> str:
+    if device.startswith("cuda"):
+        if not tf.config.list_physical_devices("GPU"):
+            raise RuntimeLoadError("cuda: not available (TensorFlow sees no GPU)")
+        return "/GPU:0"
+    return "/CPU:0"
+
+
+def _shape(shape: Any) -> tuple[int | str | None, ...]:
+    return tuple(int(d) if d is not None else None for d in shape)
+
+
+def _tf_gpu_available() -> tuple[str, ...]:
+    import tensorflow as tf
+
+    return ("cpu", "cuda") if tf.config.list_physical_devices("GPU") else ("cpu",)
+
+
+def load_saved_model(path: Path) -> Any:
+    """Load a SavedModel and return its serving_default function, or an InputError saying why not."""
+    import tensorflow as tf
+
+    if not (path / "saved_model.pb").is_file():
+        raise InputError(f"{path}: not a SavedModel directory (no saved_model.pb); point at the directory tf.saved_model.save wrote")
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises many types for damaged SavedModels
+        raise InputError(f"{path}: TensorFlow cannot load this SavedModel ({type(exc).__name__}: {str(exc).strip()[:200]})") from exc
+    if SERVING_KEY not in loaded.signatures:
+        keys = ", ".join(loaded.signatures) or "none"
+        raise InputError(f"{path}: the SavedModel has no {SERVING_KEY!r} signature (it has: {keys}); export it with one")
+    return loaded, loaded.signatures[SERVING_KEY]
+
+
+class SavedModelRunner(Runner):
+    runtime = "tensorflow"
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        super().__init__(path, options)
+        import tensorflow as tf
+
+        self._tf = tf
+        self._scope = _device_scope(tf, options.device)
+        with tf.device(self._scope):
+            self._loaded, self._fn = load_saved_model(path)
+        _, kwargs = self._fn.structured_input_signature
+        self._inputs = tuple(
+            TensorSpec(name, _shape(spec.shape), spec.dtype.name) for name, spec in kwargs.items()
+        )
+        outputs = self._fn.structured_outputs
+        self._outputs = tuple(
+            TensorSpec(name, _shape(spec.shape), spec.dtype.name) for name, spec in outputs.items()
+        )
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return _tf_gpu_available()
+
+    def signature(self) -> Signature:
+        return Signature(self._inputs, self._outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = self._tf
+        with tf.device(self._scope):
+            result = self._fn(**{name: tf.constant(value) for name, value in feeds.items()})
+        return {name: value.numpy() for name, value in result.items()}
+
+
+def load_keras(path: Path, *, trust_code: bool) -> Any:
+    """Load a Keras model with safe_mode on, after refusing archives with Lambda layers."""
+    import keras
+
+    if path.suffix.lower() == ".keras":
+        safety.check_keras_archive(path, trust_code=trust_code)
+    elif path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty; save the model again")
+    try:
+        return keras.saving.load_model(str(path), safe_mode=not trust_code, compile=False)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise UnsafeInputError(
+                f"{path}: the model carries Python code (a Lambda layer); pass --trust-code if you trust the file"
+            ) from exc
+        raise InputError(f"{path}: Keras cannot load it ({str(exc).strip().splitlines()[0][:200]}); save it again with model.save('x.keras')") from exc
+    except Exception as exc:  # noqa: BLE001 - h5py, zipfile and keras raise many types for damaged files
+        raise InputError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {str(exc).strip()[:200]})") from exc
+
+
+class KerasRunner(Runner):
+    runtime = "keras"
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        super().__init__(path, options)
+        import tensorflow as tf
+
+        self._tf = tf
+        self._scope = _device_scope(tf, options.device)
+        with tf.device(self._scope):
+            self.model = load_keras(path, trust_code=options.trust_code)
+        self._inputs = tuple(
+            TensorSpec(t.name, _shape(t.shape), str(t.dtype)) for t in self.model.inputs
+        )
+        self._outputs = tuple(
+            TensorSpec(f"output_{i}", _shape(t.shape), str(t.dtype)) for i, t in enumerate(self.model.outputs)
+        )
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return _tf_gpu_available()
+
+    def signature(self) -> Signature:
+        return Signature(self._inputs, self._outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [feeds[spec.name] for spec in self._inputs]
+        with self._tf.device(self._scope):
+            result = self.model(args if len(args) > 1 else args[0], training=False)
+        values = result if isinstance(result, (list, tuple)) else [result]
+        return {f"output_{i}": _numpy(v) for i, v in enumerate(values)}
+
+
+def _numpy(value: Any) -> Any:
+    return value.numpy() if hasattr(value, "numpy") else value

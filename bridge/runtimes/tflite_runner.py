@@ -1,0 +1,60 @@
+"""TFLite runner on ai-edge-litert's interpreter (CPU only: the GPU delegate is a mobile one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge.errors import InputError, RuntimeLoadError
+from bridge.runtimes.base import LoadOptions, Runner
+from bridge.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_FLATBUFFER_ID = b"TFL3"
+
+
+def _spec(name: str, detail: dict[str, Any]) -> TensorSpec:
+    shape_signature = detail.get("shape_signature")
+    shape = detail["shape"] if shape_signature is None or len(shape_signature) == 0 else shape_signature
+    dims = tuple(int(d) if int(d) >= 0 else None for d in shape)
+    return TensorSpec(name, dims, detail["dtype"].__name__ if hasattr(detail["dtype"], "__name__") else str(detail["dtype"]))
+
+
+class TfliteRunner(Runner):
+    runtime = "litert"
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        super().__init__(path, options)
+        if options.device != "cpu":
+            raise RuntimeLoadError(f"{options.device}: not available (LiteRT runs here on the CPU only)")
+        from ai_edge_litert.interpreter import Interpreter
+
+        with path.open("rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or head[4:8] != _FLATBUFFER_ID:
+            raise InputError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier); the file is damaged or not a .tflite: convert it again")
+        try:
+            self.interpreter = Interpreter(model_path=str(path))
+        except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError variously
+            raise InputError(f"{path}: LiteRT cannot load it ({str(exc).strip().splitlines()[0][:200]})") from exc
+        signatures = self.interpreter.get_signature_list()
+        self._key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+        if self._key is None:
+            raise InputError(f"{path}: the TFLite model has no signature; convert it with a serving signature")
+        self._runner = self.interpreter.get_signature_runner(self._key)
+        inputs = self._runner.get_input_details()
+        outputs = self._runner.get_output_details()
+        order = signatures[self._key]
+        self._signature = Signature(
+            tuple(_spec(name, inputs[name]) for name in order["inputs"]),
+            tuple(_spec(name, outputs[name]) for name in order["outputs"]),
+        )
+
+    def signature(self) -> Signature:
+        return self._signature
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._runner(**feeds)
+        return {name: result[name] for name in (o.name for o in self._signature.outputs)}

@@ -1,0 +1,169 @@
+"""PyTorch runner: ExportedProgram (.pt2), TorchScript (.pt) and, only when trusted, pickled modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge import safety
+from bridge.errors import InputError, RuntimeLoadError, UnsafeInputError
+from bridge.formats import torch_kind
+from bridge.runtimes.base import LoadOptions, Runner
+from bridge.signature import Signature, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+def torch_dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def flatten_outputs(value: Any) -> list[Any]:
+    """A model's outputs as a flat list: tensors, tuples, lists and dicts (in key order)."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten_outputs(item)]
+    if isinstance(value, dict):
+        return [leaf for key in value for leaf in flatten_outputs(value[key])]
+    return [value]
+
+
+def load_module(path: Path, *, device: str = "cpu", trust_pickle: bool = False) -> tuple[Any, str, Any]:
+    """Load a PyTorch file without running code it carries: (module, kind, exported_program or None)."""
+    import torch
+
+    kind = torch_kind(path)
+    safety.check_archive(path)
+    if kind == "exported_program":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure here means the file is not a loadable .pt2
+            raise InputError(
+                f"{path}: not a loadable ExportedProgram ({type(exc).__name__}: {str(exc).strip()[:200]}); "
+                "save one with torch.export.save"
+            ) from exc
+        return program.module(), kind, program
+    if safety.is_torchscript_archive(path):
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path}: not a loadable TorchScript archive ({str(exc).strip()[:200]})") from exc
+        return module.eval(), "torchscript", None
+    # A plain torch.save pickle. weights_only=True never runs code from the file.
+    try:
+        obj = torch.load(str(path), map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the restricted unpickler refused: it needs code to load
+        if not trust_pickle:
+            raise UnsafeInputError(
+                f"{path}: a pickled Python object; loading it would run code from the file. "
+                "Re-save it with torch.export.save (.pt2) or torch.jit.save, or pass --trust-pickle if you trust its origin"
+            ) from exc
+        obj = torch.load(str(path), map_location=device, weights_only=False)
+        kind = "pickled_module"
+    if not isinstance(obj, torch.nn.Module):
+        raise InputError(
+            f"{path}: holds {type(obj).__name__} (weights only, no architecture); "
+            "save the model with torch.export.save (.pt2) or torch.jit.save, or pass package.module:factory"
+        )
+    return obj.eval(), kind, None
+
+
+def example_tensors(specs: tuple[TensorSpec, ...], device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Deterministic tensors matching `specs` (symbolic dims become 1)."""
+    import torch
+
+    out = []
+    for i, spec in enumerate(specs):
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        dtype = getattr(torch, spec.dtype)
+        gen = torch.Generator().manual_seed(i)
+        if dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=gen).to(dtype))
+        else:
+            out.append(torch.randint(0, 2, shape, generator=gen).to(dtype))
+    return tuple(t.to(device) for t in out)
+
+
+class TorchRunner(Runner):
+    runtime = "torch"
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        super().__init__(path, options)
+        import torch
+
+        if options.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeLoadError("cuda: not available (torch.cuda.is_available() is False)")
+        self._torch = torch
+        self.module, self.kind, self.program = load_module(
+            path, device=options.device, trust_pickle=options.trust_pickle
+        )
+        if self.kind != "torchscript":
+            self.module = self.module.to(options.device)
+        self._signature = self._read_signature()
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        import torch
+
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+    def _read_signature(self) -> Signature:
+        if self.program is not None:
+            return self._program_signature()
+        specs = self.options.input_specs
+        if not specs:
+            raise InputError(
+                f"{self.path}: a {self.kind} file does not store its input shapes; "
+                "give --input-shape NAME:1,3,224,224 (repeatable) or --example-inputs FILE.npz"
+            )
+        inputs = tuple(
+            TensorSpec(name, shape, dtype) for name, (shape, dtype) in specs.items()
+        )
+        outputs = self._probe_outputs(inputs)
+        return Signature(inputs, outputs)
+
+    def _program_signature(self) -> Signature:
+        program = self.program
+        user_inputs = list(program.graph_signature.user_inputs)
+        vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
+        inputs = []
+        for name in user_inputs:
+            val = vals.get(name)
+            if val is None or not hasattr(val, "shape"):
+                continue
+            shape = tuple(d if isinstance(d, int) else str(d) for d in val.shape)
+            inputs.append(TensorSpec(name, shape, torch_dtype_name(val.dtype)))
+        output_node = next(n for n in program.graph.nodes if n.op == "output")
+        outputs = []
+        for i, node in enumerate(flatten_outputs(output_node.args[0])):
+            val = node.meta.get("val") if hasattr(node, "meta") else None
+            if val is None or not hasattr(val, "shape"):
+                continue
+            shape = tuple(d if isinstance(d, int) else str(d) for d in val.shape)
+            outputs.append(TensorSpec(f"output_{i}", shape, torch_dtype_name(val.dtype)))
+        return Signature(tuple(inputs), tuple(outputs))
+
+    def _probe_outputs(self, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+        with self._torch.no_grad():
+            result = self.module(*example_tensors(inputs, self.options.device))
+        return tuple(
+            TensorSpec(f"output_{i}", tuple(t.shape), torch_dtype_name(t.dtype))
+            for i, t in enumerate(flatten_outputs(result))
+        )
+
+    def signature(self) -> Signature:
+        return self._signature
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(feeds[spec.name]).to(self.options.device) for spec in self._signature.inputs]
+        with torch.no_grad():
+            result = self.module(*args)
+        return {
+            f"output_{i}": t.detach().cpu().numpy() for i, t in enumerate(flatten_outputs(result))
+        }
+
+    def synchronize(self) -> None:
+        if self.options.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
