@@ -1,0 +1,41 @@
+"""onnx -> tf (SavedModel) with onnx2tf: the direct backend's SavedModel output, else ``tf_converter``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, run_onnx2tf
+from bridge.runtimes.base import LoadOptions
+from bridge.signature import Signature
+
+_SAVED_MODEL_PARTS = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
+
+
+def saved_model_signature(path: Path) -> Signature:
+    from bridge.runtimes.tensorflow_runner import SavedModelRunner
+
+    runner = SavedModelRunner(path, LoadOptions())
+    try:
+        return runner.signature()
+    finally:
+        runner.close()
+
+
+class OnnxToTf(Hop):
+    distribution = "onnx2tf"
+
+    def convert(self, job: HopJob) -> HopResult:
+        work = job.out_dir / "onnx2tf"
+        run = run_onnx2tf(job.src, work, saved_model=True)
+        target = job.out_dir / "saved_model"
+        target.mkdir()
+        for part in _SAVED_MODEL_PARTS:
+            if (work / part).exists():
+                shutil.move(work / part, target / part)
+        channels_last = channels_last_outputs(work)
+        shutil.rmtree(work)
+        child = saved_model_signature(target)
+        perms = hop_perms(job.signature, child, channels_last, "onnx->tf")
+        return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs, fallback=run.fallback)

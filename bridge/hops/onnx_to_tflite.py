@@ -1,0 +1,40 @@
+"""onnx -> tflite with onnx2tf's ``flatbuffer_direct`` backend (``tf_converter`` as recorded fallback)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, run_onnx2tf
+from bridge.runtimes.base import LoadOptions
+from bridge.signature import Signature
+
+
+def tflite_signature(path: Path) -> Signature:
+    from bridge.runtimes.tflite_runner import TfliteRunner
+
+    runner = TfliteRunner(path, LoadOptions())
+    try:
+        return runner.signature()
+    finally:
+        runner.close()
+
+
+class OnnxToTflite(Hop):
+    distribution = "onnx2tf"
+
+    def convert(self, job: HopJob) -> HopResult:
+        work = job.out_dir / "onnx2tf"
+        run = run_onnx2tf(job.src, work, saved_model=False)
+        produced = []
+        channels_last = channels_last_outputs(work)
+        for precision in ("float32", "float16") if job.options.fp16 else ("float32",):
+            written = work / f"model_{precision}.tflite"
+            target = job.out_dir / ("model.tflite" if precision == "float32" else "model_float16.tflite")
+            shutil.move(written, target)
+            child = tflite_signature(target)
+            perms = hop_perms(job.signature, child, channels_last, "onnx->tflite")
+            produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
+        shutil.rmtree(work)
+        return HopResult(tuple(produced), options={**run.kwargs, "fp16": job.options.fp16}, fallback=run.fallback)
