@@ -1,0 +1,47 @@
+"""onnx -> torch with onnx2torch, saved as an ExportedProgram (.pt2; TorchScript if export fails).
+
+onnx2torch 1.5.15 lacks converters for some ops past opset 17 (ReduceMean at 18, which the dynamo
+exporter emits), so newer models are first converted down with ``onnx.version_converter``.
+"""
+
+from __future__ import annotations
+
+from bridge import defaults
+from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.runtimes.onnxruntime_runner import load_onnx_checked
+
+
+class OnnxToTorch(Hop):
+    distribution = "onnx2torch"
+
+    def convert(self, job: HopJob) -> HopResult:
+        import onnx
+        import onnx.version_converter
+        import onnx2torch
+        import torch
+
+        from bridge.runtimes.torch_runner import TorchRunner, example_tensors
+        from bridge.runtimes.base import LoadOptions
+
+        load_onnx_checked(job.src)
+        model = onnx.load(str(job.src))
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        notes = []
+        if opset > defaults.ONNX2TORCH_MAX_OPSET:
+            model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
+            notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
+        module = onnx2torch.convert(model).eval()
+        args = example_tensors(job.signature.inputs)
+        fallback = None
+        try:
+            target = job.out_dir / "model.pt2"
+            torch.export.save(torch.export.export(module, args), str(target))
+        except Exception as exc:  # noqa: BLE001 - recorded fallback to TorchScript
+            fallback = f"torch.export could not capture the onnx2torch module ({type(exc).__name__}); saved TorchScript (torch.jit.trace)"
+            target = job.out_dir / "model.pt"
+            torch.jit.save(torch.jit.trace(module, args), str(target))
+        specs = {s.name: (tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype) for s in job.signature.inputs}
+        child = TorchRunner(target, LoadOptions(input_specs=specs)).signature()
+        options = {"target_opset": min(opset, defaults.ONNX2TORCH_MAX_OPSET), "saved_as": target.suffix}
+        return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options,
+                         fallback=fallback, notes=tuple(notes))
