@@ -30,6 +30,7 @@ TASKS: dict[str, str] = {
     "inspect": "bridge.runtimes.base:inspect_task",
     "materialize": "bridge.hops.materialize:materialize_task",
     "run": "bridge.runtimes.base:run_task",
+    "embedding_sizes": "bridge.runtimes.onnxruntime_runner:embedding_sizes_task",
 }
 
 LOG_TAIL_LINES = 25

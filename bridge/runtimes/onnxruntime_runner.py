@@ -97,3 +97,23 @@ class OnnxruntimeRunner(Runner):
         names = [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, feeds)
         return dict(zip(names, values))
+
+
+def embedding_sizes_task(request: dict[str, Any]) -> dict[str, Any]:
+    """Child entry point: for integer graph inputs that index a Gather's constant table, its row count.
+
+    Generated token ids must stay below the embedding size, or the comparison measures garbage.
+    """
+    model = load_onnx_checked(Path(request["path"]))
+    tables = {t.name: t.dims[0] for t in model.graph.initializer if t.dims}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
+            tables[node.output[0]] = node.attribute[0].t.dims[0]
+    inputs = {i.name for i in model.graph.input}
+    sizes: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in inputs and node.input[0] in tables:
+            previous = sizes.get(node.input[1])
+            size = int(tables[node.input[0]])
+            sizes[node.input[1]] = size if previous is None else min(previous, size)
+    return {"sizes": sizes}

@@ -56,5 +56,14 @@ class TfliteRunner(Runner):
         return self._signature
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._runner(**feeds)
+        try:
+            result = self._runner(**feeds)
+        except RuntimeError as exc:
+            if any(s.dtype == "float16" for s in self._signature.inputs) and "failed to prepare" in str(exc):
+                # onnx2tf's float16 model computes in float16: LiteRT's CPU kernels take float32 only.
+                raise RuntimeLoadError(
+                    "cpu: not available (a float16-compute model; LiteRT's CPU kernels need float32, "
+                    "run it with a GPU delegate on the device)"
+                ) from exc
+            raise
         return {name: result[name] for name in (o.name for o in self._signature.outputs)}

@@ -1,0 +1,1 @@
+"""The equivalence checker: compare (metrics, tolerances), timing, report, and the pipeline in run."""

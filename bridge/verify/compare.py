@@ -1,0 +1,143 @@
+"""Drift metrics between two sets of outputs in the source's layout, and the pass/fail rule.
+
+An output passes when every element satisfies ``|actual - expected| <= atol + rtol * |expected|``
+and neither side holds NaN or Inf. max_rel divides by ``max(|expected|, REL_FLOOR)`` so values
+near zero do not explode it (docs/tolerances.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bridge import defaults
+from bridge.defaults import Tolerance
+from bridge.signature import invert
+
+
+@dataclass(frozen=True)
+class OutputDrift:
+    """How far one output of one representation is from the same output of another."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    rmse: float
+    cosine: float
+    top1_agreement: float | None
+    top5_overlap: float | None
+    nonfinite: str | None
+    """``"nan in actual"`` and the like: always a failure."""
+    passed: bool
+    tolerance: Tolerance
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def num(v: float | None) -> float | None:
+            return None if v is None or not np.isfinite(v) else float(f"{v:.6g}")
+
+        return {
+            "name": self.name, "max_abs": num(self.max_abs), "mean_abs": num(self.mean_abs),
+            "max_rel": num(self.max_rel), "rmse": num(self.rmse), "cosine": num(self.cosine),
+            "top1_agreement": num(self.top1_agreement), "top5_overlap": num(self.top5_overlap),
+            "nonfinite": self.nonfinite, "passed": self.passed, "tolerance": self.tolerance.to_json(),
+            "error": self.error,
+        }
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.name}: {self.error}"
+        if self.nonfinite:
+            return f"{self.name}: {self.nonfinite}"
+        return f"{self.name}: max abs {self.max_abs:.3g} (atol {self.tolerance.atol:g}, rtol {self.tolerance.rtol:g})"
+
+
+def to_source_layout(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    """Undo an artifact tensor's perm (``artifact = source.transpose(perm)``)."""
+    if len(perm) != array.ndim or perm == tuple(range(array.ndim)):
+        return array
+    return array.transpose(invert(perm))
+
+
+def from_source_layout(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    if len(perm) != array.ndim or perm == tuple(range(array.ndim)):
+        return array
+    return np.ascontiguousarray(array.transpose(perm))
+
+
+def _nonfinite(expected: np.ndarray, actual: np.ndarray) -> str | None:
+    found = []
+    for label, array in (("expected", expected), ("actual", actual)):
+        if np.isnan(array).any():
+            found.append(f"NaN in {label}")
+        if np.isinf(array).any():
+            found.append(f"Inf in {label}")
+    return ", ".join(found) or None
+
+
+def _looks_like_scores(array: np.ndarray) -> bool:
+    return array.ndim == 2 and array.shape[-1] >= 2 and array.dtype.kind == "f"
+
+
+def missing_output(name: str, tolerance: Tolerance, error: str) -> OutputDrift:
+    """A failed comparison for an output one side does not have."""
+    nan = float("nan")
+    return OutputDrift(name, nan, nan, nan, nan, nan, None, None, None, False, tolerance, error=error)
+
+
+def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> OutputDrift:
+    """Metrics for one output over every sample; both arrays are ``[samples, *shape]``."""
+    if expected.shape != actual.shape:
+        return missing_output(name, tolerance, f"shape {list(actual.shape[1:])} does not match {list(expected.shape[1:])}")
+    e = expected.astype(np.float64)
+    a = actual.astype(np.float64)
+    nonfinite = _nonfinite(e, a) if e.dtype.kind == "f" else None
+    finite = np.isfinite(e) & np.isfinite(a)
+    diff = np.abs(a - e)[finite] if nonfinite else np.abs(a - e).ravel()
+    if diff.size == 0:
+        diff = np.zeros(1)
+    scale = np.maximum(np.abs(e), defaults.REL_FLOOR)
+    rel = (np.abs(a - e) / scale)[finite] if nonfinite else (np.abs(a - e) / scale).ravel()
+    ef, af = np.where(finite, e, 0).ravel(), np.where(finite, a, 0).ravel()
+    norms = float(np.linalg.norm(ef) * np.linalg.norm(af))
+    cosine = float(ef @ af / norms) if norms > 0 else (1.0 if not ef.any() and not af.any() else 0.0)
+    top1 = top5 = None
+    if _looks_like_scores(expected[0]):
+        rows_e = e.reshape(-1, e.shape[-1])
+        rows_a = a.reshape(-1, a.shape[-1])
+        top1 = float(np.mean(rows_e.argmax(-1) == rows_a.argmax(-1)))
+        if rows_e.shape[-1] >= defaults.TOP5:
+            k = defaults.TOP5
+            te = np.argsort(-rows_e, axis=-1)[:, :k]
+            ta = np.argsort(-rows_a, axis=-1)[:, :k]
+            top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta)]))
+    within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
+    return OutputDrift(
+        name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,
+        rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
+        nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance,
+    )
+
+
+@dataclass(frozen=True)
+class ToleranceRules:
+    """The user's overrides: ``--atol``, ``--rtol`` and ``--tol OUTPUT=ATOL``."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    per_output: Mapping[str, float] | None = None
+
+    def for_output(self, name: str, dtype: str) -> Tolerance:
+        base = defaults.default_tolerance(dtype)
+        atol, rtol, source = base.atol, base.rtol, base.source
+        if self.atol is not None or self.rtol is not None:
+            atol = self.atol if self.atol is not None else atol
+            rtol = self.rtol if self.rtol is not None else rtol
+            source = "--atol/--rtol"
+        if self.per_output and name in self.per_output:
+            atol, source = self.per_output[name], f"--tol {name}={self.per_output[name]:g}"
+        return Tolerance(atol, rtol, source)

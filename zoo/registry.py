@@ -1,0 +1,247 @@
+"""The zoo's declarations: one `ZooModel` per reference model, nothing that runs a framework.
+
+A model is named by its builder (``zoo.torch_models:build_mlp``), a string imported only when
+the model is built, so listing the zoo (``bridge zoo list``) costs no torch and no TensorFlow.
+Example inputs are generated here with numpy from a fixed seed, in the source's layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import InputError
+from bridge.formats import Format
+
+SOURCES = ("torch", "keras")
+"""The formats a zoo model can be written in (its builder returns an nn.Module or a Keras model)."""
+TARGETS = (Format.TORCH.value, Format.ONNX.value, Format.TF.value, Format.TFLITE.value)
+"""The formats a known failure can name."""
+INPUTS_SEED = 0
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, the exact example shape, its dtype and, for integers, a bound."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    high: int | None = None
+    """Exclusive upper bound of generated integer values (a vocabulary size); None for floats."""
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(not isinstance(d, int) or d <= 0 for d in self.shape):
+            raise ValueError(f"input {self.name!r}: shape {self.shape} must be positive integers")
+        is_int = np.issubdtype(np.dtype(self.dtype), np.integer)
+        if is_int and (self.high is None or self.high <= 0):
+            raise ValueError(f"input {self.name!r}: an integer input needs high > 0 (exclusive upper bound)")
+        if not is_int and self.high is not None:
+            raise ValueError(f"input {self.name!r}: high applies to integer inputs only, not {self.dtype}")
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    """A conversion to `target` that is expected to fail, and why (a tracked limitation)."""
+
+    target: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"known failure target {self.target!r}: use one of {', '.join(TARGETS)}")
+        if not self.reason.strip():
+            raise ValueError(f"known failure for {self.target}: give the reason")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A reference model: how to build it, what it takes, and how it is expected to convert."""
+
+    name: str
+    description: str
+    source: str
+    builder: str
+    """``package.module:function``; the function takes no arguments and returns an eval-mode model."""
+    inputs: tuple[InputSpec, ...]
+    atol: float | None = None
+    rtol: float | None = None
+    """None means bridge's defaults (bridge.defaults.TOLERANCES)."""
+    known_failures: tuple[KnownFailure, ...] = ()
+    dynamic_batch: bool = False
+    """Exported with a dynamic batch dimension (dim 0 of every input)."""
+    slow: bool = False
+    """Big enough (torchvision, keras.applications) that tests mark its cases slow."""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"zoo model {self.name!r}: source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if "\n" in self.description or not self.description.strip():
+            raise ValueError(f"zoo model {self.name!r}: the description must be one non-empty line")
+        module, _, attr = self.builder.partition(":")
+        if not module or not attr:
+            raise ValueError(f"zoo model {self.name!r}: builder {self.builder!r} must read package.module:function")
+        if not self.inputs:
+            raise ValueError(f"zoo model {self.name!r}: declare at least one input")
+
+    def load_builder(self) -> Callable[[], Any]:
+        """Import the builder function (this imports the model's framework)."""
+        module, _, attr = self.builder.partition(":")
+        builder: Callable[[], Any] = getattr(importlib.import_module(module), attr)
+        return builder
+
+    def build(self) -> Any:
+        """Build the model: an eval-mode nn.Module or a Keras model with seeded weights."""
+        return self.load_builder()()
+
+    def example_inputs(self, seed: int = INPUTS_SEED) -> dict[str, np.ndarray]:
+        """One input set, keyed by input name: floats standard normal, integers uniform in [0, high)."""
+        rng = np.random.default_rng(seed)
+        arrays: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if spec.high is not None:
+                arrays[spec.name] = rng.integers(0, spec.high, size=spec.shape, dtype=np.dtype(spec.dtype))
+            else:
+                arrays[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        return arrays
+
+    def known_failure(self, target: str) -> KnownFailure | None:
+        """The known failure for conversions to `target`, if one is declared."""
+        return next((f for f in self.known_failures if f.target == target), None)
+
+
+def _image(shape: tuple[int, ...], name: str = "x") -> tuple[InputSpec, ...]:
+    return (InputSpec(name, shape),)
+
+
+MODELS: tuple[ZooModel, ...] = (
+    ZooModel(
+        name="mlp",
+        description="PyTorch MLP 10 -> 64 -> 1 (Linear, ReLU, Linear)",
+        source="torch",
+        builder="zoo.torch_models:build_mlp",
+        inputs=_image((1, 10)),
+    ),
+    ZooModel(
+        name="cnn",
+        description="PyTorch image classifier: two conv+ReLU+maxpool blocks, dropout, Linear to 10 classes",
+        source="torch",
+        builder="zoo.torch_models:build_cnn",
+        inputs=_image((1, 1, 28, 28)),
+    ),
+    ZooModel(
+        name="keras_cnn",
+        description="The cnn architecture as a Keras Sequential (NHWC input 'image')",
+        source="keras",
+        builder="zoo.keras_models:build_keras_cnn",
+        inputs=_image((1, 28, 28, 1), name="image"),
+    ),
+    ZooModel(
+        name="resnet_block",
+        description="Conv stem and a ResNet basic block with calibrated BatchNorm, global pool, Linear 10",
+        source="torch",
+        builder="zoo.torch_models:build_resnet_block",
+        inputs=_image((1, 3, 32, 32)),
+    ),
+    ZooModel(
+        name="mobilenet_block",
+        description="MobileNet-style depthwise-separable stack x3 (BN, ReLU6), global pool, Linear 10",
+        source="torch",
+        builder="zoo.torch_models:build_mobilenet_block",
+        inputs=_image((1, 3, 32, 32)),
+    ),
+    ZooModel(
+        name="transformer",
+        description="Token embedding + TransformerEncoderLayer (GELU, padding mask from token 0), mean-pool, 4 classes",
+        source="torch",
+        builder="zoo.torch_models:build_transformer",
+        inputs=(InputSpec("tokens", (1, 16), "int64", high=100),),
+    ),
+    ZooModel(
+        name="lstm",
+        description="LSTM(8 -> 16) sequence classifier, last step -> Linear 3",
+        source="torch",
+        builder="zoo.torch_models:build_lstm",
+        inputs=_image((1, 12, 8)),
+    ),
+    ZooModel(
+        name="gru",
+        description="GRU(8 -> 16) sequence classifier, last step -> Linear 3",
+        source="torch",
+        builder="zoo.torch_models:build_gru",
+        inputs=_image((1, 12, 8)),
+    ),
+    ZooModel(
+        name="conv1d",
+        description="Two Conv1d layers on [N, C, T]; returns the rank-3 feature map [1, 8, 32]",
+        source="torch",
+        builder="zoo.torch_models:build_conv1d",
+        inputs=_image((1, 4, 32)),
+    ),
+    ZooModel(
+        name="two_io",
+        description="Two inputs (image, features) and two outputs of rank 2 (logits) and rank 4 (feature map)",
+        source="torch",
+        builder="zoo.torch_models:build_two_io",
+        inputs=(InputSpec("image", (1, 3, 16, 16)), InputSpec("features", (1, 5))),
+    ),
+    ZooModel(
+        name="embedding",
+        description="nn.Embedding(50, 16) on int64 ids, mean over tokens, Linear 2",
+        source="torch",
+        builder="zoo.torch_models:build_embedding",
+        inputs=(InputSpec("ids", (1, 10), "int64", high=50),),
+    ),
+    ZooModel(
+        name="dynamic_batch",
+        description="Small CNN exported with a dynamic batch dimension (example batch 2)",
+        source="torch",
+        builder="zoo.torch_models:build_dynamic_batch",
+        # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch.
+        inputs=_image((2, 3, 16, 16)),
+        dynamic_batch=True,
+    ),
+    ZooModel(
+        name="resnet18",
+        description="torchvision resnet18 (random weights, BN calibrated), 1000 classes",
+        source="torch",
+        builder="zoo.torch_models:build_resnet18",
+        inputs=_image((1, 3, 224, 224)),
+        slow=True,
+    ),
+    ZooModel(
+        name="mobilenet_v3_small",
+        description="torchvision mobilenet_v3_small (random weights, BN calibrated), 1000 classes",
+        source="torch",
+        builder="zoo.torch_models:build_mobilenet_v3_small",
+        inputs=_image((1, 3, 224, 224)),
+        slow=True,
+    ),
+    ZooModel(
+        name="keras_mobilenet_v2",
+        description="keras.applications.MobileNetV2 at 96x96, 10 classes (random weights, BN calibrated)",
+        source="keras",
+        builder="zoo.keras_models:build_keras_mobilenet_v2",
+        inputs=_image((1, 96, 96, 3), name="image"),
+        slow=True,
+    ),
+)
+
+_BY_NAME = {model.name: model for model in MODELS}
+
+
+def names() -> tuple[str, ...]:
+    """The zoo's model names, in declaration order."""
+    return tuple(model.name for model in MODELS)
+
+
+def get(name: str) -> ZooModel:
+    """The zoo model called `name`, or an InputError listing the names there are."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise InputError(f"no zoo model {name!r}; the zoo has {', '.join(names())}") from None
