@@ -202,6 +202,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             raise InputError(f"{target}: not a bridge output directory (no manifest.json); give --to FORMAT to convert it first")
         else:
             subject = _run_convert(target, to, progress, **kw)
+            _print_conversion(subject)
         save_inputs = json_path.with_name(json_path.stem + ".inputs.npz") if json_path else None
         report = run_verify(
             subject, inputs=inputs, seed=seed, samples=samples, int_high=int_high,
@@ -289,7 +290,7 @@ def zoo_list() -> None:
 def zoo_export(name: str, out_dir: Path, force: bool, debug: bool) -> None:
     """Write zoo model NAME in its source format, with its example inputs."""
     with _user_errors(debug):
-        from zoo import export
+        from zoo.export import export
 
         if not out_dir.exists():
             out_dir.mkdir(parents=True)

@@ -1,0 +1,84 @@
+"""The CLI's exit codes and the rule that --help and formats import no framework."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FRAMEWORKS = ("torch", "tensorflow", "onnx", "onnxruntime", "onnx2tf", "tf2onnx", "keras", "onnx2torch")
+
+
+def bridge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_import_cli_leaves_frameworks_out() -> None:
+    code = "import sys, bridge.cli, bridge.registry, bridge.route; print([m for m in %r if m in sys.modules])" % (FRAMEWORKS,)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_and_formats_import_no_framework_and_are_fast() -> None:
+    probe = (
+        "import sys, runpy; sys.argv=['bridge', %r]\n"
+        "try:\n    runpy.run_module('bridge', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('LOADED', [m for m in %r if m in sys.modules])"
+    )
+    for command in ("--help", "formats"):
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", probe % (command, FRAMEWORKS)], capture_output=True, text=True, check=True).stdout
+        elapsed = time.perf_counter() - started
+        assert "LOADED []" in out, out
+        assert elapsed < 2.0  # generous for a loaded CI box; bench/ measures the real figure
+
+
+def test_formats_lists_every_hop_as_usable() -> None:
+    result = bridge("formats")
+    assert result.returncode == 0
+    for hop in ("torch->onnx", "onnx->tflite", "onnx->tf", "onnx->torch", "tf->onnx", "keras->onnx", "tflite->onnx", "tf->tflite"):
+        assert any(line.split()[0] == hop and line.endswith("ok") for line in result.stdout.splitlines()), hop
+
+
+def test_missing_model_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = bridge("convert", str(tmp_path / "nope.pt2"), "--to", "onnx")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "nope.pt2" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_format_exits_2(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    result = bridge("convert", str(model), "--to", "coreml")
+    assert result.returncode == 2
+    assert "unknown format 'coreml'" in result.stderr
+
+
+def test_route_that_does_not_exist_exits_2(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    result = bridge("convert", str(model), "--to", "keras")
+    assert result.returncode == 2
+    assert "no route from onnx to keras" in result.stderr
+    assert not (tmp_path / "m.bridge").exists()
+
+
+def test_verify_without_manifest_or_to_exits_2(tmp_path: Path) -> None:
+    result = bridge("verify", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no bridge output directory here" in result.stderr
+
+
+def test_python_dash_m_and_version() -> None:
+    result = bridge("--version")
+    assert result.returncode == 0 and "bridge" in result.stdout
+
+
+def test_convert_json_prints_manifest(converted_cnn: Path) -> None:
+    manifest = json.loads((converted_cnn / "manifest.json").read_text())
+    assert manifest["schema"] == "bridge.manifest/1"
+    assert [a["format"] for a in manifest["artifacts"]][:1] == ["onnx"]

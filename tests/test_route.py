@@ -1,0 +1,81 @@
+"""Route planning over the default registry and over registries built by the test."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import UnsupportedRouteError
+from bridge.formats import Format
+from bridge.registry import DEFAULT_REGISTRY, HopRegistry, HopSpec
+from bridge.route import plan, reachable
+
+
+def test_torch_to_tflite_goes_through_onnx() -> None:
+    route = plan(Format.TORCH, [Format.TFLITE])
+    assert [h.name for h in route.hops] == ["torch->onnx", "onnx->tflite"]
+    assert route.describe() == "torch -> onnx -> tflite"
+
+
+def test_keras_to_tflite_prefers_its_own_saved_model() -> None:
+    route = plan(Format.KERAS, [Format.TFLITE])
+    assert [h.name for h in route.hops] == ["keras->tf", "tf->tflite"]
+
+
+def test_several_targets_share_one_tree_parents_first() -> None:
+    route = plan(Format.TORCH, [Format.TFLITE, Format.TF, Format.ONNX])
+    names = [h.name for h in route.hops]
+    assert names[0] == "torch->onnx"
+    assert sorted(names) == ["onnx->tf", "onnx->tflite", "torch->onnx"]
+
+
+def test_via_forces_the_chain() -> None:
+    route = plan(Format.TORCH, [Format.TFLITE], via=[Format.ONNX, Format.TF])
+    assert [h.name for h in route.hops] == ["torch->onnx", "onnx->tf", "tf->tflite"]
+
+
+def test_via_with_a_missing_hop_names_it() -> None:
+    with pytest.raises(UnsupportedRouteError, match="no hop tflite -> tf"):
+        plan(Format.TORCH, [Format.TF], via=[Format.ONNX, Format.TFLITE])
+
+
+def test_no_route_is_a_clear_error() -> None:
+    # Nothing in the registry produces Keras.
+    with pytest.raises(UnsupportedRouteError, match="no route from torch to keras"):
+        plan(Format.TORCH, [Format.KERAS])
+
+
+def test_ties_break_by_preference_in_a_test_registry() -> None:
+    registry = HopRegistry((
+        HopSpec(Format.TORCH, Format.ONNX, "x:A", (), "t", "a", preference=0),
+        HopSpec(Format.TORCH, Format.TF, "x:B", (), "t", "b", preference=0),
+        HopSpec(Format.ONNX, Format.TFLITE, "x:C", (), "t", "c", preference=5),
+        HopSpec(Format.TF, Format.TFLITE, "x:D", (), "t", "d", preference=1),
+    ))
+    route = plan(Format.TORCH, [Format.TFLITE], registry=registry)
+    assert [h.name for h in route.hops] == ["torch->tf", "tf->tflite"]
+
+
+def test_fewest_hops_beats_preference() -> None:
+    registry = HopRegistry((
+        HopSpec(Format.TORCH, Format.ONNX, "x:A", (), "t", "a"),
+        HopSpec(Format.ONNX, Format.TFLITE, "x:B", (), "t", "b"),
+        HopSpec(Format.TORCH, Format.TFLITE, "x:C", (), "t", "c", preference=100),
+    ))
+    assert [h.name for h in plan(Format.TORCH, [Format.TFLITE], registry=registry).hops] == ["torch->tflite"]
+
+
+def test_duplicate_hop_is_refused() -> None:
+    hop = HopSpec(Format.TORCH, Format.ONNX, "x:A", (), "t", "a")
+    with pytest.raises(ValueError, match="registered twice"):
+        HopRegistry((hop, hop))
+
+
+def test_reachable_from_each_source() -> None:
+    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.TFLITE)
+    assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE)
+
+
+def test_listing_hops_imports_no_framework() -> None:
+    # find_spec locates modules without importing them.
+    for hop in DEFAULT_REGISTRY:
+        assert hop.missing() == ()
