@@ -1,0 +1,318 @@
+"""The conversion matrix: every zoo model to every format its source reaches, converted and verified.
+
+``python -m zoo.matrix [--models a,b] [--out docs/matrix.md] [--include-slow]`` exports each model
+(zoo.export), converts it to every reachable format in one ``convert(..., to="all")`` call, verifies
+that output directory once on CPU, and derives one `MatrixCell` per target from the manifest and
+the report: the cumulative comparison source -> target, the target's CPU latency, and the reason
+for a failure (the hop that failed, the representation that could not run, or the drift).
+Cells that a model declares in its ``known_failures`` are marked ``known`` with the declared reason.
+
+Hops that no default route takes (tf -> onnx, tflite -> onnx) are exercised by `FORCED_ROUTES`,
+converted with ``via=`` for every model of the given source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import BridgeError
+from bridge.formats import Format
+from bridge.route import plan, reachable
+from zoo.registry import MODELS, ZooModel, get
+
+PASS, FAIL, KNOWN = "pass", "fail", "known"
+"""Cell statuses: verified within tolerance; failed; failed as the model's known_failures declare."""
+SAMPLES = 4
+LATENCY_RUNS = 5
+DEVICE = "cpu"
+COMMAND = "python -m zoo.matrix --include-slow --out docs/matrix.md"
+
+
+@dataclass(frozen=True)
+class ForcedRoute:
+    """A route the planner never picks by itself, run for every model of `source` (``--via``)."""
+
+    source: Format
+    via: tuple[Format, ...]
+    target: Format
+
+    @property
+    def chain(self) -> tuple[Format, ...]:
+        return (self.source, *self.via, self.target)
+
+    def describe(self) -> str:
+        return " -> ".join(f.value for f in self.chain)
+
+
+FORCED_ROUTES: tuple[ForcedRoute, ...] = (
+    # keras -> onnx goes straight through tf2onnx's Keras path; these reach onnx from the
+    # SavedModel and from the TFLite file, the only routes that use the tf->onnx and tflite->onnx hops.
+    ForcedRoute(Format.KERAS, (Format.TF,), Format.ONNX),
+    ForcedRoute(Format.KERAS, (Format.TF, Format.TFLITE), Format.ONNX),
+)
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One model converted to one target format, and what verification found."""
+
+    model: str
+    source: str
+    target: str
+    route: str
+    """``torch -> onnx -> tflite``: the hops the artifact was made through."""
+    status: str
+    """`PASS`, `FAIL` or `KNOWN` (a failure the model declares in known_failures)."""
+    max_abs: float | None
+    """Worst max abs drift over the outputs, cumulative against the source on CPU; None if not compared."""
+    p50_ms: float | None
+    """Median CPU latency of the target artifact in ms; None if it did not run."""
+    reason: str = ""
+    """Why it failed: the hop failure, the runtime error or the drift summary (empty on pass)."""
+    declared: str = ""
+    """The reason from the model's known_failures for this target, if one is declared."""
+    forced: bool = False
+    """Made through a `ForcedRoute` (``via=``) rather than the planner's default route."""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """What one convert + verify of one model produced (the cells and the wall time)."""
+
+    model: str
+    cells: tuple[MatrixCell, ...]
+    seconds: float
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _status(model: ZooModel, target: Format, ok: bool) -> tuple[str, str]:
+    known = model.known_failure(target.value)
+    declared = known.reason if known else ""
+    if ok:
+        return PASS, declared
+    return (KNOWN if known else FAIL), declared
+
+
+def _failed_cells(model: ZooModel, targets: Sequence[Format], routes: dict[Format, str], reason: str,
+                  forced: bool = False) -> list[MatrixCell]:
+    cells = []
+    for target in targets:
+        status, declared = _status(model, target, False)
+        cells.append(MatrixCell(model.name, model.source, target.value, routes.get(target, ""), status,
+                                None, None, reason, declared, forced))
+    return cells
+
+
+def _cells_from_run(model: ZooModel, conversion: object, report: object, targets: Sequence[Format],
+                    forced: bool) -> list[MatrixCell]:
+    """One cell per target from one Conversion and its Report (float32 artifacts, CPU)."""
+    from bridge.convert import Conversion
+    from bridge.verify.report import ERROR, Report
+
+    assert isinstance(conversion, Conversion) and isinstance(report, Report)
+    failures = {f.hop: f for f in conversion.failures}
+    reps = {r.name: r for r in report.representations if r.device == DEVICE}
+    cumulative = {c.dst: c for c in report.cumulative if c.device == DEVICE and c.src == "source"}
+    cells = []
+    for target in targets:
+        path = conversion.route.path_to(target)
+        route = " -> ".join(f.value for f in path)
+        key = target.value
+        reasons: list[str] = []
+        # The first failing hop on the way to the target is the cause; later ones were skipped.
+        for src, dst in zip(path, path[1:]):
+            failure = failures.get(f"{src.value}->{dst.value}")
+            if failure is not None:
+                reasons.append(f"hop {failure.hop} failed: {_first_line(failure.error)}")
+                break
+        rep = reps.get(key)
+        source_rep = reps.get("source")
+        if not reasons and source_rep is not None and source_rep.status == ERROR:
+            reasons.append(f"source could not run: {_first_line(source_rep.error or '')}")
+        if not reasons and rep is not None and rep.status != "ok":
+            reasons.append(f"{key} could not run: {_first_line(rep.error or '')}")
+        comparison = cumulative.get(key)
+        max_abs = None
+        if comparison is not None:
+            values = [o.max_abs for o in comparison.outputs if o.error is None]
+            max_abs = max(values) if values else None
+            if not reasons and not comparison.passed:
+                reasons.append("drift over tolerance: " + "; ".join(o.describe() for o in comparison.failing))
+        if not reasons and comparison is None:
+            reasons.append(f"no {key} artifact was compared against the source")
+        status, declared = _status(model, target, not reasons)
+        p50 = rep.latency.p50 if rep is not None and rep.latency is not None else None
+        cells.append(MatrixCell(model.name, model.source, key, route, status, max_abs, p50,
+                                "; ".join(reasons), declared, forced))
+    return cells
+
+
+def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None = None,
+              forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES) -> ModelRun:
+    """Export, convert (one call for every default target, one per forced route) and verify one model."""
+    from bridge.convert import convert
+    from bridge.verify.run import verify
+    from zoo.export import export
+
+    started = time.perf_counter()
+    source = Format(model.source)
+    wanted = tuple(f for f in reachable(source) if f != source)
+    if targets is not None:
+        wanted = tuple(f for f in wanted if f in targets)
+    default_routes = {t: " -> ".join(f.value for f in plan(source, [t]).path_to(t)) for t in wanted}
+    forced = [r for r in forced_routes if r.source == source and (targets is None or r.target in targets)]
+    model_dir = work_dir / model.name
+    try:
+        exported = export(model.name, model_dir, force=True)
+    except BridgeError as exc:
+        reason = f"zoo export failed: {_first_line(str(exc))}"
+        cells = _failed_cells(model, wanted, default_routes, reason)
+        for route in forced:
+            cells += _failed_cells(model, [route.target], {route.target: route.describe()}, reason, forced=True)
+        return ModelRun(model.name, tuple(cells), time.perf_counter() - started)
+    example_inputs = exported.inputs_path if exported.model_path.suffix == ".pt" else None
+
+    jobs: list[tuple[tuple[Format, ...], tuple[Format, ...], Path, bool, dict[Format, str]]] = []
+    if wanted:
+        jobs.append((wanted, (), model_dir / f"{model.name}.bridge", False, default_routes))
+    for i, route in enumerate(forced):
+        jobs.append(((route.target,), route.via, model_dir / f"{model.name}.via{i}.bridge", True,
+                     {route.target: route.describe()}))
+    cells: list[MatrixCell] = []
+    for job_targets, via, out_dir, is_forced, routes in jobs:
+        try:
+            conversion = convert(exported.model_path, to=list(job_targets), via=via, out_dir=out_dir, force=True,
+                                 strict=False, example_inputs=example_inputs)
+        except BridgeError as exc:
+            cells += _failed_cells(model, job_targets, routes, f"convert failed: {_first_line(str(exc))}", is_forced)
+            continue
+        try:
+            report = verify(conversion, devices=(DEVICE,), samples=SAMPLES, latency_runs=LATENCY_RUNS,
+                            atol=model.atol, rtol=model.rtol)
+        except BridgeError as exc:
+            cells += _failed_cells(model, job_targets, routes, f"verify failed: {_first_line(str(exc))}", is_forced)
+            continue
+        cells += _cells_from_run(model, conversion, report, job_targets, is_forced)
+    return ModelRun(model.name, tuple(cells), time.perf_counter() - started)
+
+
+def run_matrix(models: Sequence[str | ZooModel], targets: Sequence[str | Format] | None = None, *,
+               work_dir: Path | None = None, forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES,
+               progress: Callable[[ModelRun], None] | None = None) -> list[MatrixCell]:
+    """Convert and verify every model in `models` to every reachable target (or only `targets`).
+
+    Artifacts go to `work_dir` (a temporary directory, removed afterwards, when None).
+    """
+    wanted = None if targets is None else tuple(t if isinstance(t, Format) else Format.parse(t) for t in targets)
+    resolved = [m if isinstance(m, ZooModel) else get(m) for m in models]
+    cells: list[MatrixCell] = []
+    with tempfile.TemporaryDirectory(prefix="bridge-matrix-") as tmp:
+        base = Path(work_dir) if work_dir is not None else Path(tmp)
+        for model in resolved:
+            result = run_model(model, base, wanted, forced_routes)
+            cells.extend(result.cells)
+            if progress is not None:
+                progress(result)
+    return cells
+
+
+def tool_versions() -> dict[str, str]:
+    """The installed versions of the libraries bridge wraps (as the manifest records them)."""
+    from bridge.convert import TOOL_DISTRIBUTIONS
+    from bridge.hops.base import package_version
+
+    return {d: package_version(d) for d in TOOL_DISTRIBUTIONS}
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: float | None = None) -> str:
+    """The matrix as Markdown: a generated-file header, tool versions, a summary and one row per cell."""
+    versions = tool_versions()
+    lines = [
+        "# Conversion matrix",
+        "",
+        f"<!-- Generated by `{command}`; do not edit by hand. -->",
+        "",
+        f"Generated by `{command}` with bridge {__version__} and Python {sys.version.split()[0]}"
+        + (f" in {seconds / 60:.1f} min" if seconds is not None else "") + ".",
+        f"Each model is exported from the zoo, converted to every format its source reaches, and verified on CPU "
+        f"with {SAMPLES} generated samples; drift is the worst max abs difference over the outputs, "
+        f"cumulative against the source; latency is the median of {LATENCY_RUNS} timed runs of the target artifact.",
+        "Status `known` is a failure the model declares in `known_failures` (zoo/registry.py), with its declared reason.",
+        "",
+        "Tool versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
+        "",
+    ]
+    counts = {s: sum(1 for c in cells if c.status == s) for s in (PASS, FAIL, KNOWN)}
+    lines += [f"**{len(cells)} cells: {counts[PASS]} pass, {counts[FAIL]} fail, {counts[KNOWN]} known.**", ""]
+    lines += ["| model | source | target | route | status | max abs drift | p50 ms | reason |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        drift = f"{c.max_abs:.2e}" if c.max_abs is not None else "-"
+        latency = f"{c.p50_ms:.3f}" if c.p50_ms is not None else "-"
+        if c.status == KNOWN:
+            reason = f"known: {c.declared} (seen: {c.reason})"
+        elif c.status == PASS and c.declared:
+            reason = f"declared known failure did not occur: {c.declared}"
+        else:
+            reason = c.reason
+        route = c.route + (" (via)" if c.forced else "")
+        lines.append("| " + " | ".join(_cell_text(x) for x in (c.model, c.source, c.target, route, c.status,
+                                                                  drift, latency, reason)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the matrix and write the Markdown table; exit 1 when a cell fails that is not declared known."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.matrix", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated zoo model names (default: every non-slow model)")
+    parser.add_argument("--targets", help="comma-separated target formats (default: every reachable one)")
+    parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    parser.add_argument("--include-slow", action="store_true", help="also run the slow (torchvision, keras.applications) models")
+    parser.add_argument("--work-dir", type=Path, help="keep the exported models and artifacts here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    if args.models:
+        models = [get(name.strip()) for name in args.models.split(",") if name.strip()]
+    else:
+        models = [m for m in MODELS if args.include_slow or not m.slow]
+    targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
+    command = "python -m zoo.matrix" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
+
+    def report(run: ModelRun) -> None:
+        summary = ", ".join(f"{c.target}{' (via)' if c.forced else ''}: {c.status}" for c in run.cells)
+        print(f"{run.model} ({run.seconds:.0f} s): {summary}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    cells = run_matrix(models, targets, work_dir=args.work_dir, progress=report)
+    text = render(cells, command=command, seconds=time.perf_counter() - started)
+    if args.out:
+        from bridge.manifest import atomic_write_text
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 1 if any(c.status == FAIL for c in cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
