@@ -11,20 +11,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Import the bridge.verify *package* (an empty __init__, no framework) before defining the
+# verify() function below, so importing bridge.verify.run later cannot rebind `bridge.verify`.
+from bridge import verify as _verify_package  # noqa: F401
+
 __version__ = "0.1.0"
 __all__ = ["__version__", "convert", "verify"]
 
 if TYPE_CHECKING:
-    from bridge.convert import Conversion
+    from bridge.conversion import Conversion
     from bridge.verify.report import Report
 
 
 def convert(model: Any, to: Any, **kwargs: Any) -> Conversion:
     """Convert `model` (a path, ``package.module:factory``, an nn.Module or a Keras model).
 
-    See `bridge.convert.convert` for the arguments.
+    See `bridge.conversion.convert` for the arguments.
     """
-    from bridge.convert import convert as _convert
+    from bridge.conversion import convert as _convert
 
     return _convert(model, to, **kwargs)
 

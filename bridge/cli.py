@@ -128,7 +128,7 @@ def _convert_options(func: F) -> F:
 
 
 def _run_convert(model: str, to: str, progress: _Progress, **kw: Any) -> Any:
-    from bridge.convert import convert
+    from bridge.conversion import convert
 
     return convert(
         model, to, out_dir=kw["out_dir"], from_format=kw["from_format"],

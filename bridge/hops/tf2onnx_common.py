@@ -1,4 +1,4 @@
-"""What the tf2onnx hops share: converting a SavedModel's serving_default function to ONNX."""
+"""What the tf2onnx hops share: converting a SavedModel's serving_default signature to ONNX."""
 
 from __future__ import annotations
 
@@ -7,29 +7,25 @@ from typing import Any
 
 from bridge import defaults
 from bridge.hops.torch_to_onnx import onnx_signature
+from bridge.runtimes.tensorflow_runner import SERVING_KEY
 from bridge.signature import Signature
 
 
 def saved_model_to_onnx(saved_model: Path, out: Path, opset: int | None) -> tuple[Signature, dict[str, Any]]:
-    """Convert a SavedModel's serving_default to ONNX with tf2onnx.from_function.
+    """Convert a SavedModel's serving_default to ONNX the way ``python -m tf2onnx.convert --saved-model`` does.
 
-    tf2onnx keeps TensorFlow's layout (no inputs_as_nchw), so every tensor keeps its perm.
+    tf2onnx's own SavedModel loader freezes captured weights into constants (tracing the loaded
+    function instead would turn them into graph inputs). tf2onnx keeps TensorFlow's layout (no
+    inputs_as_nchw), so every tensor keeps its perm; tensors keep the signature's names.
     """
-    import tensorflow as tf
-    import tf2onnx
+    from tf2onnx import convert, tf_loader
 
-    from bridge.runtimes.tensorflow_runner import load_saved_model
-
-    loaded, fn = load_saved_model(saved_model)  # `loaded` owns the variables: keep it alive
-    _, kwargs = fn.structured_input_signature
-    names = list(kwargs)
-    specs = [tf.TensorSpec(kwargs[n].shape, kwargs[n].dtype, name=n) for n in names]
-
-    @tf.function(input_signature=specs)
-    def serve(*args: Any) -> Any:
-        return fn(**dict(zip(names, args)))
-
-    options = {"opset": opset or defaults.TF2ONNX_OPSET, "function": "serving_default"}
-    model, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=options["opset"], output_path=str(out))
-    del loaded
+    options = {"opset": opset or defaults.TF2ONNX_OPSET, "signature_def": SERVING_KEY, "tag": "serve"}
+    graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+        str(saved_model), None, None, tag=options["tag"], signatures=[SERVING_KEY], return_tensors_to_rename=True
+    )
+    model, _ = convert.from_graph_def(
+        graph_def, input_names=inputs, output_names=outputs, opset=options["opset"],
+        tensors_to_rename=renames, output_path=str(out),
+    )
     return onnx_signature(model), options

@@ -1,0 +1,84 @@
+"""The library API used from pipelines: bridge.convert / bridge.verify, references and live modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import bridge
+from bridge.conversion import Conversion
+from bridge.errors import HopError, OutputError
+from tests.conftest import run_bridge
+
+pytestmark = pytest.mark.slow
+
+
+def test_convert_then_verify_twice_in_one_process(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    model = zoo_model("mlp")
+    for attempt in range(2):  # the package's functions must survive their own submodules being imported
+        conversion = bridge.convert(model, to="onnx", out_dir=tmp_path / "mlp.bridge", force=attempt > 0)
+        assert isinstance(conversion, Conversion) and conversion.ok
+        assert conversion.path("onnx").is_file()
+        report = bridge.verify(conversion, devices=("cpu",), samples=2, latency_runs=2)
+        assert report.passed and bool(report) and report.exit_code == 0
+        assert report.to_json()["passed"] is True
+
+
+def test_existing_output_dir_needs_force(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+    with pytest.raises(OutputError, match="pass --force"):
+        bridge.convert(zoo_model("mlp"), to="onnx", out_dir=out)
+    assert (out / "precious.txt").read_text() == "mine"
+
+
+def test_python_reference_source(tmp_path: Path) -> None:
+    out = tmp_path / "ref.bridge"
+    result = run_bridge("convert", "zoo.torch_models:build_mlp", "--to", "onnx", "--input-shape", "x:1,10",
+                        "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    conversion_manifest = (out / "manifest.json").read_text()
+    assert '"path": "zoo.torch_models:build_mlp"' in conversion_manifest
+    assert '"materialized": "source/model.pt2"' in conversion_manifest
+    verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2")
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_live_module_and_failed_hop_keeps_earlier_artifacts(tmp_path: Path) -> None:
+    code = f"""
+import torch, bridge
+from bridge.errors import HopError
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.Tanh())
+c = bridge.convert(model, to="onnx", example_inputs=(torch.randn(1, 6),), out_dir={str(tmp_path / 'live.bridge')!r})
+print("SOURCE", c.manifest.source.kind, c.manifest.source.materialized)
+print("PASSED", bridge.verify(c, devices=("cpu",), samples=2, latency_runs=2).passed)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "SOURCE exported_program source/model.pt2" in out.stdout
+    assert "PASSED True" in out.stdout
+
+
+def test_strict_convert_raises_with_the_partial_conversion(tmp_path: Path) -> None:
+    # onnx2torch 1.5.15 has no converter for Sinh; onnx2tf has one.
+    onnx_path = tmp_path / "m.onnx"
+    subprocess.run([sys.executable, "-c", (
+        "import onnx\nfrom onnx import helper, TensorProto\n"
+        "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])\n"
+        "y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])\n"
+        "g = helper.make_graph([helper.make_node('Sinh', ['x'], ['y'])], 'g', [x], [y])\n"
+        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]); m.ir_version = 8\n"
+        f"onnx.save(m, {str(onnx_path)!r})\n")], check=True)
+    with pytest.raises(HopError) as caught:
+        bridge.convert(onnx_path, to=["tflite", "torch"], out_dir=tmp_path / "m.bridge")
+    assert "hop onnx->torch failed" in str(caught.value) and "Sinh" in str(caught.value)
+    conversion = caught.value.conversion  # type: ignore[attr-defined]
+    assert not conversion.ok and [f.hop for f in conversion.failures] == ["onnx->torch"]
+    assert [a.key for a in conversion.artifacts] == ["tflite"] and conversion.path("tflite").is_file()
+    assert (tmp_path / "m.bridge" / "manifest.json").is_file()
