@@ -168,9 +168,7 @@ def _resolve_source(model: Any, from_format: str | Format | None) -> _Resolved:
             factory = text.rsplit(":", 1)[1]
             return _Resolved(forced or Format.TORCH, None, text, None, Path.cwd() / f"{factory}.bridge")
         path = Path(text)
-        fmt = formats.detect(path) if forced is None or not path.exists() else forced
-        if forced is not None and forced != fmt:
-            fmt = forced
+        fmt = forced if forced is not None and path.exists() else formats.detect(path)
         name = path.name if path.is_dir() else path.stem
         return _Resolved(fmt, path.resolve(), None, None, path.resolve().parent / f"{name}.bridge")
     module = type(model).__module__

@@ -63,3 +63,13 @@ def test_keras_source_is_channels_last_already(converted_keras: Path) -> None:
     assert manifest.source.signature.inputs[0].shape[1:] == (28, 28, 1)
     for artifact in manifest.artifacts:
         assert artifact.signature.inputs[0].perm == (0, 1, 2, 3), artifact.key
+
+
+def test_dynamic_batch_is_symbolic_where_the_hops_allow(zoo_model: Callable[[str], Path],
+                                                       convert_once: Callable[..., Path]) -> None:
+    out = convert_once(zoo_model("dynamic_batch"), "--to", "onnx", "--dynamic-batch")
+    manifest = Manifest.read(out)
+    assert isinstance(manifest.source.signature.inputs[0].shape[0], str)
+    onnx_input = manifest.artifact("onnx").signature.inputs[0]
+    assert isinstance(onnx_input.shape[0], str), onnx_input
+    assert manifest.artifact("onnx").options["dynamic_batch"] is True
