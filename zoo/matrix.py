@@ -121,7 +121,7 @@ def _failed_cells(model: ZooModel, targets: Sequence[Format], routes: dict[Forma
 def _cells_from_run(model: ZooModel, conversion: object, report: object, targets: Sequence[Format],
                     forced: bool) -> list[MatrixCell]:
     """One cell per target from one Conversion and its Report (float32 artifacts, CPU)."""
-    from bridge.convert import Conversion
+    from bridge.conversion import Conversion
     from bridge.verify.report import ERROR, Report
 
     assert isinstance(conversion, Conversion) and isinstance(report, Report)
@@ -165,7 +165,7 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
 def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None = None,
               forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES) -> ModelRun:
     """Export, convert (one call for every default target, one per forced route) and verify one model."""
-    from bridge.convert import convert
+    from bridge.conversion import convert
     from bridge.verify.run import verify
     from zoo.export import export
 
@@ -233,7 +233,7 @@ def run_matrix(models: Sequence[str | ZooModel], targets: Sequence[str | Format]
 
 def tool_versions() -> dict[str, str]:
     """The installed versions of the libraries bridge wraps (as the manifest records them)."""
-    from bridge.convert import TOOL_DISTRIBUTIONS
+    from bridge.conversion import TOOL_DISTRIBUTIONS
     from bridge.hops.base import package_version
 
     return {d: package_version(d) for d in TOOL_DISTRIBUTIONS}

@@ -114,7 +114,7 @@ class ZooModel:
         return next((f for f in self.known_failures if f.target == target), None)
 
 
-def _image(shape: tuple[int, ...], name: str = "x") -> tuple[InputSpec, ...]:
+def _float_input(shape: tuple[int, ...], name: str = "x") -> tuple[InputSpec, ...]:
     return (InputSpec(name, shape),)
 
 
@@ -124,35 +124,35 @@ MODELS: tuple[ZooModel, ...] = (
         description="PyTorch MLP 10 -> 64 -> 1 (Linear, ReLU, Linear)",
         source="torch",
         builder="zoo.torch_models:build_mlp",
-        inputs=_image((1, 10)),
+        inputs=_float_input((1, 10)),
     ),
     ZooModel(
         name="cnn",
         description="PyTorch image classifier: two conv+ReLU+maxpool blocks, dropout, Linear to 10 classes",
         source="torch",
         builder="zoo.torch_models:build_cnn",
-        inputs=_image((1, 1, 28, 28)),
+        inputs=_float_input((1, 1, 28, 28)),
     ),
     ZooModel(
         name="keras_cnn",
         description="The cnn architecture as a Keras Sequential (NHWC input 'image')",
         source="keras",
         builder="zoo.keras_models:build_keras_cnn",
-        inputs=_image((1, 28, 28, 1), name="image"),
+        inputs=_float_input((1, 28, 28, 1), name="image"),
     ),
     ZooModel(
         name="resnet_block",
         description="Conv stem and a ResNet basic block with calibrated BatchNorm, global pool, Linear 10",
         source="torch",
         builder="zoo.torch_models:build_resnet_block",
-        inputs=_image((1, 3, 32, 32)),
+        inputs=_float_input((1, 3, 32, 32)),
     ),
     ZooModel(
         name="mobilenet_block",
         description="MobileNet-style depthwise-separable stack x3 (BN, ReLU6), global pool, Linear 10",
         source="torch",
         builder="zoo.torch_models:build_mobilenet_block",
-        inputs=_image((1, 3, 32, 32)),
+        inputs=_float_input((1, 3, 32, 32)),
     ),
     ZooModel(
         name="transformer",
@@ -166,21 +166,21 @@ MODELS: tuple[ZooModel, ...] = (
         description="LSTM(8 -> 16) sequence classifier, last step -> Linear 3",
         source="torch",
         builder="zoo.torch_models:build_lstm",
-        inputs=_image((1, 12, 8)),
+        inputs=_float_input((1, 12, 8)),
     ),
     ZooModel(
         name="gru",
         description="GRU(8 -> 16) sequence classifier, last step -> Linear 3",
         source="torch",
         builder="zoo.torch_models:build_gru",
-        inputs=_image((1, 12, 8)),
+        inputs=_float_input((1, 12, 8)),
     ),
     ZooModel(
         name="conv1d",
         description="Two Conv1d layers on [N, C, T]; returns the rank-3 feature map [1, 8, 32]",
         source="torch",
         builder="zoo.torch_models:build_conv1d",
-        inputs=_image((1, 4, 32)),
+        inputs=_float_input((1, 4, 32)),
     ),
     ZooModel(
         name="two_io",
@@ -202,7 +202,7 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="zoo.torch_models:build_dynamic_batch",
         # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch.
-        inputs=_image((2, 3, 16, 16)),
+        inputs=_float_input((2, 3, 16, 16)),
         dynamic_batch=True,
     ),
     ZooModel(
@@ -210,7 +210,7 @@ MODELS: tuple[ZooModel, ...] = (
         description="torchvision resnet18 (random weights, BN calibrated), 1000 classes",
         source="torch",
         builder="zoo.torch_models:build_resnet18",
-        inputs=_image((1, 3, 224, 224)),
+        inputs=_float_input((1, 3, 224, 224)),
         slow=True,
     ),
     ZooModel(
@@ -218,7 +218,7 @@ MODELS: tuple[ZooModel, ...] = (
         description="torchvision mobilenet_v3_small (random weights, BN calibrated), 1000 classes",
         source="torch",
         builder="zoo.torch_models:build_mobilenet_v3_small",
-        inputs=_image((1, 3, 224, 224)),
+        inputs=_float_input((1, 3, 224, 224)),
         slow=True,
     ),
     ZooModel(
@@ -226,7 +226,7 @@ MODELS: tuple[ZooModel, ...] = (
         description="keras.applications.MobileNetV2 at 96x96, 10 classes (random weights, BN calibrated)",
         source="keras",
         builder="zoo.keras_models:build_keras_mobilenet_v2",
-        inputs=_image((1, 96, 96, 3), name="image"),
+        inputs=_float_input((1, 96, 96, 3), name="image"),
         slow=True,
     ),
 )
