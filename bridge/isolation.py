@@ -41,6 +41,7 @@ _CHILD_ENV = {
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "PYTHONUNBUFFERED": "1",
     "PYTHONWARNINGS": "ignore",
+    "TQDM_DISABLE": "1",
 }
 
 

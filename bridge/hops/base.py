@@ -93,7 +93,8 @@ def carry_layout(parent: Signature, child: Signature, hop_perms: dict[str, tuple
     hop_perms = hop_perms or {}
 
     def match(mine: tuple[TensorSpec, ...], theirs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-        by_name = {t.name: t for t in theirs}
+        # onnx2tf writes ":" in names as "__"; both spellings find the ancestor.
+        by_name = {alias: t for t in theirs for alias in (t.name, t.name.replace(":", "__"))}
         out = []
         for i, spec in enumerate(mine):
             ancestor = by_name.get(spec.name) or (theirs[i] if i < len(theirs) else None)

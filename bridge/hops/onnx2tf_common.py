@@ -31,7 +31,39 @@ class Onnx2tfRun:
 
 
 def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool) -> Onnx2tfRun:
-    """Call onnx2tf with the direct backend, falling back to tf_converter only if it fails."""
+    """Call onnx2tf with the direct backend, falling back to tf_converter only if it fails.
+
+    onnx2tf rewrites its input file in place (onnxsim, op names), so it is given a private copy:
+    the user's source and the ONNX artifact whose sha256 the manifest records stay as they were.
+    It names what it writes after the input's stem, so the copy is always ``model.onnx``.
+    """
+    private = folder.with_name(f".{folder.name}-input")
+    try:
+        copy = _private_copy(onnx_path, private)
+        return _convert(copy, onnx_path.name, folder, saved_model=saved_model)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _private_copy(onnx_path: Path, directory: Path) -> Path:
+    """Copy the model and the external data files it names (checked to stay inside its directory)."""
+    import onnx
+
+    from bridge.safety import check_onnx_external_data
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    check_onnx_external_data(model, onnx_path)
+    directory.mkdir(parents=True)
+    copy = directory / "model.onnx"
+    shutil.copyfile(onnx_path, copy)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    for location in sorted(locations):
+        (directory / location).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(onnx_path.parent / location, directory / location)
+    return copy
+
+
+def _convert(onnx_path: Path, name: str, folder: Path, *, saved_model: bool) -> Onnx2tfRun:
     import onnx2tf
 
     base: dict[str, Any] = {
@@ -52,7 +84,7 @@ def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool) -> Onnx2tfR
         onnx2tf.convert(**fallback_kwargs)
     except Exception as exc:  # noqa: BLE001 - both backends failed: the hop fails with both reasons
         raise HopError(
-            f"onnx2tf could not convert {onnx_path.name}: {DIRECT} failed ({reason}); "
+            f"onnx2tf could not convert {name}: {DIRECT} failed ({reason}); "
             f"{TF_CONVERTER} failed ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})"
         ) from exc
     return Onnx2tfRun(folder, TF_CONVERTER, f"{DIRECT} could not lower the model ({reason}); used {TF_CONVERTER}", _recordable(fallback_kwargs))
@@ -83,28 +115,63 @@ def _fits(parent: tuple[Dim, ...], child: tuple[Dim, ...], perm: tuple[int, ...]
     return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(moved, child))
 
 
-def hop_perms(parent: Signature, child: Signature, channels_last_out: set[str], stage: str) -> dict[str, tuple[int, ...]]:
-    """The permutation onnx2tf applied to each child tensor (``child = parent.transpose(p)``)."""
+# onnx2tf leaves an input in its ONNX layout when every consumer is one of these (its lowering rule).
+_LAYOUT_FREE_CONSUMERS = {"LSTM", "GRU", "RNN", "Cast", "Identity", "Shape", "Size"}
+
+
+def inputs_kept_by_rule(onnx_path: Path) -> set[str]:
+    """Graph inputs onnx2tf's lowering does not make channels-last: consumed only by RNNs and the like."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    return {i.name for i in model.graph.input if consumers.get(i.name) and consumers[i.name] <= _LAYOUT_FREE_CONSUMERS}
+
+
+def _tflite_name(name: str) -> str:
+    """onnx2tf writes ``:`` in tensor names as ``__``."""
+    return name.replace(":", "__")
+
+
+def hop_perms(parent: Signature, child: Signature, channels_last_out: set[str], kept_inputs: set[str],
+              stage: str) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """The permutation onnx2tf applied to each child tensor (``child = parent.transpose(p)``), and notes.
+
+    The layout onnx2tf's rules and report say it wrote is checked against the shape it wrote. Where
+    the two disagree and the other layout fits, onnx2tf changed its mind in a later pass: the written
+    shape wins and a note says so. Where neither fits, the hop fails: bridge never guesses.
+    """
     perms: dict[str, tuple[int, ...]] = {}
-    parents_in = {t.name: t for t in parent.inputs}
-    parents_out = {t.name: t for t in parent.outputs}
+    notes: list[str] = []
+    parents_in = {_tflite_name(t.name): t for t in parent.inputs}
+    parents_out = {_tflite_name(t.name): t for t in parent.outputs}
     for spec in child.inputs:
-        perm = channels_last_perm(spec.rank) if 3 <= spec.rank <= 5 else identity(spec.rank)
-        perms[spec.name] = _checked(parents_in, spec.name, spec.shape, perm, stage, "input")
+        moved = 3 <= spec.rank <= 5 and spec.name not in {_tflite_name(k) for k in kept_inputs}
+        perms[spec.name] = _settle(parents_in, spec.name, spec.shape, moved, stage, "input", notes)
     for spec in child.outputs:
-        perm = channels_last_perm(spec.rank) if spec.name in channels_last_out else identity(spec.rank)
-        perms[spec.name] = _checked(parents_out, spec.name, spec.shape, perm, stage, "output")
-    return perms
+        perms[spec.name] = _settle(parents_out, spec.name, spec.shape, spec.name in channels_last_out, stage, "output", notes)
+    return perms, tuple(notes)
 
 
-def _checked(parents: dict[str, Any], name: str, shape: tuple[Dim, ...], perm: tuple[int, ...], stage: str, kind: str) -> tuple[int, ...]:
+def _settle(parents: dict[str, Any], name: str, shape: tuple[Dim, ...], channels_last: bool, stage: str, kind: str,
+            notes: list[str]) -> tuple[int, ...]:
     ancestor = parents.get(name)
     if ancestor is None:
         raise HopError(f"{stage}: {kind} {name!r} of the converted model has no tensor of that name in the ONNX model", stage=stage)
-    if not _fits(ancestor.shape, shape, perm):
-        raise HopError(
-            f"{stage}: {kind} {name!r}: onnx2tf's recorded layout {list(perm)} does not turn the ONNX shape "
-            f"{list(ancestor.shape)} into the written shape {list(shape)}; refusing to guess the layout",
-            stage=stage,
-        )
-    return perm
+    rank = len(shape)
+    recorded = channels_last_perm(rank) if channels_last else identity(rank)
+    if _fits(ancestor.shape, shape, recorded):
+        return recorded
+    other = identity(rank) if channels_last else channels_last_perm(rank)
+    if rank >= 3 and _fits(ancestor.shape, shape, other):
+        notes.append(f"{kind} {name}: onnx2tf wrote shape {list(shape)} for ONNX {list(ancestor.shape)}, "
+                     f"not the {'channels-last' if channels_last else 'unchanged'} layout its rules give; perm {list(other)}")
+        return other
+    raise HopError(
+        f"{stage}: {kind} {name!r}: onnx2tf wrote shape {list(shape)} for ONNX shape {list(ancestor.shape)}, "
+        f"which neither keeps nor moves channels last; refusing to guess the layout",
+        stage=stage,
+    )

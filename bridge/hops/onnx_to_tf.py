@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, run_onnx2tf
+from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.runtimes.base import LoadOptions
 from bridge.signature import Signature
 
@@ -37,5 +37,6 @@ class OnnxToTf(Hop):
         channels_last = channels_last_outputs(work)
         shutil.rmtree(work)
         child = saved_model_signature(target)
-        perms = hop_perms(job.signature, child, channels_last, "onnx->tf")
-        return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs, fallback=run.fallback)
+        perms, notes = hop_perms(job.signature, child, channels_last, inputs_kept_by_rule(job.src), "onnx->tf")
+        return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs,
+                         fallback=run.fallback, notes=notes)

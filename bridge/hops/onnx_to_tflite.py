@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, run_onnx2tf
+from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.runtimes.base import LoadOptions
 from bridge.signature import Signature
 
@@ -28,13 +28,16 @@ class OnnxToTflite(Hop):
         work = job.out_dir / "onnx2tf"
         run = run_onnx2tf(job.src, work, saved_model=False)
         produced = []
+        notes: tuple[str, ...] = ()
         channels_last = channels_last_outputs(work)
+        kept = inputs_kept_by_rule(job.src)
         for precision in ("float32", "float16") if job.options.fp16 else ("float32",):
             written = work / f"model_{precision}.tflite"
             target = job.out_dir / ("model.tflite" if precision == "float32" else "model_float16.tflite")
             shutil.move(written, target)
             child = tflite_signature(target)
-            perms = hop_perms(job.signature, child, channels_last, "onnx->tflite")
+            perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
             produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
         shutil.rmtree(work)
-        return HopResult(tuple(produced), options={**run.kwargs, "fp16": job.options.fp16}, fallback=run.fallback)
+        return HopResult(tuple(produced), options={**run.kwargs, "fp16": job.options.fp16}, fallback=run.fallback,
+                         notes=notes)

@@ -6,9 +6,27 @@ exporter emits), so newer models are first converted down with ``onnx.version_co
 
 from __future__ import annotations
 
+from typing import Any
+
 from bridge import defaults
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.runtimes.onnxruntime_runner import load_onnx_checked
+
+
+def _int64_initializers_as_fields(model: Any) -> None:
+    """Store int64 initializers in ``int64_data`` instead of ``raw_data``.
+
+    onnx's version converter reads ReduceMean's ``axes`` input from ``int64_data`` when it turns
+    it into an attribute (opset 18 -> 17); torch.onnx writes ``raw_data``, which would leave the
+    attribute empty and onnx2torch failing on it.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.INT64 and tensor.raw_data:
+            values = numpy_helper.to_array(tensor).ravel().tolist()
+            tensor.ClearField("raw_data")
+            tensor.int64_data.extend(values)
 
 
 class OnnxToTorch(Hop):
@@ -28,6 +46,7 @@ class OnnxToTorch(Hop):
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         notes = []
         if opset > defaults.ONNX2TORCH_MAX_OPSET:
+            _int64_initializers_as_fields(model)
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
         module = onnx2torch.convert(model).eval()
