@@ -1,0 +1,150 @@
+"""bridge convert resnet18.pt2 --to tflite vs the hand-written torch.onnx + onnx2tf chain.
+
+Both are timed as whole processes (Python start and imports included), alternating, N rounds.
+Target: median(bridge) / median(hand-written) <= 1.0. When bridge is slower, a profile follows:
+the per-hop seconds from OUT/manifest.json, the phases of the hand-written script, and the cost
+of the pieces bridge repeats in its child processes (interpreter start, ``import torch``,
+``torch.export.load``, the inspect child).
+
+    .venv/bin/python bench/convert_vs_handwritten.py [--rounds 3] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import PYTHON, ROOT, machine, median, timed_run, versions  # noqa: E402
+
+HANDWRITTEN = textwrap.dedent('''
+    import json, sys, time
+    t0 = time.perf_counter()
+    import torch
+    t1 = time.perf_counter()
+    ep = torch.export.load(sys.argv[1])
+    t2 = time.perf_counter()
+    torch.onnx.export(ep, (), dynamo=True).save(sys.argv[2])
+    t3 = time.perf_counter()
+    import onnx2tf
+    t4 = time.perf_counter()
+    onnx2tf.convert(input_onnx_file_path=sys.argv[2], output_folder_path=sys.argv[3],
+                    tflite_backend="flatbuffer_direct", copy_onnx_input_output_names_to_tflite=True,
+                    non_verbose=True)
+    t5 = time.perf_counter()
+    print("PHASES " + json.dumps({"import torch": t1 - t0, "torch.export.load": t2 - t1,
+                                  "torch.onnx.export+save": t3 - t2, "import onnx2tf": t4 - t3,
+                                  "onnx2tf.convert": t5 - t4}))
+''')
+
+INSPECT_PROBE = textwrap.dedent('''
+    import json, sys, time
+    from bridge.isolation import run_isolated
+    t = time.perf_counter()
+    run_isolated("inspect", {"format": "torch", "path": sys.argv[1], "input_specs": None,
+                             "trust_pickle": False, "trust_code": False}, stage="load torch", hide_gpu=True)
+    print("INSPECT " + json.dumps(time.perf_counter() - t))
+''')
+
+
+def _phases(stdout: str, marker: str) -> object:
+    line = next(l for l in stdout.splitlines() if l.startswith(marker + " "))
+    return json.loads(line[len(marker) + 1:])
+
+
+def _piece(cmd: list[str], n: int) -> float | None:
+    """Median whole-process seconds of `cmd`, or None when it fails (the profile is best effort)."""
+    times = []
+    for _ in range(n):
+        seconds, proc = timed_run(cmd, cwd=ROOT, check=False)
+        if proc.returncode != 0:
+            return None
+        times.append(seconds)
+    return median(times)
+
+
+def run(rounds: int, work: Path) -> dict[str, object]:
+    from zoo.export import export
+
+    result = export("resnet18", work, force=True)
+    pt2 = result.model_path
+    script = work / "handwritten.py"
+    script.write_text(HANDWRITTEN, encoding="utf-8")
+    bridge_s: list[float] = []
+    hand_s: list[float] = []
+    hops: list[dict[str, float]] = []
+    hand_phases: list[dict[str, float]] = []
+    for i in range(rounds):
+        # Alternate which goes first so drift in the machine's state does not favour one side.
+        order = ("bridge", "hand") if i % 2 == 0 else ("hand", "bridge")
+        for side in order:
+            if side == "bridge":
+                out = work / "bridge_out"
+                seconds, _ = timed_run([PYTHON, "-m", "bridge", "convert", str(pt2), "--to", "tflite",
+                                        "-o", str(out), "--force", "--quiet"], cwd=ROOT)
+                manifest = json.loads((out / "manifest.json").read_text())
+                hops.append({a["hop"]: a["seconds"] for a in manifest["artifacts"]})
+                bridge_s.append(seconds)
+            else:
+                hw = work / "hand_out"
+                shutil.rmtree(hw, ignore_errors=True)
+                hw.mkdir()
+                seconds, proc = timed_run([PYTHON, str(script), str(pt2), str(hw / "model.onnx"), str(hw / "tflite")], cwd=work)
+                hand_phases.append(_phases(proc.stdout, "PHASES"))  # type: ignore[arg-type]
+                hand_s.append(seconds)
+            print(f"round {i + 1} {side:<6} {seconds:7.2f} s", flush=True)
+    bridge_med, hand_med = median(bridge_s), median(hand_s)
+    ratio = bridge_med / hand_med
+    hop_medians = {name: median([h[name] for h in hops]) for name in hops[0]}
+    phase_medians = {name: median([p[name] for p in hand_phases]) for name in hand_phases[0]}
+    # The pieces bridge pays again in each child process, measured alone.
+    pieces = {
+        "python -c pass": _piece([PYTHON, "-c", "pass"], 3),
+        "python -m bridge --help": _piece([PYTHON, "-m", "bridge", "--help"], 3),
+        "python -c 'import torch'": _piece([PYTHON, "-c", "import torch"], 2),
+        "python -c 'import torch; torch.export.load(pt2)'": _piece(
+            [PYTHON, "-c", f"import torch; torch.export.load({str(pt2)!r})"], 2),
+        "python -c 'import onnx2tf'": _piece([PYTHON, "-c", "import onnx2tf"], 2),
+    }
+    probe = work / "inspect_probe.py"
+    probe.write_text(INSPECT_PROBE, encoding="utf-8")
+    probes = [timed_run([PYTHON, str(probe), str(pt2)], cwd=ROOT, check=False)[1] for _ in range(2)]
+    pieces["bridge inspect child (run_isolated 'inspect')"] = (
+        median([_phases(p.stdout, "INSPECT") for p in probes])  # type: ignore[misc]
+        if all(p.returncode == 0 for p in probes) else None)
+    unaccounted = bridge_med - sum(hop_medians.values())
+    return {
+        "model": "resnet18", "rounds": rounds, "machine": machine(), "versions": versions(),
+        "bridge_s": bridge_s, "handwritten_s": hand_s,
+        "bridge_median_s": bridge_med, "handwritten_median_s": hand_med, "ratio": ratio,
+        "target": "ratio <= 1.0", "met": ratio <= 1.0,
+        "bridge_hop_seconds_median": hop_medians,
+        "bridge_outside_hops_s": unaccounted,
+        "handwritten_phases_median": phase_medians,
+        "pieces_s": pieces,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="Write the results here as JSON.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
+        results = run(args.rounds, Path(tmp))
+    print(json.dumps(results, indent=2))
+    print(f"\nbridge median {results['bridge_median_s']:.2f} s, hand-written median "
+          f"{results['handwritten_median_s']:.2f} s, ratio {results['ratio']:.3f} "
+          f"({'met' if results['met'] else 'MISSED'}: target <= 1.0)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
