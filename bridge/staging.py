@@ -8,8 +8,11 @@ removed by the next run.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,7 +47,8 @@ def prepare(final_dir: Path, *, force: bool) -> Path:
     if final_dir.exists() and not force:
         raise OutputError(f"{final_dir}: already exists; pass --force to replace it, or choose another -o")
     if not parent.is_dir():
-        raise OutputError(f"{parent}: the output directory's parent does not exist; create it or choose another -o")
+        problem = "is a file, not a directory" if parent.exists() else "does not exist"
+        raise OutputError(f"{final_dir}: cannot be created, its parent {parent} {problem}; choose another -o")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{final_dir}: cannot write in {parent} (permission denied); choose another -o")
     _sweep(parent, final_dir.name)
@@ -54,12 +58,36 @@ def prepare(final_dir: Path, *, force: bool) -> Path:
         raise OutputError(f"{final_dir}: cannot create a staging directory in {parent} ({exc.strerror}); choose another -o") from exc
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
 def publish(stage: Path, final_dir: Path) -> None:
     """Move `stage` to `final_dir`, replacing an existing directory whole."""
     final_dir = final_dir.absolute()
     if not final_dir.exists():
         os.rename(stage, final_dir)
         return
+    # One atomic swap: a kill at any instant leaves the previous output or the new one in place,
+    # never neither. The old output ends up in `stage`, which the next run sweeps if this one dies.
+    if _exchange(stage, final_dir):
+        shutil.rmtree(stage, ignore_errors=True)
+        return
+    # Elsewhere two renames: a kill between them leaves no output (the docs' "or none").
     old = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.old-{os.getpid()}_", dir=final_dir.parent))
     os.rename(final_dir, old / "previous")
     os.rename(stage, final_dir)

@@ -42,13 +42,26 @@ def load_onnx_checked(path: Path) -> Any:
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path}: parses as ONNX but holds no graph; the file is damaged or not ONNX")
     safety.check_onnx_external_data(model, path)
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset > newest:
+        # The checker accepts any opset number; onnxruntime then fails with a page of C++ context.
+        raise InputError(f"{path}: ONNX opset {opset} is newer than the installed onnx knows ({newest}); "
+                         f"export the model at opset {newest} or lower")
     try:
         # The path form checks models with external data too; full_check runs shape inference.
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError and C++ errors alike
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a valid ONNX model: {first}") from exc
+        # The checker's messages span lines ("... of node: \nname: OpType: Add\n is not ..."): keep the sentence.
+        reason = " ".join(str(exc).split("==> Context:")[0].split()).rstrip(".")[:300] or type(exc).__name__
+        raise InputError(f"{path}: not a valid ONNX model: {reason}; fix the graph or export it again") from exc
     return model
+
+
+def _ort_reason(exc: Exception) -> str:
+    """onnxruntime's reason without its ``[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:`` prefix."""
+    text = " ".join(str(exc).split())
+    return (text.split(" failed:", 1)[1] if " failed:" in text else text).strip()[:300] or type(exc).__name__
 
 
 def dims(shape: Any) -> tuple[int | str | None, ...]:
@@ -71,7 +84,8 @@ class OnnxruntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), session_options, providers=[provider])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
-            raise InputError(f"{path}: onnxruntime cannot load it: {str(exc).strip().splitlines()[0][:300]}") from exc
+            raise InputError(f"{path}: onnxruntime cannot load it ({_ort_reason(exc)}); "
+                             "convert it with ops and an opset this onnxruntime supports") from exc
         used = self.session.get_providers()[0]
         if used != provider:
             # ORT falls back to CPU silently when the CUDA provider cannot start; timings would lie.

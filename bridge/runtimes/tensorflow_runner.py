@@ -101,7 +101,9 @@ def load_keras(path: Path, *, trust_code: bool) -> Any:
             ) from exc
         raise InputError(f"{path}: Keras cannot load it ({str(exc).strip().splitlines()[0][:200]}); save it again with model.save('x.keras')") from exc
     except Exception as exc:  # noqa: BLE001 - h5py, zipfile and keras raise many types for damaged files
-        raise InputError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {str(exc).strip()[:200]})") from exc
+        reason = " ".join(str(exc).split())[:200]
+        raise InputError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {reason}); "
+                         "the file is damaged or not a Keras model: save it again with model.save('x.keras')") from exc
 
 
 class KerasRunner(Runner):
@@ -109,6 +111,9 @@ class KerasRunner(Runner):
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
+        if path.suffix.lower() == ".keras":
+            # Refuse a damaged archive or a Lambda layer before paying for the TensorFlow import.
+            safety.check_keras_archive(path, trust_code=options.trust_code)
         import tensorflow as tf
 
         self._tf = tf

@@ -90,6 +90,8 @@ class TorchRunner(Runner):
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
+        # Refuse a damaged or tampered file before paying for the torch import (load_module checks again).
+        safety.check_archive(path)
         import torch
 
         if options.device.startswith("cuda") and not torch.cuda.is_available():
