@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, formats, staging
+from bridge import __version__, formats, pt2, safety, staging
 from bridge.errors import HopError, InputError
 from bridge.formats import Format
 from bridge.hops.base import ConvertOptions, package_version
@@ -203,16 +203,22 @@ def _describe_source(resolved: _Resolved, specs: InputSpecs | None, options: Con
         materialized = path.relative_to(stage).as_posix()
         notify(ProgressEvent("done", "materialize", time.perf_counter() - started))
     assert path is not None
-    if fmt == Format.TORCH and path.suffix.lower() != ".pt2" and specs is None:
+    if fmt == Format.TORCH and safety.is_torchscript_archive(path) and specs is None:
+        # (A pickled .pt goes on to the loader, which refuses it unless --trust-pickle, and then asks.)
         raise InputError(
             f"{path}: TorchScript and pickled modules do not store input shapes; "
             "give --input-shape NAME:1,3,224,224 (repeatable) or --example-inputs FILE.npz"
         )
-    info = run_isolated("inspect", {
-        "format": fmt.value, "path": str(path), "input_specs": specs.to_json() if specs else None,
-        "trust_pickle": options.trust_pickle, "trust_code": options.trust_code,
-    }, stage=f"load {fmt.value}", timeout=options.timeout, hide_gpu=True)
-    signature = Signature.from_json(info["signature"])
+    fast = pt2.read_signature(path) if fmt == Format.TORCH and path.suffix.lower() == ".pt2" else None
+    if fast is not None:
+        info: dict[str, Any] = {"kind": "exported_program"}
+        signature = fast
+    else:
+        info = run_isolated("inspect", {
+            "format": fmt.value, "path": str(path), "input_specs": specs.to_json() if specs else None,
+            "trust_pickle": options.trust_pickle, "trust_code": options.trust_code,
+        }, stage=f"load {fmt.value}", timeout=options.timeout, hide_gpu=True)
+        signature = Signature.from_json(info["signature"])
     if specs is not None:
         specs.check_against(signature, path)
     digest, size = sha256_of(path)

@@ -62,7 +62,7 @@ def run_isolated(
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
         req_path, res_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log.txt")
         req_path.write_text(json.dumps(request), encoding="utf-8")
-        env = {**os.environ, **_CHILD_ENV}
+        env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid())}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         cmd = [sys.executable, "-m", "bridge.isolation", task, str(req_path), str(res_path)]
@@ -121,7 +121,25 @@ def _first_line(message: str) -> str:
     return lines[0][:300] if lines else "(no message)"
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this step if the bridge process that started it dies (even by SIGKILL).
+
+    Each step runs in its own session so the parent can kill its whole group on a timeout; that
+    also means killing the parent's group does not reach it. Without this, a hung converter would
+    outlive a killed `bridge convert`.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(os.environ.get("BRIDGE_PARENT_PID", os.getppid())):
+        os._exit(1)  # the parent died before prctl took effect
+
+
 def _child(task: str, req_path: str, res_path: str) -> int:
+    _die_with_parent()
     request = json.loads(Path(req_path).read_text(encoding="utf-8"))
     module_name, _, func_name = TASKS[task].partition(":")
     try:

@@ -38,6 +38,12 @@ def _sweep(parent: Path, name: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def prepare(final_dir: Path, *, force: bool) -> Path:
     """Check `final_dir` can be written and return a fresh staging directory beside it."""
     final_dir = final_dir.absolute()
@@ -53,7 +59,9 @@ def prepare(final_dir: Path, *, force: bool) -> Path:
         raise OutputError(f"{final_dir}: cannot write in {parent} (permission denied); choose another -o")
     _sweep(parent, final_dir.name)
     try:
-        return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-{os.getpid()}_", dir=parent, suffix=""))
+        stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-{os.getpid()}_", dir=parent))
+        stage.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the published directory is an ordinary one
+        return stage
     except OSError as exc:
         raise OutputError(f"{final_dir}: cannot create a staging directory in {parent} ({exc.strerror}); choose another -o") from exc
 

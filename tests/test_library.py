@@ -82,3 +82,20 @@ def test_strict_convert_raises_with_the_partial_conversion(tmp_path: Path) -> No
     assert not conversion.ok and [f.hop for f in conversion.failures] == ["onnx->torch"]
     assert [a.key for a in conversion.artifacts] == ["tflite"] and conversion.path("tflite").is_file()
     assert (tmp_path / "m.bridge" / "manifest.json").is_file()
+
+
+def test_torchscript_source_needs_and_takes_input_shapes(tmp_path: Path) -> None:
+    script = tmp_path / "mlp.pt"
+    subprocess.run([sys.executable, "-c", (
+        "import torch\nfrom zoo.torch_models import build_mlp\n"
+        f"torch.jit.save(torch.jit.trace(build_mlp(), torch.randn(1, 10)), {str(script)!r})\n")], check=True)
+    missing = run_bridge("convert", str(script), "--to", "onnx", "-o", str(tmp_path / "a.bridge"))
+    assert missing.returncode == 2 and "--input-shape" in missing.stderr
+    assert not (tmp_path / "a.bridge").exists()
+    bad = run_bridge("convert", str(script), "--to", "onnx", "--input-shape", "x:1,ten")
+    assert bad.returncode == 2 and "expected NAME:D0,D1" in bad.stderr
+    out = tmp_path / "b.bridge"
+    good = run_bridge("convert", str(script), "--to", "onnx", "--input-shape", "x:1,10", "-o", str(out), "--quiet")
+    assert good.returncode == 0, good.stderr
+    assert '"kind": "torchscript"' in (out / "manifest.json").read_text()
+    assert run_bridge("verify", str(out), "--device", "cpu", "--samples", "2").returncode == 0

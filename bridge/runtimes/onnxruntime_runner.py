@@ -91,6 +91,7 @@ class OnnxruntimeRunner(Runner):
             # ORT falls back to CPU silently when the CUDA provider cannot start; timings would lie.
             raise RuntimeLoadError(f"{options.device}: not available ({provider} fell back to {used})")
         self.detail = used
+        self._output_names = [o.name for o in self.session.get_outputs()]
 
     @classmethod
     def available_devices(cls) -> tuple[str, ...]:
@@ -108,9 +109,7 @@ class OnnxruntimeRunner(Runner):
         )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        values = self.session.run(names, feeds)
-        return dict(zip(names, values))
+        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
 
 
 def embedding_sizes_task(request: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""Each hop and runtime runs in a child process: a crash or a hang is that step's failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import HopError
+from bridge.isolation import run_isolated
+
+pytestmark = pytest.mark.slow
+
+
+def _children(parent: int, hop: str) -> list[int]:
+    """PIDs of `parent`'s running isolated steps for `hop`, found from their request files."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"bridge.isolation" in argv and b"hop" in argv:
+            request = Path(argv[argv.index(b"hop") + 1].decode())
+            try:
+                if json.loads(request.read_text())["hop"] == hop:
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, KeyError):
+                continue
+    return pids
+
+
+def test_a_crashing_hop_is_reported_and_the_run_goes_on(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    out = tmp_path / "crash.bridge"
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "convert", str(zoo_model("cnn")), "--to", "tflite,tf",
+                             "-o", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    victims: list[int] = []
+    while not victims and time.monotonic() < deadline and proc.poll() is None:
+        victims = _children(proc.pid, "onnx->tf")
+        time.sleep(0.05)
+    assert victims, "the onnx->tf hop never started"
+    for pid in victims:
+        os.kill(pid, signal.SIGSEGV)  # what a converter's native crash looks like from outside
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2
+    assert "hop onnx->tf failed: crashed with signal SIGSEGV" in stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tflite"}
+    assert manifest["failures"][0]["hop"] == "onnx->tf"
+    assert not (out / "tf").exists()
+
+
+def test_a_step_past_its_timeout_is_stopped(zoo_model: Callable[[str], Path]) -> None:
+    started = time.monotonic()
+    with pytest.raises(HopError, match="gave up after 0.2 s"):
+        run_isolated("inspect", {"format": "torch", "path": str(zoo_model("mlp"))}, stage="load torch", timeout=0.2)
+    assert time.monotonic() - started < 30
