@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -45,8 +46,14 @@ def test_python_reference_source(tmp_path: Path) -> None:
     conversion_manifest = (out / "manifest.json").read_text()
     assert '"path": "zoo.torch_models:build_mlp"' in conversion_manifest
     assert '"materialized": "source/model.pt2"' in conversion_manifest
-    verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2")
+    report_path = tmp_path / "ref.json"
+    verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2", "--json", str(report_path))
     assert verify.returncode == 0, verify.stderr
+    report = json.loads(report_path.read_text())
+    # The factory's eager module runs too, and the saved ExportedProgram is checked against it.
+    eager = next(h for h in report["hops"] if h["src"] == "eager")
+    assert eager["dst"] == "source" and eager["passed"]
+    assert next(r for r in report["representations"] if r["name"] == "eager")["path"] == "zoo.torch_models:build_mlp"
 
 
 def test_live_module_and_failed_hop_keeps_earlier_artifacts(tmp_path: Path) -> None:

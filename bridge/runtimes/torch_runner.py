@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import safety
 from bridge.errors import InputError, RuntimeLoadError, UnsafeInputError
-from bridge.formats import torch_kind
+from bridge.formats import is_reference, torch_kind
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -90,16 +90,23 @@ class TorchRunner(Runner):
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
-        # Refuse a damaged or tampered file before paying for the torch import (load_module checks again).
-        safety.check_archive(path)
+        reference = str(path) if is_reference(str(path)) else None
+        if reference is None:
+            # Refuse a damaged or tampered file before paying for the torch import (load_module checks again).
+            safety.check_archive(path)
         import torch
 
         if options.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeLoadError("cuda: not available (torch.cuda.is_available() is False)")
         self._torch = torch
-        self.module, self.kind, self.program = load_module(
-            path, device=options.device, trust_pickle=options.trust_pickle
-        )
+        if reference is not None:
+            from bridge.hops.materialize import load_reference
+
+            self.module, self.kind, self.program = load_reference(reference).eval(), "eager", None
+        else:
+            self.module, self.kind, self.program = load_module(
+                path, device=options.device, trust_pickle=options.trust_pickle
+            )
         if self.kind != "torchscript":
             self.module = self.module.to(options.device)
         self._signature = self._read_signature()

@@ -227,7 +227,7 @@ def table_rows(report: Report) -> list[list[str]]:
         cum = cumulative.get((rep.name, rep.device))
         dev = devices.get((rep.name, rep.device))
         checks = [c for c in (hop, cum, dev) if c is not None]
-        result = "source" if not checks else ("pass" if all(c.passed for c in checks) else "FAIL")
+        result = "reference" if not checks else ("pass" if all(c.passed for c in checks) else "FAIL")
         parent = _worst(hop) if hop else (f"cpu: {_worst(dev)}" if dev else "-")
         latency = rep.latency
         rows.append([rep.name, rep.device, parent, _worst(cum), result,

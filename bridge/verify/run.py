@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge import __version__, defaults, inputs as inputs_mod
+from bridge import __version__, defaults, formats, inputs as inputs_mod
 from bridge.errors import BridgeError, InputError
 from bridge.formats import Format
 from bridge.isolation import run_isolated
@@ -29,6 +29,7 @@ from bridge.verify.report import ERROR, OK, UNAVAILABLE, Comparison, InputsRecor
 from bridge.verify.timing import LatencyStats
 
 SOURCE = "source"
+EAGER = "eager"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class _Subject:
     parent: str | None
     precision: str
     expected_sha256: str
+    reference: str | None = None
+    """For the eager module: the ``package.module:factory`` that builds it (no file)."""
+
+    @property
+    def location(self) -> str:
+        return self.reference or str(self.path)
 
 
 def cuda_present() -> bool:
@@ -56,7 +63,12 @@ def _batched_perm(perm: tuple[int, ...]) -> tuple[int, ...]:
 def _subjects(manifest: Manifest, out_dir: Path) -> list[_Subject]:
     src = manifest.source
     src_path = out_dir / src.materialized if src.materialized else Path(src.path)
-    subjects = [_Subject(SOURCE, src.format, src_path, src.signature, None, "float32", src.sha256)]
+    subjects = []
+    if src.materialized and src.format == Format.TORCH and formats.is_reference(src.path):
+        # The factory's eager nn.Module, rebuilt in its runner: the saved program is checked against it.
+        subjects.append(_Subject(EAGER, src.format, src_path, src.signature, None, "float32", "", reference=src.path))
+    parent_of_source = EAGER if subjects else None
+    subjects.append(_Subject(SOURCE, src.format, src_path, src.signature, parent_of_source, "float32", src.sha256))
     keys = {a.key for a in manifest.artifacts}
     for artifact in manifest.artifacts:
         parent = artifact.made_from.value if artifact.made_from.value in keys else SOURCE
@@ -194,7 +206,7 @@ def verify(
 
 
 def _integrity_notes(subject: _Subject) -> tuple[str, ...]:
-    if not subject.path.exists():
+    if subject.reference or not subject.path.exists():
         return ()
     digest, _ = sha256_of(subject.path)
     if digest != subject.expected_sha256:
@@ -207,15 +219,15 @@ def _run_one(subject: _Subject, device: str, feeds_path: Path, tmp: Path, sample
              notes: tuple[str, ...]) -> tuple[Representation, dict[str, np.ndarray] | None]:
     runtime = RUNTIME_NAMES[subject.format]
     base = {"name": subject.name, "format": subject.format.value, "device": device, "runtime": runtime,
-            "path": str(subject.path), "notes": notes}
+            "path": subject.location, "notes": notes}
     if device != "cpu" and not cuda_present():
         return Representation(status=UNAVAILABLE, error=f"{device}: not available (no NVIDIA driver on this machine)", **base), None
-    if not subject.path.exists():
+    if subject.reference is None and not subject.path.exists():
         return Representation(status=ERROR, error=f"{subject.path}: missing; convert again", **base), None
     out_path = tmp / f"{subject.name}.{device}.outputs.npz"
     try:
         result = run_isolated("run", {
-            "format": subject.format.value, "path": str(subject.path), "device": device,
+            "format": subject.format.value, "path": subject.location, "device": device,
             "inputs": str(feeds_path), "outputs": str(out_path), "samples": samples,
             "runs": runs, "warmup": warmup, "input_specs": _input_specs(subject.signature),
             "trust_pickle": trust_pickle, "trust_code": trust_code,
@@ -260,7 +272,7 @@ def _compare_all(subjects: Sequence[_Subject], devices: Sequence[str], outputs: 
                 if parent is not None:
                     hops.append(_compare("hop", subject.parent, subject.name, device, parent, mine, source, rules, precision))
                 origin = outputs.get((SOURCE, device))
-                if origin is not None:
+                if origin is not None and subject.name != SOURCE:
                     cumulative.append(_compare("cumulative", SOURCE, subject.name, device, origin, mine, source, rules, subject.precision))
             if device != "cpu":
                 cpu = outputs.get((subject.name, "cpu"))
