@@ -167,6 +167,10 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="zoo.torch_models:build_lstm",
         inputs=_float_input((1, 12, 8)),
+        known_failures=(
+            KnownFailure("tflite", "onnx2tf's flatbuffer_direct LSTM lowering drifts ~3.5e-4 (max abs) from the ONNX "
+                                   "model, over the float32 tolerance (atol 1e-4); the onnx and tf artifacts pass"),
+        ),
     ),
     ZooModel(
         name="gru",
@@ -174,6 +178,11 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="zoo.torch_models:build_gru",
         inputs=_float_input((1, 12, 8)),
+        known_failures=tuple(
+            KnownFailure(target, "torch.onnx's dynamo export of nn.GRU drifts ~0.089 (max abs) from PyTorch; "
+                                 "verify catches it on every artifact made from that ONNX")
+            for target in ("onnx", "tf", "tflite")
+        ),
     ),
     ZooModel(
         name="conv1d",
