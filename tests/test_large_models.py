@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_external_data_path_end_to_end(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
-    out = tmp_path / "mlp.bridge"
+    out = tmp_path / "cnn.bridge"
     env = {**os.environ, "BRIDGE_EXTERNAL_DATA_THRESHOLD": "1"}
-    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(zoo_model("mlp")), "--to", "tflite",
+    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(zoo_model("cnn")), "--to", "tflite",
                              "-o", str(out), "--quiet"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())

@@ -150,3 +150,18 @@ def test_gru_drift_is_caught(zoo_model: Callable[[str], Path], convert_once: Cal
     # onnx2tf reproduced the (wrong) ONNX faithfully: that hop passes, the cumulative check fails.
     assert next(h for h in report["hops"] if h["dst"] == "tflite")["passed"]
     assert not next(c for c in report["cumulative"] if c["dst"] == "tflite")["passed"]
+
+
+def test_token_ids_stay_below_the_embedding_size(zoo_model: Callable[[str], Path], convert_once: Callable[..., Path]) -> None:
+    import numpy as np
+
+    out = convert_once(zoo_model("embedding"), "--to", "onnx")  # nn.Embedding(50, 16): ids must be < 50
+    result, report = _verify(out, "--samples", "64")
+    assert result.returncode == 0, result.stderr
+    with np.load(report["inputs"]["path"]) as data:
+        ids = data["ids"]
+    assert ids.dtype == np.int64 and ids.shape == (64, 1, 10)
+    assert ids.max() < 50 and ids.max() >= 40  # the whole valid range is used, not the default bound (100)
+    forced = _verify(out, "--int-high", "7")[1]
+    with np.load(forced["inputs"]["path"]) as data:
+        assert data["ids"].max() < 7
