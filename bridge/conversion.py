@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, formats, pt2, safety, staging
-from bridge.errors import HopError, InputError
+from bridge.errors import HopError, InputError, UserError
 from bridge.formats import Format
 from bridge.hops.base import ConvertOptions, package_version
 from bridge.inputs import InputSpecs, parse_example_inputs
@@ -245,12 +245,13 @@ def _run_route(route: Route, source: Source, stage: Path, options: ConvertOption
         started = time.perf_counter()
         try:
             result = run_isolated("hop", {
-                "hop": hop.name, "src": str(src_path), "signature": src_signature.to_json(),
+                "hop": hop.to_json(), "src": str(src_path), "signature": src_signature.to_json(),
                 "out_dir": str(out_dir), "options": options.to_json(),
             }, stage=hop.name, timeout=options.timeout, hide_gpu=True, work_dir=stage)
-        except HopError as exc:
+        except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
             shutil.rmtree(out_dir, ignore_errors=True)
-            failures.append(HopFailure(hop.name, str(exc).removeprefix(f"{hop.name}: "), exc.detail))
+            detail = getattr(exc, "detail", "")
+            failures.append(HopFailure(hop.name, str(exc).removeprefix(f"{hop.name}: "), detail))
             notify(ProgressEvent("failed", hop.name, time.perf_counter() - started, str(exc)))
             continue
         seconds = time.perf_counter() - started

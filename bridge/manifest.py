@@ -37,8 +37,17 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc on Linux so no thread sees it changed; else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -47,7 +56,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so a reader sees the old file or the whole new one, never part."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; reports and manifests are ordinary files
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; reports and manifests are ordinary files
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import MissingExtraError
 from bridge.formats import Format
@@ -39,6 +39,15 @@ class HopSpec:
     @property
     def name(self) -> str:
         return f"{self.src.value}->{self.dst.value}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"src": self.src.value, "dst": self.dst.value, "target": self.target, "requires": list(self.requires),
+                "extra": self.extra, "tool": self.tool, "preference": self.preference}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HopSpec:
+        return cls(Format(data["src"]), Format(data["dst"]), data["target"], tuple(data["requires"]),
+                   data["extra"], data["tool"], int(data["preference"]))
 
     def missing(self) -> tuple[str, ...]:
         """The required modules that are not installed (found without importing them)."""

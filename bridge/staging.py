@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bridge.errors import OutputError
+from bridge.manifest import current_umask
 
 
 def _pid_alive(pid: int) -> bool:
@@ -38,10 +39,6 @@ def _sweep(parent: Path, name: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def prepare(final_dir: Path, *, force: bool) -> Path:
@@ -60,7 +57,7 @@ def prepare(final_dir: Path, *, force: bool) -> Path:
     _sweep(parent, final_dir.name)
     try:
         stage = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-{os.getpid()}_", dir=parent))
-        stage.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the published directory is an ordinary one
+        stage.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the published directory is an ordinary one
         return stage
     except OSError as exc:
         raise OutputError(f"{final_dir}: cannot create a staging directory in {parent} ({exc.strerror}); choose another -o") from exc

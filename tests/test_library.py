@@ -106,3 +106,19 @@ def test_torchscript_source_needs_and_takes_input_shapes(tmp_path: Path) -> None
     assert good.returncode == 0, good.stderr
     assert '"kind": "torchscript"' in (out / "manifest.json").read_text()
     assert run_bridge("verify", str(out), "--device", "cpu", "--samples", "2").returncode == 0
+
+
+def test_a_missing_extra_fails_its_hop_only(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    from bridge.formats import Format
+    from bridge.registry import DEFAULT_REGISTRY, HopRegistry, HopSpec
+
+    real = DEFAULT_REGISTRY.get(Format.ONNX, Format.TF)
+    assert real is not None
+    registry = HopRegistry(tuple(
+        HopSpec(h.src, h.dst, h.target, (*h.requires, "bridge_test_not_installed"), h.extra, h.tool) if h is real else h
+        for h in DEFAULT_REGISTRY
+    ))
+    conversion = bridge.convert(zoo_model("mlp"), to="tflite,tf", out_dir=tmp_path / "x.bridge", registry=registry, strict=False)
+    assert [a.key for a in conversion.artifacts] == ["onnx", "tflite"]
+    assert conversion.failures[0].hop == "onnx->tf"
+    assert "bridge_test_not_installed" in conversion.failures[0].error and "pip install" in conversion.failures[0].error

@@ -111,9 +111,9 @@ def carry_layout(parent: Signature, child: Signature, hop_perms: dict[str, tuple
 
 def run_hop_task(request: dict[str, Any]) -> dict[str, Any]:
     """Child-process entry point for one hop (see bridge.isolation)."""
-    from bridge.registry import DEFAULT_REGISTRY
+    from bridge.registry import HopSpec
 
-    spec = DEFAULT_REGISTRY.by_name(request["hop"])
+    spec = HopSpec.from_json(request["hop"])  # the parent's registry may be one a test built
     hop = spec.load()
     job = HopJob(
         src=Path(request["src"]),
