@@ -82,3 +82,9 @@ def test_convert_json_prints_manifest(converted_cnn: Path) -> None:
     manifest = json.loads((converted_cnn / "manifest.json").read_text())
     assert manifest["schema"] == "bridge.manifest/1"
     assert [a["format"] for a in manifest["artifacts"]][:1] == ["onnx"]
+
+
+def test_cli_reference_is_generated_from_the_commands() -> None:
+    root = Path(__file__).resolve().parents[1]
+    generated = subprocess.run([sys.executable, str(root / "docs" / "gen_cli.py")], capture_output=True, text=True, check=True)
+    assert generated.stdout == (root / "docs" / "cli.md").read_text(), "regenerate: python docs/gen_cli.py > docs/cli.md"
