@@ -1,7 +1,7 @@
 """Start-up cost of the bridge CLI: ``python -m bridge --help`` and ``python -m bridge formats``
 against ``python -c pass``, median of N whole-process runs each (interleaved).
 
-Requirement: bridge's overhead over the bare interpreter well under 0.5 s.
+Requirement: bridge's overhead over the bare interpreter well under 0.5 s. Exits 1 when missed.
 
     .venv/bin/python bench/cli_startup.py [--runs 10]
 """
@@ -50,7 +50,7 @@ def main() -> int:
               f"{'' if r['met'] else '  MISSED'}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return 0
+    return 0 if results["met"] else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ bench/_timing_child.py: the plain runtime call (onnxruntime ``InferenceSession.r
 signature runner, the SavedModel's ``serving_default``, ``torch.export.load(...).module()``),
 fed sample 0 of the inputs verify saved, transposed by the manifest's perm, timed with
 time.perf_counter over RUNS calls after the same warm-up. Requirement: |bridge/independent - 1|
-<= 0.15 for the median p50 over the repetitions.
+<= 0.15 for the median p50 over the repetitions, for every representation (a failed hop or a
+representation without a bridge p50 is a miss). Exits 1 when the requirement is missed.
 
     .venv/bin/python bench/latency_agreement.py [--models cnn,resnet_block] [--reps 3] [--runs 50]
 """
@@ -71,8 +72,14 @@ def run_model(name: str, work: Path, reps: int, runs: int) -> list[dict[str, obj
     if proc.returncode != 0:
         print(f"{name}: convert exited {proc.returncode}: {proc.stderr.strip()[-400:]}", flush=True)
     if not (out / "manifest.json").is_file():
-        return []
+        # Nothing was published: a missed requirement, not an empty (and so vacuously met) model.
+        return [{"model": name, "representation": "all", "format": None, "bridge_p50_ms": None,
+                 "independent_p50_ms": None, "ratio": None, "met": False,
+                 "error": f"convert exited {proc.returncode}, no manifest"}]
     representations = _representations(out)
+    failures = [{"model": name, "representation": f["hop"], "format": None, "bridge_p50_ms": None,
+                 "independent_p50_ms": None, "ratio": None, "met": False, "error": f"hop failed: {f['error']}"}
+                for f in json.loads((out / "manifest.json").read_text()).get("failures", [])]
     inputs = model_dir / "inputs.npz"
     bridge_p50: dict[str, list[float]] = {}
     indep_p50: dict[str, list[float]] = {}
@@ -111,7 +118,7 @@ def run_model(name: str, work: Path, reps: int, runs: int) -> list[dict[str, obj
         rows.append({"model": name, "representation": key, "format": rep["format"],
                      "bridge_p50_ms": median(b), "independent_p50_ms": median(ind), "ratio": ratio,
                      "met": abs(ratio - 1) <= TOLERANCE, "bridge_all": b, "independent_all": ind})
-    return rows
+    return rows + failures
 
 
 def main() -> int:
@@ -126,7 +133,7 @@ def main() -> int:
         for name in args.models.split(","):
             rows.extend(run_model(name, Path(tmp), args.reps, args.runs))
     results = {"machine": machine(), "versions": versions(), "reps": args.reps, "runs": args.runs,
-               "tolerance": TOLERANCE, "rows": rows, "met": all(r["met"] for r in rows)}
+               "tolerance": TOLERANCE, "rows": rows, "met": bool(rows) and all(r["met"] for r in rows)}
     print(json.dumps(results, indent=2))
     print("\nmodel          representation    bridge p50 ms  independent p50 ms  ratio")
     for r in rows:
@@ -136,7 +143,9 @@ def main() -> int:
         print(f"{r['model']:<14} {r['representation']:<17} {bp:>13} {ip:>19}  {ratio}{'' if r['met'] else '  MISSED'}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return 0
+    if not results["met"]:
+        print(f"\nMISSED: some p50 ratio is outside +/-{TOLERANCE:.0%} or a representation could not be timed")
+    return 0 if results["met"] else 1
 
 
 if __name__ == "__main__":
