@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.formats import Format
+from bridge.runtimes.base import read_signature
 from bridge.runtimes.tensorflow_runner import load_keras
 
 
@@ -19,9 +21,7 @@ class KerasToTf(Hop):
     distribution = "keras"
 
     def convert(self, job: HopJob) -> HopResult:
-        from bridge.hops.onnx_to_tf import saved_model_signature
-
         target = job.out_dir / "saved_model"
         export_saved_model(job.src, target, trust_code=job.options.trust_code)
-        child = saved_model_signature(target)
+        child = read_signature(Format.TF, target)
         return HopResult((Produced(target, carry_layout(job.signature, child)),), options={"format": "tf_saved_model"})

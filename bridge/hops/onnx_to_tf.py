@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
-from bridge.runtimes.base import LoadOptions
-from bridge.signature import Signature
+from bridge.formats import Format
+from bridge.runtimes.base import read_signature
 
 _SAVED_MODEL_PARTS = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
-
-
-def saved_model_signature(path: Path) -> Signature:
-    from bridge.runtimes.tensorflow_runner import SavedModelRunner
-
-    runner = SavedModelRunner(path, LoadOptions())
-    try:
-        return runner.signature()
-    finally:
-        runner.close()
 
 
 class OnnxToTf(Hop):
@@ -36,7 +25,7 @@ class OnnxToTf(Hop):
                 shutil.move(work / part, target / part)
         channels_last = channels_last_outputs(work)
         shutil.rmtree(work)
-        child = saved_model_signature(target)
+        child = read_signature(Format.TF, target)
         perms, notes = hop_perms(job.signature, child, channels_last, inputs_kept_by_rule(job.src), "onnx->tf")
         return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs,
                          fallback=run.fallback, notes=notes)

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
-from bridge.runtimes.base import LoadOptions
-from bridge.signature import Signature
-
-
-def tflite_signature(path: Path) -> Signature:
-    from bridge.runtimes.tflite_runner import TfliteRunner
-
-    runner = TfliteRunner(path, LoadOptions())
-    try:
-        return runner.signature()
-    finally:
-        runner.close()
+from bridge.formats import Format
+from bridge.runtimes.base import read_signature
 
 
 class OnnxToTflite(Hop):
@@ -35,7 +24,7 @@ class OnnxToTflite(Hop):
             written = work / f"model_{precision}.tflite"
             target = job.out_dir / ("model.tflite" if precision == "float32" else "model_float16.tflite")
             shutil.move(written, target)
-            child = tflite_signature(target)
+            child = read_signature(Format.TFLITE, target)
             perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
             produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
         shutil.rmtree(work)

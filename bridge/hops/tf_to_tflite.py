@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.hops.onnx_to_tflite import tflite_signature
+from bridge.formats import Format
+from bridge.runtimes.base import read_signature
 
 
 class TfToTflite(Hop):
@@ -20,5 +21,5 @@ class TfToTflite(Hop):
                 converter.target_spec.supported_types = [tf.float16]
             target = job.out_dir / ("model.tflite" if precision == "float32" else "model_float16.tflite")
             target.write_bytes(converter.convert())
-            produced.append(Produced(target, carry_layout(job.signature, tflite_signature(target)), precision))
+            produced.append(Produced(target, carry_layout(job.signature, read_signature(Format.TFLITE, target)), precision))
         return HopResult(tuple(produced), options={"signature_keys": ["serving_default"], "fp16": job.options.fp16})

@@ -91,6 +91,15 @@ def open_runner(fmt: Format, path: Path, options: LoadOptions) -> Runner:
     return runner_class(fmt)(path, options)
 
 
+def read_signature(fmt: Format, path: Path, options: LoadOptions | None = None) -> Signature:
+    """Load an artifact just to read its signature (hops use it on what they wrote)."""
+    runner = open_runner(fmt, path, options or LoadOptions())
+    try:
+        return runner.signature()
+    finally:
+        runner.close()
+
+
 def _load_options(request: dict[str, Any]) -> LoadOptions:
     specs = request.get("input_specs") or None
     return LoadOptions(

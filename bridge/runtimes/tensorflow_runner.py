@@ -28,12 +28,6 @@ def _shape(shape: Any) -> tuple[int | str | None, ...]:
     return tuple(int(d) if d is not None else None for d in shape)
 
 
-def _tf_gpu_available() -> tuple[str, ...]:
-    import tensorflow as tf
-
-    return ("cpu", "cuda") if tf.config.list_physical_devices("GPU") else ("cpu",)
-
-
 def load_saved_model(path: Path) -> Any:
     """Load a SavedModel and return its serving_default function, or an InputError saying why not."""
     import tensorflow as tf
@@ -50,7 +44,23 @@ def load_saved_model(path: Path) -> Any:
     return loaded, loaded.signatures[SERVING_KEY]
 
 
-class SavedModelRunner(Runner):
+class _TensorflowRunner(Runner):
+    """What the SavedModel and Keras runners share: TensorFlow's devices and a fixed signature."""
+
+    _inputs: tuple[TensorSpec, ...]
+    _outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        import tensorflow as tf
+
+        return ("cpu", "cuda") if tf.config.list_physical_devices("GPU") else ("cpu",)
+
+    def signature(self) -> Signature:
+        return Signature(self._inputs, self._outputs)
+
+
+class SavedModelRunner(_TensorflowRunner):
     runtime = "tensorflow"
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
@@ -69,13 +79,6 @@ class SavedModelRunner(Runner):
         self._outputs = tuple(
             TensorSpec(name, _shape(spec.shape), spec.dtype.name) for name, spec in outputs.items()
         )
-
-    @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        return _tf_gpu_available()
-
-    def signature(self) -> Signature:
-        return Signature(self._inputs, self._outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
@@ -106,7 +109,7 @@ def load_keras(path: Path, *, trust_code: bool) -> Any:
                          "the file is damaged or not a Keras model: save it again with model.save('x.keras')") from exc
 
 
-class KerasRunner(Runner):
+class KerasRunner(_TensorflowRunner):
     runtime = "keras"
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
@@ -126,13 +129,6 @@ class KerasRunner(Runner):
         self._outputs = tuple(
             TensorSpec(f"output_{i}", _shape(t.shape), str(t.dtype)) for i, t in enumerate(self.model.outputs)
         )
-
-    @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        return _tf_gpu_available()
-
-    def signature(self) -> Signature:
-        return Signature(self._inputs, self._outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [feeds[spec.name] for spec in self._inputs]
