@@ -121,6 +121,8 @@ def _convert_options(func: F) -> F:
         click.option("--timeout", type=float, help="Seconds each hop may take before it is stopped."),
         click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file)."),
         click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs code from the file)."),
+        click.option("--torch-exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
+                     help="torch.onnx exporter for torch -> onnx; torchscript needs a .pt or package.module:factory source."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -135,7 +137,7 @@ def _run_convert(model: str, to: str, progress: _Progress, **kw: Any) -> Any:
         via=[v for v in (kw["via"] or "").split(",") if v], example_inputs=kw["example_inputs"],
         input_shapes=_input_shapes(kw["input_shape"]), opset=kw["opset"], dynamic_batch=kw["dynamic_batch"],
         fp16=kw["fp16"], timeout=kw["timeout"], force=kw["force"], trust_pickle=kw["trust_pickle"],
-        trust_code=kw["trust_code"], progress=progress,
+        trust_code=kw["trust_code"], torch_exporter=kw["torch_exporter"], progress=progress,
     )
 
 

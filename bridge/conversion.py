@@ -27,6 +27,7 @@ from bridge.registry import DEFAULT_REGISTRY, HopRegistry
 from bridge.route import Route, plan, reachable
 from bridge.signature import Signature
 
+TORCH_EXPORTERS = ("dynamo", "torchscript")
 TOOL_DISTRIBUTIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnx2tf", "tensorflow", "keras",
                       "tf2onnx", "onnx2torch", "ai-edge-litert", "numpy")
 
@@ -99,6 +100,7 @@ def convert(
     force: bool = False,
     trust_pickle: bool = False,
     trust_code: bool = False,
+    torch_exporter: str = "dynamo",
     strict: bool = True,
     registry: HopRegistry = DEFAULT_REGISTRY,
     progress: Callable[[ProgressEvent], None] | None = None,
@@ -112,8 +114,10 @@ def convert(
     published; the partial Conversion is on the exception's ``conversion`` attribute.
     """
     notify = progress or (lambda event: None)
+    if torch_exporter not in TORCH_EXPORTERS:
+        raise InputError(f"torch_exporter {torch_exporter!r}: use one of {', '.join(TORCH_EXPORTERS)}")
     options = ConvertOptions(opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, timeout=timeout,
-                             trust_pickle=trust_pickle, trust_code=trust_code)
+                             trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter)
     specs = parse_example_inputs(example_inputs, input_shapes)
     resolved = _resolve_source(model, from_format)
     targets = parse_targets(to, resolved.format, registry)
@@ -183,6 +187,7 @@ def _describe_source(resolved: _Resolved, specs: InputSpecs | None, options: Con
                      notify: Callable[[ProgressEvent], None]) -> Source:
     """Materialize a reference or live model into the stage if needed, then read its signature."""
     materialized: str | None = None
+    notes: list[str] = []
     path = resolved.path
     fmt = resolved.format
     if resolved.reference is not None or resolved.live is not None:
@@ -192,15 +197,21 @@ def _describe_source(resolved: _Resolved, specs: InputSpecs | None, options: Con
         if resolved.live is not None:
             from bridge.hops.materialize import materialize
 
-            result = materialize(resolved.live, target, specs, options.dynamic_batch)
+            result = materialize(resolved.live, target, specs, options.dynamic_batch,
+                                 torchscript=options.torch_exporter == "torchscript")
         else:
             result = run_isolated("materialize", {
                 "reference": resolved.reference, "out_dir": str(target),
                 "specs": specs.to_json() if specs else None, "dynamic_batch": options.dynamic_batch,
+                "torchscript": options.torch_exporter == "torchscript",
             }, stage="materialize", timeout=options.timeout, hide_gpu=True)
         path = Path(result["path"])
         fmt = Format(result["format"])
         materialized = path.relative_to(stage).as_posix()
+        if result.get("note"):
+            notes.append(result["note"])
+        if specs is None and result.get("specs"):
+            specs = InputSpecs(tuple((n, tuple(v[0]), v[1]) for n, v in result["specs"].items()), origin=resolved.reference or "")
         notify(ProgressEvent("done", "materialize", time.perf_counter() - started))
     assert path is not None
     if fmt == Format.TORCH and safety.is_torchscript_archive(path) and specs is None:
@@ -225,7 +236,7 @@ def _describe_source(resolved: _Resolved, specs: InputSpecs | None, options: Con
     return Source(
         path=resolved.reference or (str(resolved.path) if resolved.path else "<in-memory model>"),
         format=fmt, kind=info.get("kind", fmt.value), sha256=digest, bytes=size,
-        signature=signature, materialized=materialized,
+        signature=signature, materialized=materialized, notes=tuple(notes),
     )
 
 

@@ -149,6 +149,7 @@ class Source:
     signature: Signature
     materialized: str | None = None
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,6 +159,7 @@ class Source:
             "sha256": self.sha256,
             "bytes": self.bytes,
             "materialized": self.materialized,
+            "notes": list(self.notes),
             **self.signature.to_json(),
         }
 
@@ -171,6 +173,7 @@ class Source:
             bytes=int(data["bytes"]),
             signature=Signature.from_json(data),
             materialized=data.get("materialized"),
+            notes=tuple(data.get("notes") or ()),
         )
 
 

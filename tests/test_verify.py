@@ -165,3 +165,25 @@ def test_token_ids_stay_below_the_embedding_size(zoo_model: Callable[[str], Path
     forced = _verify(out, "--int-high", "7")[1]
     with np.load(forced["inputs"]["path"]) as data:
         assert data["ids"].max() < 7
+
+
+def test_gru_with_the_torchscript_exporter_passes(tmp_path: Path) -> None:
+    """The workaround for the GRU case: the TorchScript exporter, from the model's code."""
+    out = tmp_path / "gru_ts.bridge"
+    result = run_bridge("convert", "zoo.torch_models:build_gru", "--input-shape", "x:1,12,8", "--to", "tflite",
+                        "--torch-exporter", "torchscript", "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "torchscript"
+    assert manifest["artifacts"][0]["options"]["exporter"] == "torchscript"
+    result, report = _verify(out)
+    assert result.returncode == 0, result.stderr
+    worst = max(o["max_abs"] for c in report["cumulative"] for o in c["outputs"])
+    assert worst < 1e-4
+
+
+def test_torchscript_exporter_refuses_a_program(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    result = run_bridge("convert", str(zoo_model("mlp")), "--to", "onnx", "--torch-exporter", "torchscript",
+                        "-o", str(tmp_path / "x.bridge"))
+    assert result.returncode == 2
+    assert "cannot export an ExportedProgram" in result.stderr

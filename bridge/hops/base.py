@@ -26,6 +26,8 @@ class ConvertOptions:
     timeout: float | None = None
     trust_pickle: bool = False
     trust_code: bool = False
+    torch_exporter: str = "dynamo"
+    """``dynamo`` or ``torchscript``: which torch.onnx exporter the torch -> onnx hop uses."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,10 +19,12 @@ def _is_torch_module(obj: Any) -> bool:
     return "torch" in sys.modules and isinstance(obj, sys.modules["torch"].nn.Module)
 
 
-def materialize(obj: Any, out_dir: Path, specs: InputSpecs | None, dynamic_batch: bool) -> dict[str, str]:
+def materialize(obj: Any, out_dir: Path, specs: InputSpecs | None, dynamic_batch: bool, *,
+                torchscript: bool = False) -> dict[str, Any]:
+    """Save `obj`; with `torchscript`, a PyTorch module is traced (for the TorchScript exporter)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if _is_torch_module(obj):
-        return _save_torch(obj, out_dir, specs, dynamic_batch)
+        return _save_torch(obj, out_dir, specs, dynamic_batch, torchscript)
     if type(obj).__module__.startswith(("keras", "tf_keras", "tensorflow")):
         path = out_dir / "model.keras"
         obj.save(str(path))
@@ -30,7 +32,8 @@ def materialize(obj: Any, out_dir: Path, specs: InputSpecs | None, dynamic_batch
     raise InputError(f"the factory returned a {type(obj).__name__}, not an nn.Module or a Keras model")
 
 
-def _save_torch(module: Any, out_dir: Path, specs: InputSpecs | None, dynamic_batch: bool) -> dict[str, str]:
+def _save_torch(module: Any, out_dir: Path, specs: InputSpecs | None, dynamic_batch: bool,
+                torchscript: bool) -> dict[str, Any]:
     import inspect
 
     import torch
@@ -48,14 +51,19 @@ def _save_torch(module: Any, out_dir: Path, specs: InputSpecs | None, dynamic_ba
         wrong = [n for n, _, _ in specs.specs if n not in params]
         if wrong:
             raise InputError(f"{specs.origin}: {wrong[0]!r} is not an argument of {type(module).__name__}.forward ({', '.join(params)})")
-    try:
-        program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
-        path = out_dir / "model.pt2"
-        torch.export.save(program, str(path))
-    except Exception:  # noqa: BLE001 - torch.export failed: TorchScript is the recorded fallback
-        path = out_dir / "model.pt"
-        torch.jit.save(torch.jit.trace(module, args), str(path))
-    return {"path": str(path), "format": "torch"}
+    used = {"specs": specs.to_json()}
+    note = "saved as TorchScript for --torch-exporter torchscript"
+    if not torchscript:
+        try:
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+            path = out_dir / "model.pt2"
+            torch.export.save(program, str(path))
+            return {"path": str(path), "format": "torch", **used}
+        except Exception as exc:  # noqa: BLE001 - torch.export failed: TorchScript is the recorded fallback
+            note = f"torch.export could not capture the module ({type(exc).__name__}); saved TorchScript (torch.jit.trace)"
+    path = out_dir / "model.pt"
+    torch.jit.save(torch.jit.trace(module, args), str(path))
+    return {"path": str(path), "format": "torch", "note": note, **used}
 
 
 def load_reference(reference: str) -> Any:
@@ -70,7 +78,7 @@ def load_reference(reference: str) -> Any:
     return factory()
 
 
-def materialize_task(request: dict[str, Any]) -> dict[str, str]:
+def materialize_task(request: dict[str, Any]) -> dict[str, Any]:
     """Child entry point: build the referenced model and save it."""
     specs_json = request.get("specs")
     specs = None
@@ -79,7 +87,8 @@ def materialize_task(request: dict[str, Any]) -> dict[str, str]:
     model = load_reference(request["reference"])
     if specs is None:
         specs = _zoo_specs(request["reference"])
-    return materialize(model, Path(request["out_dir"]), specs, bool(request.get("dynamic_batch")))
+    return materialize(model, Path(request["out_dir"]), specs, bool(request.get("dynamic_batch")),
+                       torchscript=bool(request.get("torchscript")))
 
 
 def _zoo_specs(reference: str) -> InputSpecs | None:

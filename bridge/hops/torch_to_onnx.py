@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bridge import defaults
+from bridge.errors import HopError
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.signature import Signature, TensorSpec
 
@@ -15,6 +17,8 @@ class TorchToOnnxOptions:
     opset: int
     dynamic_batch: bool
     external_data: bool
+    exporter: str
+    """``dynamo`` (torch.onnx.export(dynamo=True)) or ``torchscript`` (dynamo=False), as asked."""
 
 
 def onnx_signature(model: Any) -> Signature:
@@ -37,12 +41,41 @@ def onnx_signature(model: Any) -> Signature:
     )
 
 
+def _names(inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> dict[str, list[str]]:
+    return {"input_names": [s.name for s in inputs], "output_names": [s.name for s in outputs]}
+
+
+def _export_dynamo(model: Any, args: tuple[Any, ...], out: Path, options: TorchToOnnxOptions,
+                   inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], *, from_program: bool) -> None:
+    import torch
+
+    dynamic_shapes = None
+    if options.dynamic_batch and not from_program:  # a program keeps the shapes it was exported with
+        dynamic_shapes = tuple({0: torch.export.Dim.DYNAMIC} for _ in inputs)
+    onnx_program = torch.onnx.export(
+        model, () if from_program else args, dynamo=True, opset_version=options.opset,
+        dynamic_shapes=dynamic_shapes, verbose=False, **_names(inputs, outputs),
+    )
+    assert onnx_program is not None
+    onnx_program.save(str(out), external_data=options.external_data)
+
+
+def _export_torchscript(module: Any, args: tuple[Any, ...], out: Path, options: TorchToOnnxOptions,
+                        inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+    import torch
+
+    dynamic_axes = {s.name: {0: "batch"} for s in (*inputs, *outputs)} if options.dynamic_batch else None
+    torch.onnx.export(
+        module, args, str(out), dynamo=False, opset_version=min(options.opset, defaults.TORCHSCRIPT_MAX_OPSET),
+        dynamic_axes=dynamic_axes, **_names(inputs, outputs),
+    )
+
+
 class TorchToOnnx(Hop):
     distribution = "torch"
 
     def convert(self, job: HopJob) -> HopResult:
         import onnx
-        import torch
 
         from bridge.runtimes.torch_runner import example_tensors, load_module
 
@@ -54,35 +87,28 @@ class TorchToOnnx(Hop):
             opset=job.options.opset or defaults.ONNX_OPSET,
             dynamic_batch=job.options.dynamic_batch,
             external_data=weight_bytes >= defaults.external_data_threshold(),
+            exporter=job.options.torch_exporter,
         )
         out = job.out_dir / "model.onnx"
-        names = {"input_names": [s.name for s in inputs], "output_names": [s.name for s in outputs]}
         fallback = None
-        try:
-            dynamic_shapes = None
-            if options.dynamic_batch and program is None:
-                dynamic_shapes = tuple({0: torch.export.Dim.DYNAMIC} for _ in inputs)
-            onnx_program = torch.onnx.export(
-                program if program is not None else module,
-                () if program is not None else args,
-                dynamo=True,
-                opset_version=options.opset,
-                dynamic_shapes=dynamic_shapes,
-                verbose=False,
-                **names,
-            )
-            assert onnx_program is not None
-            onnx_program.save(str(out), external_data=options.external_data)
-        except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the fallback is recorded
-            reason = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
-            fallback = f"torch.export could not capture the model ({type(exc).__name__}: {reason}); used the TorchScript exporter (dynamo=False)"
-            for stale in job.out_dir.iterdir():
-                stale.unlink()
-            dynamic_axes = {s.name: {0: "batch"} for s in (*inputs, *outputs)} if options.dynamic_batch else None
-            torch.onnx.export(
-                module, args, str(out), dynamo=False, opset_version=min(options.opset, defaults.TORCHSCRIPT_MAX_OPSET),
-                dynamic_axes=dynamic_axes, **names,
-            )
+        if options.exporter == "torchscript":
+            if program is not None:
+                raise HopError(
+                    f"{job.src}: the TorchScript exporter cannot export an ExportedProgram (.pt2); "
+                    "convert from the model's code (package.module:factory) or a TorchScript .pt, or drop --torch-exporter"
+                )
+            _export_torchscript(module, args, out, options, inputs, outputs)
+        else:
+            try:
+                _export_dynamo(program if program is not None else module, args, out, options, inputs, outputs,
+                               from_program=program is not None)
+            except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the fallback is recorded
+                reason = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+                fallback = (f"torch.export could not capture the model ({type(exc).__name__}: {reason}); "
+                            "used the TorchScript exporter (dynamo=False)")
+                for stale in job.out_dir.iterdir():
+                    stale.unlink()
+                _export_torchscript(module, args, out, options, inputs, outputs)
         model = onnx.load(str(out), load_external_data=False)
         signature = carry_layout(job.signature, onnx_signature(model))
         notes = []
