@@ -149,8 +149,8 @@ def convert(
             + f"; completed artifacts are in {final_dir}",
             stage=first.hop,
             detail=first.detail,
+            conversion=conversion,
         )
-        error.conversion = conversion  # type: ignore[attr-defined]
         raise error
     return conversion
 

@@ -56,10 +56,12 @@ class MissingExtraError(UserError):
 class HopError(UserError):
     """A hop failed. `stage` names the hop (``torch->onnx``), `detail` holds the tail of its output."""
 
-    def __init__(self, message: str, *, stage: str = "", detail: str = "") -> None:
+    def __init__(self, message: str, *, stage: str = "", detail: str = "", conversion: object = None) -> None:
         super().__init__(message)
         self.stage = stage
         self.detail = detail
+        self.conversion = conversion
+        """From `bridge.convert`: the partial Conversion, whose completed artifacts were published."""
 
 
 class RuntimeLoadError(HopError):

@@ -36,7 +36,8 @@ def _children(parent: int, hop: str) -> list[int]:
         if ppid == parent and b"bridge.isolation" in argv and b"hop" in argv:
             request = Path(argv[argv.index(b"hop") + 1].decode())
             try:
-                if json.loads(request.read_text())["hop"] == hop:
+                spec = json.loads(request.read_text())["hop"]
+                if f"{spec['src']}->{spec['dst']}" == hop:
                     pids.append(int(entry.name))
             except (OSError, ValueError, KeyError):
                 continue

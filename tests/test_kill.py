@@ -63,8 +63,23 @@ def _processes_mentioning(marker: str) -> list[int]:
     return pids
 
 
+def _steps(marker: str) -> list[int]:
+    """Running bridge steps (``python -m bridge.isolation ...``) whose request files are under `marker`."""
+    steps = []
+    for pid in _processes_mentioning(marker):
+        try:
+            if b"bridge.isolation" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                steps.append(pid)
+        except OSError:
+            continue
+    return steps
+
+
 def _end_stray_steps(marker: str) -> int:
-    """SIGKILL the steps (and their children) the killed run left behind; wait until they are gone."""
+    """Steps of a killed run that outlived it (they should die with it); SIGKILL them and count them."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _processes_mentioning(marker):
+        time.sleep(0.05)
     pids = _processes_mentioning(marker)
     for pid in pids:
         try:
@@ -86,16 +101,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    """SIGKILL the run's process group after `seconds`; False when it had already finished."""
+def _kill_after(proc: subprocess.Popen[bytes], seconds: float, marker: str) -> tuple[bool, int]:
+    """SIGKILL the run's process group after `seconds`: (whether it was still running, steps running then)."""
     try:
         proc.wait(timeout=seconds)
-        return False
+        return False, 0
     except subprocess.TimeoutExpired:
         pass
+    running = len(_steps(marker))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return True
+    return True, running
 
 
 def assert_complete(out: Path, source_sha256: str) -> bytes:
@@ -153,16 +169,18 @@ def test_sigkill_leaves_previous_new_or_no_output(existing: bool, workspace: tup
     for seconds in _kill_points(full_run):
         if not existing and out.exists():
             shutil.rmtree(out)
-        killed = _kill_after(_start(model, out, tmp, force=existing), seconds)
+        killed, running = _kill_after(_start(model, out, tmp, force=existing), seconds, f"{tmp_path}/")
+        killed_mid_step += bool(killed and running)
+        # Steps die with the run (PR_SET_PDEATHSIG): none may outlive it.
         strays = _end_stray_steps(f"{tmp_path}/")
-        killed_mid_step += bool(killed and strays)
+        assert strays == 0, f"killed at {seconds} s: {strays} steps outlived the killed run"
         if not out.exists():
             assert not existing, f"killed at {seconds} s: the previous output is gone"
-            outcomes.append(f"{seconds}s: none")
+            outcomes.append(f"{seconds}s: none{f' ({running} steps running)' if running else ''}")
             continue
         current = assert_complete(out, model_sha)
         outcome = "previous" if existing and current == previous else "new"
-        outcomes.append(f"{seconds}s: {outcome}{'' if killed else ' (finished first)'}{f', {strays} stray steps ended' if strays else ''}")
+        outcomes.append(f"{seconds}s: {outcome}{'' if killed else ' (finished first)'}")
         previous = current
     print(f"\nSIGKILL outcomes ({'over previous output' if existing else 'no previous output'}, "
           f"full run {full_run:.1f} s): " + "; ".join(outcomes))

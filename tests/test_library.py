@@ -85,7 +85,8 @@ def test_strict_convert_raises_with_the_partial_conversion(tmp_path: Path) -> No
     with pytest.raises(HopError) as caught:
         bridge.convert(onnx_path, to=["tflite", "torch"], out_dir=tmp_path / "m.bridge")
     assert "hop onnx->torch failed" in str(caught.value) and "Sinh" in str(caught.value)
-    conversion = caught.value.conversion  # type: ignore[attr-defined]
+    conversion = caught.value.conversion
+    assert isinstance(conversion, Conversion)
     assert not conversion.ok and [f.hop for f in conversion.failures] == ["onnx->torch"]
     assert [a.key for a in conversion.artifacts] == ["tflite"] and conversion.path("tflite").is_file()
     assert (tmp_path / "m.bridge" / "manifest.json").is_file()
