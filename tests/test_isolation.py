@@ -70,3 +70,45 @@ def test_a_step_past_its_timeout_is_stopped(zoo_model: Callable[[str], Path]) ->
     with pytest.raises(HopError, match="gave up after 0.2 s"):
         run_isolated("inspect", {"format": "torch", "path": str(zoo_model("mlp"))}, stage="load torch", timeout=0.2)
     assert time.monotonic() - started < 30
+
+
+def _run_steps(parent: int, fmt: str) -> list[int]:
+    """PIDs of `parent`'s running verify steps for artifacts of format `fmt`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"bridge.isolation" in argv and b"run" in argv:
+            try:
+                if json.loads(Path(argv[argv.index(b"run") + 1].decode()).read_text())["format"] == fmt:
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, KeyError):
+                continue
+    return pids
+
+
+def test_a_crashing_runtime_is_that_representation_s_error(converted_cnn: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "verify", str(converted_cnn), "--device", "cpu",
+                             "--samples", "2", "--latency-runs", "2000", "--json", str(report_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    victims: list[int] = []
+    while not victims and time.monotonic() < deadline and proc.poll() is None:
+        victims = _run_steps(proc.pid, "tflite")
+        time.sleep(0.05)
+    assert victims, "the tflite runtime never started"
+    for pid in victims:
+        os.kill(pid, signal.SIGSEGV)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2
+    assert "tflite@cpu could not run: crashed with signal SIGSEGV" in stderr
+    report = json.loads(report_path.read_text())
+    status = {r["name"]: r["status"] for r in report["representations"]}
+    assert status == {"source": "ok", "onnx": "ok", "tflite": "error", "tf": "ok"}
+    assert {c["dst"] for c in report["cumulative"]} == {"onnx", "tf"}
