@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from bridge import __version__
+from bridge import __version__, defaults
 from bridge.errors import BridgeError, InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,14 +172,14 @@ def _print_conversion(conversion: Any) -> None:
 @click.option("--to", "to", help="With a MODEL: convert to this format first, then verify.")
 @_convert_options
 @click.option("--inputs", type=click.Path(path_type=Path), help=".npz of inputs ([samples, *shape] per source input) to replay.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for generated inputs.")
-@click.option("--samples", type=int, default=8, show_default=True, help="Number of generated samples.")
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for generated inputs.")
+@click.option("--samples", type=int, default=defaults.SAMPLES, show_default=True, help="Number of generated samples.")
 @click.option("--int-high", type=int, help="Exclusive upper bound for generated integer inputs.")
 @click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), help="Devices (default: cpu and cuda).")
 @click.option("--atol", type=float, help="Absolute tolerance for every output.")
 @click.option("--rtol", type=float, help="Relative tolerance for every output.")
 @click.option("--tol", multiple=True, help="OUTPUT=ATOL for one output (repeatable).")
-@click.option("--latency-runs", type=int, default=20, show_default=True, help="Timed runs per representation.")
+@click.option("--latency-runs", type=int, default=defaults.LATENCY_RUNS, show_default=True, help="Timed runs per representation.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
