@@ -29,6 +29,14 @@ def test_layout_mapping_round_trip() -> None:
     nhwc = from_source_layout(x, (0, 2, 3, 1))
     assert nhwc.shape == (1, 8, 8, 3)
     assert np.array_equal(to_source_layout(nhwc, (0, 2, 3, 1)), x)
+    # verify's arrays carry a leading sample axis that the perm leaves in place.
+    samples = np.random.default_rng(1).standard_normal((5, 1, 4, 6))
+    moved = from_source_layout(samples, (0, 2, 1), leading=1)
+    assert moved.shape == (5, 1, 6, 4)
+    assert np.array_equal(moved[3], samples[3].transpose(0, 2, 1))
+    assert np.array_equal(to_source_layout(moved, (0, 2, 1), leading=1), samples)
+    # A rank that does not fit is left alone for the comparison to report.
+    assert to_source_layout(samples, (0, 2, 3, 1), leading=1) is samples
 
 
 def test_source_shape_and_json_round_trip() -> None:

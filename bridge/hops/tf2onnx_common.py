@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import defaults
-from bridge.hops.torch_to_onnx import onnx_signature
+from bridge.runtimes.onnxruntime_runner import onnx_signature
 from bridge.runtimes.tensorflow_runner import SERVING_KEY
 from bridge.signature import Signature
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge import defaults
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.hops.torch_to_onnx import onnx_signature
+from bridge.runtimes.onnxruntime_runner import onnx_signature
 
 
 class TfliteToOnnx(Hop):

@@ -9,7 +9,8 @@ from typing import Any
 from bridge import defaults
 from bridge.errors import HopError
 from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.signature import Signature, TensorSpec
+from bridge.runtimes.onnxruntime_runner import onnx_signature
+from bridge.signature import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -19,26 +20,6 @@ class TorchToOnnxOptions:
     external_data: bool
     exporter: str
     """``dynamo`` (torch.onnx.export(dynamo=True)) or ``torchscript`` (dynamo=False), as asked."""
-
-
-def onnx_signature(model: Any) -> Signature:
-    """Names, shapes and dtypes of an ONNX model's graph inputs and outputs (initializers excluded)."""
-    import onnx
-
-    initializers = {t.name for t in model.graph.initializer}
-
-    def spec(value: Any) -> TensorSpec:
-        tensor_type = value.type.tensor_type
-        shape = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
-        )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
-        return TensorSpec(value.name, shape, dtype)
-
-    return Signature(
-        tuple(spec(v) for v in model.graph.input if v.name not in initializers),
-        tuple(spec(v) for v in model.graph.output),
-    )
 
 
 def _names(inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> dict[str, list[str]]:

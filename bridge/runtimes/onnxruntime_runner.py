@@ -64,6 +64,26 @@ def _ort_reason(exc: Exception) -> str:
     return (text.split(" failed:", 1)[1] if " failed:" in text else text).strip()[:300] or type(exc).__name__
 
 
+def onnx_signature(model: Any) -> Signature:
+    """Names, shapes and dtypes of an ONNX model's graph inputs and outputs (initializers excluded)."""
+    import onnx
+
+    initializers = {t.name for t in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor_type = value.type.tensor_type
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim
+        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        return TensorSpec(value.name, shape, dtype)
+
+    return Signature(
+        tuple(spec(v) for v in model.graph.input if v.name not in initializers),
+        tuple(spec(v) for v in model.graph.output),
+    )
+
+
 def dims(shape: Any) -> tuple[int | str | None, ...]:
     return tuple(d if isinstance(d, int) else (str(d) if d else None) for d in shape)
 

@@ -56,17 +56,26 @@ class OutputDrift:
         return f"{self.name}: max abs {self.max_abs:.3g} (atol {self.tolerance.atol:g}, rtol {self.tolerance.rtol:g})"
 
 
-def to_source_layout(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
-    """Undo an artifact tensor's perm (``artifact = source.transpose(perm)``)."""
-    if len(perm) != array.ndim or perm == tuple(range(array.ndim)):
-        return array
-    return array.transpose(invert(perm))
+def _full_perm(perm: tuple[int, ...], leading: int) -> tuple[int, ...]:
+    return (*range(leading), *(p + leading for p in perm))
 
 
-def from_source_layout(array: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
-    if len(perm) != array.ndim or perm == tuple(range(array.ndim)):
+def to_source_layout(array: np.ndarray, perm: tuple[int, ...], leading: int = 0) -> np.ndarray:
+    """Undo an artifact tensor's perm (``artifact = source.transpose(perm)``).
+
+    The first `leading` axes (verify's sample axis) stay where they are. An array whose rank does
+    not fit `perm` is returned as it is, so the comparison reports the shape mismatch.
+    """
+    if len(perm) + leading != array.ndim or perm == tuple(range(len(perm))):
         return array
-    return np.ascontiguousarray(array.transpose(perm))
+    return array.transpose(invert(_full_perm(perm, leading)))
+
+
+def from_source_layout(array: np.ndarray, perm: tuple[int, ...], leading: int = 0) -> np.ndarray:
+    """Apply an artifact tensor's perm to a source-layout array (the inverse of `to_source_layout`)."""
+    if len(perm) + leading != array.ndim or perm == tuple(range(len(perm))):
+        return array
+    return np.ascontiguousarray(array.transpose(_full_perm(perm, leading)))
 
 
 def _nonfinite(expected: np.ndarray, actual: np.ndarray) -> str | None:

@@ -24,7 +24,7 @@ from bridge.isolation import run_isolated
 from bridge.manifest import Manifest, sha256_of
 from bridge.runtimes.base import RUNTIME_NAMES
 from bridge.signature import Signature
-from bridge.verify.compare import ToleranceRules, compare_output, missing_output
+from bridge.verify.compare import ToleranceRules, compare_output, from_source_layout, missing_output, to_source_layout
 from bridge.verify.report import ERROR, OK, UNAVAILABLE, Comparison, InputsRecord, Report, Representation
 from bridge.verify.timing import LatencyStats
 
@@ -56,10 +56,6 @@ def cuda_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 
 
-def _batched_perm(perm: tuple[int, ...]) -> tuple[int, ...]:
-    return (0, *(p + 1 for p in perm))
-
-
 def _subjects(manifest: Manifest, out_dir: Path) -> list[_Subject]:
     src = manifest.source
     src_path = out_dir / src.materialized if src.materialized else Path(src.path)
@@ -81,7 +77,7 @@ def _feeds(subject: _Subject, source_inputs: Mapping[str, np.ndarray]) -> dict[s
     feeds = {}
     for spec in subject.signature.inputs:
         array = source_inputs[spec.source_name]
-        array = array.transpose(_batched_perm(spec.perm)) if spec.perm != tuple(range(spec.rank)) else array
+        array = from_source_layout(array, spec.perm, leading=1)
         dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
         feeds[spec.name] = np.ascontiguousarray(array.astype(dtype, copy=False))
     return feeds
@@ -95,9 +91,7 @@ def _outputs_in_source_layout(subject: _Subject, raw: Mapping[str, np.ndarray], 
     out = {}
     for spec in subject.signature.outputs:
         stacked = np.stack([raw[f"{i}/{spec.name}"] for i in range(samples)])
-        if spec.perm != tuple(range(spec.rank)) and stacked.ndim == spec.rank + 1:
-            stacked = stacked.transpose(np.argsort(_batched_perm(spec.perm)))
-        out[spec.source_name] = stacked
+        out[spec.source_name] = to_source_layout(stacked, spec.perm, leading=1)
     return out
 
 
