@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,29 +20,33 @@ from bridge.isolation import run_isolated
 pytestmark = pytest.mark.slow
 
 
-def _children(parent: int, hop: str) -> list[int]:
-    """PIDs of `parent`'s running isolated steps for `hop`, found from their request files."""
+def _steps(parent: int, task: str, wanted: Callable[[dict[str, Any]], bool]) -> list[int]:
+    """PIDs of `parent`'s running isolated `task` steps whose request `wanted` accepts."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"bridge.isolation" in argv and b"hop" in argv:
-            request = Path(argv[argv.index(b"hop") + 1].decode())
-            try:
-                spec = json.loads(request.read_text())["hop"]
-                if f"{spec['src']}->{spec['dst']}" == hop:
-                    pids.append(int(entry.name))
-            except (OSError, ValueError, KeyError):
-                continue
+        if ppid != parent or b"bridge.isolation" not in argv or task.encode() not in argv:
+            continue
+        try:
+            if wanted(json.loads(Path(argv[argv.index(task.encode()) + 1].decode()).read_text())):
+                pids.append(int(entry.name))
+        except (OSError, ValueError, KeyError):
+            continue
     return pids
+
+
+def _hop_steps(parent: int, hop: str) -> list[int]:
+    return _steps(parent, "hop", lambda request: f"{request['hop']['src']}->{request['hop']['dst']}" == hop)
+
+
+def _run_steps(parent: int, fmt: str) -> list[int]:
+    return _steps(parent, "run", lambda request: request["format"] == fmt)
 
 
 def test_a_crashing_hop_is_reported_and_the_run_goes_on(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
@@ -51,7 +56,7 @@ def test_a_crashing_hop_is_reported_and_the_run_goes_on(zoo_model: Callable[[str
     deadline = time.monotonic() + 300
     victims: list[int] = []
     while not victims and time.monotonic() < deadline and proc.poll() is None:
-        victims = _children(proc.pid, "onnx->tf")
+        victims = _hop_steps(proc.pid, "onnx->tf")
         time.sleep(0.05)
     assert victims, "the onnx->tf hop never started"
     for pid in victims:
@@ -70,26 +75,6 @@ def test_a_step_past_its_timeout_is_stopped(zoo_model: Callable[[str], Path]) ->
     with pytest.raises(HopError, match="gave up after 0.2 s"):
         run_isolated("inspect", {"format": "torch", "path": str(zoo_model("mlp"))}, stage="load torch", timeout=0.2)
     assert time.monotonic() - started < 30
-
-
-def _run_steps(parent: int, fmt: str) -> list[int]:
-    """PIDs of `parent`'s running verify steps for artifacts of format `fmt`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"bridge.isolation" in argv and b"run" in argv:
-            try:
-                if json.loads(Path(argv[argv.index(b"run") + 1].decode()).read_text())["format"] == fmt:
-                    pids.append(int(entry.name))
-            except (OSError, ValueError, KeyError):
-                continue
-    return pids
 
 
 def test_a_crashing_runtime_is_that_representation_s_error(converted_cnn: Path, tmp_path: Path) -> None:
