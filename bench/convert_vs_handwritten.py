@@ -79,7 +79,7 @@ def _piece(cmd: list[str], n: int) -> float | None:
 
 
 def run(rounds: int, work: Path) -> dict[str, object]:
-    from zoo.export import export
+    from bridge.zoo.export import export
 
     result = export("resnet18", work, force=True)
     pt2 = result.model_path

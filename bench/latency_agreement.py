@@ -93,7 +93,7 @@ def run_model(name: str, work: Path, reps: int, runs: int, blocks: int, block_ru
               pause: float) -> list[dict[str, object]]:
     from bridge import defaults
     from bridge.verify.run import verify
-    from zoo.export import export
+    from bridge.zoo.export import export
 
     model_dir = work / name
     model_dir.mkdir()

@@ -1,40 +1,67 @@
 """bridge: convert models between PyTorch, ONNX, TensorFlow and TFLite, and verify them.
 
-Library entry points (imported lazily, so ``import bridge`` pays for no framework)::
+::
+
+    import bridge
 
     conversion = bridge.convert("model.pt2", to="tflite")
     report = bridge.verify(conversion)
     assert report.passed, report.summary()
+
+The names below are imported on first use (PEP 562), so ``import bridge`` pays for no framework
+and no numpy; `bridge.convert` and `bridge.verify` are the real, typed functions.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-# Import the bridge.verify *package* (an empty __init__, no framework) before defining the
-# verify() function below, so importing bridge.verify.run later cannot rebind `bridge.verify`.
-from bridge import verify as _verify_package  # noqa: F401
-
 __version__ = "0.1.0"
-__all__ = ["__version__", "convert", "verify"]
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "convert": "bridge.conversion",
+    "Conversion": "bridge.conversion",
+    "ProgressEvent": "bridge.conversion",
+    "verify": "bridge.verification.run",
+    "Report": "bridge.verification.report",
+    "ReportPaths": "bridge.verification.report",
+    "ConvertOptions": "bridge.options",
+    "VerifyOptions": "bridge.options",
+    "Manifest": "bridge.manifest",
+    "Artifact": "bridge.manifest",
+    "Source": "bridge.manifest",
+    "Format": "bridge.formats",
+    "Signature": "bridge.signature",
+    "TensorSpec": "bridge.signature",
+    "BridgeError": "bridge.errors",
+    "UserError": "bridge.errors",
+    "InputError": "bridge.errors",
+    "HopError": "bridge.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from bridge.conversion import Conversion
-    from bridge.verify.report import Report
+    from bridge.conversion import Conversion, ProgressEvent, convert
+    from bridge.errors import BridgeError, HopError, InputError, UserError
+    from bridge.formats import Format
+    from bridge.manifest import Artifact, Manifest, Source
+    from bridge.options import ConvertOptions, VerifyOptions
+    from bridge.signature import Signature, TensorSpec
+    from bridge.verification.report import Report, ReportPaths
+    from bridge.verification.run import verify
 
 
-def convert(model: Any, to: Any, **kwargs: Any) -> Conversion:
-    """Convert `model` (a path, ``package.module:factory``, an nn.Module or a Keras model).
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-    See `bridge.conversion.convert` for the arguments.
-    """
-    from bridge.conversion import convert as _convert
 
-    return _convert(model, to, **kwargs)
-
-
-def verify(target: Any, **kwargs: Any) -> Report:
-    """Verify a Conversion or an output directory. See `bridge.verify.run.verify`."""
-    from bridge.verify.run import verify as _verify
-
-    return _verify(target, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(__all__)

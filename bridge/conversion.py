@@ -8,33 +8,32 @@ artifacts made before it are kept.
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, formats, pt2, safety, staging
-from bridge.errors import HopError, InputError, UserError
+from bridge import __version__, staging
+from bridge.errors import HopError, UserError
 from bridge.formats import Format
-from bridge.hops.base import ConvertOptions, package_version
-from bridge.inputs import InputSpecs, parse_example_inputs
+from bridge.inputs import parse_example_inputs
 from bridge.isolation import run_isolated
-from bridge.manifest import Artifact, HopFailure, Manifest, Source, Tool, sha256_of
+from bridge.manifest import Artifact, HopFailure, Manifest, sha256_of
+from bridge.messages import HopRequest
+from bridge.options import ConvertOptions, parse_formats
 from bridge.registry import DEFAULT_REGISTRY, HopRegistry
 from bridge.route import Route, plan, reachable
+from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
-
-TORCH_EXPORTERS = ("dynamo", "torchscript")
-TOOL_DISTRIBUTIONS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnx2tf", "tensorflow", "keras",
-                      "tf2onnx", "onnx2torch", "ai-edge-litert", "numpy")
+from bridge.sources import DEFAULT_RESOLVERS, Prepared, SourceContext, SourceResolver, resolver_for
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """What the pipeline is doing, for a progress display: ``start``, ``done`` or ``failed``."""
+    """What the pipeline is doing, for a progress display: ``start``, ``done`` or ``failed`` of a step."""
 
     kind: str
     step: str
@@ -51,6 +50,11 @@ class Conversion:
     route: Route
     source_object: Any = field(default=None, compare=False, repr=False)
     """The live nn.Module or Keras model when one was passed in (not stored anywhere)."""
+
+    def __repr__(self) -> str:
+        keys = ", ".join(a.key for a in self.artifacts)
+        failed = f", {len(self.failures)} failed" if self.failures else ""
+        return f"Conversion({str(self.out_dir)!r}, route={self.route.describe()!r}, artifacts=[{keys}]{failed})"
 
     @property
     def artifacts(self) -> tuple[Artifact, ...]:
@@ -76,63 +80,86 @@ class Conversion:
 
 def parse_targets(to: str | Format | Sequence[str | Format], source: Format, registry: HopRegistry) -> tuple[Format, ...]:
     """``tflite``, ``onnx,tf``, ``all`` or a list of formats."""
-    items: list[str | Format] = []
-    for item in [to] if isinstance(to, (str, Format)) else list(to):
-        items.extend(item.split(",") if isinstance(item, str) else [item])
-    if any(isinstance(i, str) and i.strip().lower() == "all" for i in items):
+    items = [to] if isinstance(to, (str, Format)) else list(to)
+    if any(isinstance(i, str) and "all" in (p.strip().lower() for p in i.split(",")) for i in items):
         return tuple(f for f in reachable(source, registry) if f != source)
-    return tuple(i if isinstance(i, Format) else Format.parse(i) for i in items if str(i).strip())
+    return parse_formats(items)
+
+
+def tool_versions(registry: HopRegistry, runners: RunnerRegistry) -> dict[str, str]:
+    """The installed version of every distribution the hops and runners drive (and numpy)."""
+    modules = {m for hop in registry for m in hop.requires} | {m for r in runners for m in r.requires} | {"numpy"}
+    owners = importlib.metadata.packages_distributions()
+    distributions = sorted({d for m in modules for d in owners.get(m, [m.replace("_", "-")])})
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def convert(
     model: Any,
     to: str | Format | Sequence[str | Format],
+    options: ConvertOptions | None = None,
     *,
     out_dir: str | Path | None = None,
-    from_format: str | Format | None = None,
-    via: Sequence[str | Format] = (),
-    example_inputs: Any = None,
-    input_shapes: dict[str, Sequence[int]] | None = None,
-    opset: int | None = None,
-    dynamic_batch: bool = False,
-    fp16: bool = False,
-    timeout: float | None = None,
     force: bool = False,
-    trust_pickle: bool = False,
-    trust_code: bool = False,
-    torch_exporter: str = "dynamo",
+    example_inputs: Any = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     strict: bool = True,
     registry: HopRegistry = DEFAULT_REGISTRY,
+    runners: RunnerRegistry = DEFAULT_RUNNERS,
+    resolvers: Sequence[SourceResolver] = DEFAULT_RESOLVERS,
     progress: Callable[[ProgressEvent], None] | None = None,
+    from_format: str | Format | None = None,
+    via: str | Sequence[str | Format] | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool | None = None,
+    fp16: bool | None = None,
+    timeout: float | None = None,
+    trust_pickle: bool | None = None,
+    trust_code: bool | None = None,
+    torch_exporter: str | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
     `model` is a path (.pt2, .pt, .onnx, SavedModel dir, .keras, .tflite), a ``package.module:factory``
-    reference, or a live nn.Module / Keras model. `example_inputs` is an ``.npz`` path, a dict of
-    arrays or a tuple of tensors; TorchScript and live modules need it or `input_shapes`.
-    With `strict` (the default) a failed hop raises HopError after the completed artifacts are
-    published; the partial Conversion is on the exception's ``conversion`` attribute.
+    reference, or a live nn.Module / Keras model. `options` says how (`ConvertOptions`); each of its
+    fields may also be given as a keyword (``opset=17``), which overrides it (None leaves it). `example_inputs` is an
+    ``.npz`` path, a dict of arrays or a tuple of tensors; TorchScript and live modules need it or
+    `input_shapes`. With `strict` (the default) a failed hop raises HopError after the completed
+    artifacts are published; the partial Conversion is on the exception's ``conversion`` attribute.
     """
+    options = ConvertOptions.build(
+        options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
+        timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
+    )
     notify = progress or (lambda event: None)
-    if torch_exporter not in TORCH_EXPORTERS:
-        raise InputError(f"torch_exporter {torch_exporter!r}: use one of {', '.join(TORCH_EXPORTERS)}")
-    options = ConvertOptions(opset=opset, dynamic_batch=dynamic_batch, fp16=fp16, timeout=timeout,
-                             trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter)
     specs = parse_example_inputs(example_inputs, input_shapes)
-    resolved = _resolve_source(model, from_format)
-    targets = parse_targets(to, resolved.format, registry)
-    route = plan(resolved.format, targets, via=[Format.parse(v) if isinstance(v, str) else v for v in via], registry=registry)
-    final_dir = Path(out_dir) if out_dir is not None else resolved.default_out_dir
+    resolver = resolver_for(model, resolvers)
+    identified = resolver.identify(model, options)
+    targets: tuple[Format, ...] | None = None
+    if identified.format is not None:  # plan now, so a route that cannot exist fails before any work
+        targets = parse_targets(to, identified.format, registry)
+        plan(identified.format, targets, via=options.via, registry=registry)
+    final_dir = Path(out_dir) if out_dir is not None else identified.default_out_dir
     stage = staging.prepare(final_dir, force=force)
     try:
-        source = _describe_source(resolved, specs, options, stage, notify)
-        artifacts, failures = _run_route(route, source, stage, options, notify)
+        context = SourceContext(options, specs, stage, runners,
+                                lambda kind, step, seconds: notify(ProgressEvent(kind, step, seconds)))
+        prepared = resolver.prepare(identified, context)
+        targets = parse_targets(to, prepared.format, registry)
+        route = plan(prepared.format, targets, via=options.via, registry=registry)
+        artifacts, failures = _run_route(route, prepared, stage, options, notify)
         manifest = Manifest(
-            source=source,
+            source=prepared.record,
             artifacts=tuple(artifacts),
             route=tuple(route.describe().split("; ")),
             bridge_version=__version__,
-            tool_versions={d: package_version(d) for d in TOOL_DISTRIBUTIONS},
+            tool_versions=tool_versions(registry, runners),
             failures=tuple(failures),
         )
         manifest.write(stage)
@@ -140,10 +167,10 @@ def convert(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    conversion = Conversion(final_dir, manifest, route, source_object=resolved.live)
+    conversion = Conversion(final_dir, manifest, route, source_object=identified.live)
     if failures and strict:
         first = failures[0]
-        error = HopError(
+        raise HopError(
             f"hop {first.hop} failed: {first.error}"
             + (f" ({len(failures) - 1} more failed or skipped)" if len(failures) > 1 else "")
             + f"; completed artifacts are in {final_dir}",
@@ -151,99 +178,12 @@ def convert(
             detail=first.detail,
             conversion=conversion,
         )
-        raise error
     return conversion
 
 
-@dataclass(frozen=True)
-class _Resolved:
-    format: Format
-    path: Path | None
-    reference: str | None
-    live: Any
-    default_out_dir: Path
-
-
-def _resolve_source(model: Any, from_format: str | Format | None) -> _Resolved:
-    forced = Format.parse(from_format) if isinstance(from_format, str) else from_format
-    if isinstance(model, (str, Path)):
-        text = str(model)
-        if isinstance(model, str) and formats.is_reference(text):
-            factory = text.rsplit(":", 1)[1]
-            return _Resolved(forced or Format.TORCH, None, text, None, Path.cwd() / f"{factory}.bridge")
-        path = Path(text)
-        fmt = forced if forced is not None and path.exists() else formats.detect(path)
-        name = path.name if path.is_dir() else path.stem
-        return _Resolved(fmt, path.resolve(), None, None, path.resolve().parent / f"{name}.bridge")
-    module = type(model).__module__
-    if "torch" in sys.modules and isinstance(model, sys.modules["torch"].nn.Module):
-        return _Resolved(Format.TORCH, None, None, model, Path.cwd() / "model.bridge")
-    if module.startswith(("keras", "tf_keras", "tensorflow")):
-        return _Resolved(Format.KERAS, None, None, model, Path.cwd() / "model.bridge")
-    raise InputError(f"cannot convert a {type(model).__name__}: pass a path, a package.module:factory reference, an nn.Module or a Keras model")
-
-
-def _describe_source(resolved: _Resolved, specs: InputSpecs | None, options: ConvertOptions, stage: Path,
-                     notify: Callable[[ProgressEvent], None]) -> Source:
-    """Materialize a reference or live model into the stage if needed, then read its signature."""
-    materialized: str | None = None
-    notes: list[str] = []
-    path = resolved.path
-    fmt = resolved.format
-    if resolved.reference is not None or resolved.live is not None:
-        notify(ProgressEvent("start", "materialize"))
-        started = time.perf_counter()
-        target = stage / "source"
-        if resolved.live is not None:
-            from bridge.hops.materialize import materialize
-
-            result = materialize(resolved.live, target, specs, options.dynamic_batch,
-                                 torchscript=options.torch_exporter == "torchscript")
-        else:
-            result = run_isolated("materialize", {
-                "reference": resolved.reference, "out_dir": str(target),
-                "specs": specs.to_json() if specs else None, "dynamic_batch": options.dynamic_batch,
-                "torchscript": options.torch_exporter == "torchscript",
-            }, stage="materialize", timeout=options.timeout, hide_gpu=True)
-        path = Path(result["path"])
-        fmt = Format(result["format"])
-        materialized = path.relative_to(stage).as_posix()
-        if result.get("note"):
-            notes.append(result["note"])
-        if specs is None and result.get("specs"):
-            specs = InputSpecs(tuple((n, tuple(v[0]), v[1]) for n, v in result["specs"].items()), origin=resolved.reference or "")
-        notify(ProgressEvent("done", "materialize", time.perf_counter() - started))
-    assert path is not None
-    if fmt == Format.TORCH and safety.is_torchscript_archive(path) and specs is None:
-        # (A pickled .pt goes on to the loader, which refuses it unless --trust-pickle, and then asks.)
-        raise InputError(
-            f"{path}: TorchScript and pickled modules do not store input shapes; "
-            "give --input-shape NAME:1,3,224,224 (repeatable) or --example-inputs FILE.npz"
-        )
-    fast = pt2.read_signature(path) if fmt == Format.TORCH and path.suffix.lower() == ".pt2" else None
-    if fast is not None:
-        info: dict[str, Any] = {"kind": "exported_program"}
-        signature = fast
-    else:
-        info = run_isolated("inspect", {
-            "format": fmt.value, "path": str(path), "input_specs": specs.to_json() if specs else None,
-            "trust_pickle": options.trust_pickle, "trust_code": options.trust_code,
-        }, stage=f"load {fmt.value}", timeout=options.timeout, hide_gpu=True)
-        signature = Signature.from_json(info["signature"])
-    if specs is not None:
-        specs.check_against(signature, path)
-    digest, size = sha256_of(path)
-    return Source(
-        path=resolved.reference or (str(resolved.path) if resolved.path else "<in-memory model>"),
-        format=fmt, kind=info.get("kind", fmt.value), sha256=digest, bytes=size,
-        signature=signature, materialized=materialized, notes=tuple(notes),
-    )
-
-
-def _run_route(route: Route, source: Source, stage: Path, options: ConvertOptions,
+def _run_route(route: Route, source: Prepared, stage: Path, options: ConvertOptions,
                notify: Callable[[ProgressEvent], None]) -> tuple[list[Artifact], list[HopFailure]]:
-    source_path = stage / source.materialized if source.materialized else Path(source.path)
-    made: dict[Format, tuple[Path, Signature]] = {route.source: (source_path, source.signature)}
+    made: dict[Format, tuple[Path, Signature]] = {route.source: (source.path, source.signature)}
     artifacts: list[Artifact] = []
     failures: list[HopFailure] = []
     for hop in route.hops:
@@ -255,10 +195,8 @@ def _run_route(route: Route, source: Source, stage: Path, options: ConvertOption
         notify(ProgressEvent("start", hop.name))
         started = time.perf_counter()
         try:
-            result = run_isolated("hop", {
-                "hop": hop.to_json(), "src": str(src_path), "signature": src_signature.to_json(),
-                "out_dir": str(out_dir), "options": options.to_json(),
-            }, stage=hop.name, timeout=options.timeout, hide_gpu=True, work_dir=stage)
+            result = run_isolated(HopRequest(hop, src_path, src_signature, out_dir, options),
+                                  stage=hop.name, timeout=options.timeout, hide_gpu=True, work_dir=stage)
         except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
             shutil.rmtree(out_dir, ignore_errors=True)
             detail = getattr(exc, "detail", "")
@@ -266,19 +204,15 @@ def _run_route(route: Route, source: Source, stage: Path, options: ConvertOption
             notify(ProgressEvent("failed", hop.name, time.perf_counter() - started, str(exc)))
             continue
         seconds = time.perf_counter() - started
-        for i, produced in enumerate(result["produced"]):
-            path = Path(produced["path"])
-            signature = Signature.from_json(produced["signature"])
-            digest, size = sha256_of(path)
-            artifact = Artifact(
-                format=hop.dst, path=path.relative_to(stage).as_posix(), sha256=digest, bytes=size,
-                made_from=hop.src, hop=hop.name, tool=Tool(**result["tool"]), seconds=seconds,
-                options=result["options"], signature=signature, precision=produced["precision"],
-                fallback=result["fallback"], notes=tuple(result["notes"]),
-            )
-            artifacts.append(artifact)
+        for i, produced in enumerate(result.produced):
+            digest, size = sha256_of(produced.path)
+            artifacts.append(Artifact(
+                format=hop.dst, path=produced.path.relative_to(stage).as_posix(), sha256=digest, bytes=size,
+                made_from=hop.src, hop=hop.name, tool=result.tool, seconds=seconds,
+                options=result.options, signature=produced.signature, precision=produced.precision,
+                fallback=result.fallback, notes=result.notes,
+            ))
             if i == 0:
-                made[hop.dst] = (path, signature)
+                made[hop.dst] = (produced.path, produced.signature)
         notify(ProgressEvent("done", hop.name, seconds))
     return artifacts, failures
-

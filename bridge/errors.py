@@ -11,6 +11,7 @@
     │   ├── MissingExtraError        an optional framework is not installed
     │   └── HopError                 a hop failed (exception, crash, timeout); carries its stage
     │       └── RuntimeLoadError     a runtime could not load or run an artifact
+    │           └── DeviceUnavailableError  the device asked for is not here (no GPU, a CPU-only runtime)
     └── DriftError                   not raised by the library (a Report carries drift); the CLI's exit 1
 
 Anything else escaping the library is a bug and is shown with its traceback.
@@ -66,6 +67,10 @@ class HopError(UserError):
 
 class RuntimeLoadError(HopError):
     """A runtime could not load or run an artifact."""
+
+
+class DeviceUnavailableError(RuntimeLoadError):
+    """The device asked for is not present here, or the runtime cannot use it. Verify reports it as unavailable."""
 
 
 class DriftError(BridgeError):

@@ -1,9 +1,17 @@
-"""The formats bridge converts between, and how a path is recognised as one."""
+"""The formats bridge converts between: one `FormatSpec` each, the only place a format is described.
+
+A spec says what the format is called, how a path is recognised as one, how its artifact is laid
+out in an output directory, and which runtimes can run it (`RunnerSpec`, in order of preference:
+the first is the one other artifacts are compared against). Adding a format is: an enum member
+and its spec here, its hops (bridge/hops/ and bridge/registry.py), and its runners
+(bridge/runtimes/). Nothing here imports a framework.
+"""
 
 from __future__ import annotations
 
 import enum
-import re
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.errors import InputError
@@ -22,12 +30,18 @@ class Format(str, enum.Enum):
         return self.value
 
     @property
+    def spec(self) -> FormatSpec:
+        return FORMATS[self]
+
+    @property
     def description(self) -> str:
-        return _DESCRIPTIONS[self]
+        return FORMATS[self].description
 
     @classmethod
-    def parse(cls, name: str) -> Format:
+    def parse(cls, name: str | Format) -> Format:
         """The format called `name`, or an InputError listing the valid names."""
+        if isinstance(name, Format):
+            return name
         try:
             return cls(name.strip().lower())
         except ValueError:
@@ -35,63 +49,131 @@ class Format(str, enum.Enum):
             raise InputError(f"unknown format {name!r}: use one of {valid}") from None
 
 
-_DESCRIPTIONS = {
-    Format.TORCH: "PyTorch: nn.Module (package.module:factory), TorchScript .pt, ExportedProgram .pt2",
-    Format.ONNX: "ONNX model .onnx (external data kept inside its directory)",
-    Format.TF: "TensorFlow SavedModel directory with a serving_default signature",
-    Format.KERAS: "Keras 3 model .keras",
-    Format.TFLITE: "TFLite flatbuffer .tflite (float32; --fp16 also writes float16)",
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A runtime that can run one format: where its Runner lives and what it needs installed.
+
+    `target` is ``module:Class`` so that listing runners imports no framework.
+    """
+
+    format: Format
+    runtime: str
+    """The name shown in reports: ``onnxruntime``, ``litert``, ``tensorflow``."""
+    target: str
+    requires: tuple[str, ...]
+    """Importable module names the runner needs."""
+    extra: str
+    """The pip extra that installs them."""
+    distribution: str
+    """The pip distribution whose version the report records."""
+    devices: tuple[str, ...] = ("cpu",)
+    """The devices this runtime can ever use (whether one is present is asked at run time)."""
+
+    @property
+    def key(self) -> tuple[Format, str]:
+        return (self.format, self.runtime)
+
+    def missing(self) -> tuple[str, ...]:
+        """The required modules that are not installed (found without importing them)."""
+        return tuple(m for m in self.requires if importlib.util.find_spec(m) is None)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """Everything bridge knows about one format."""
+
+    format: Format
+    description: str
+    artifact_name: str
+    """The file or directory name of this format's artifact inside ``DIR/<format>/``."""
+    suffixes: tuple[str, ...] = ()
+    """File suffixes that identify the format (lower case, with the dot)."""
+    marker: str | None = None
+    """For a directory format: the file whose presence inside identifies it."""
+    runners: tuple[RunnerSpec, ...] = ()
+
+    @property
+    def is_directory(self) -> bool:
+        return self.marker is not None
+
+    def recognises(self, path: Path) -> bool:
+        """Whether `path` (which exists) is in this format, judged by its name and, for directories, its contents."""
+        if path.is_dir():
+            return self.marker is not None and (path / self.marker).is_file()
+        return path.suffix.lower() in self.suffixes
+
+
+_TORCH_REQ = ("torch",)
+_ORT_REQ = ("onnxruntime", "onnx")
+_TF_REQ = ("tensorflow",)
+
+FORMATS: dict[Format, FormatSpec] = {
+    spec.format: spec
+    for spec in (
+        FormatSpec(
+            Format.TORCH,
+            "PyTorch: nn.Module (package.module:factory), TorchScript .pt, ExportedProgram .pt2",
+            artifact_name="model.pt2",
+            suffixes=(".pt2", ".pt", ".pth"),
+            runners=(RunnerSpec(Format.TORCH, "torch", "bridge.runtimes.torch_runner:TorchRunner", _TORCH_REQ,
+                                "torch", "torch", ("cpu", "cuda")),),
+        ),
+        FormatSpec(
+            Format.ONNX,
+            "ONNX model .onnx (external data kept inside its directory)",
+            artifact_name="model.onnx",
+            suffixes=(".onnx",),
+            runners=(RunnerSpec(Format.ONNX, "onnxruntime", "bridge.runtimes.onnxruntime_runner:OnnxruntimeRunner",
+                                _ORT_REQ, "torch", "onnxruntime", ("cpu", "cuda")),),
+        ),
+        FormatSpec(
+            Format.TF,
+            "TensorFlow SavedModel directory with a serving_default signature",
+            artifact_name="saved_model",
+            marker="saved_model.pb",
+            runners=(RunnerSpec(Format.TF, "tensorflow", "bridge.runtimes.tensorflow_runner:SavedModelRunner", _TF_REQ,
+                                "tf", "tensorflow", ("cpu", "cuda")),),
+        ),
+        FormatSpec(
+            Format.KERAS,
+            "Keras 3 model .keras",
+            artifact_name="model.keras",
+            suffixes=(".keras", ".h5"),
+            runners=(RunnerSpec(Format.KERAS, "keras", "bridge.runtimes.tensorflow_runner:KerasRunner",
+                                (*_TF_REQ, "keras"), "tf", "keras", ("cpu", "cuda")),),
+        ),
+        FormatSpec(
+            Format.TFLITE,
+            "TFLite flatbuffer .tflite (float32; --fp16 also writes float16)",
+            artifact_name="model.tflite",
+            suffixes=(".tflite",),
+            # LiteRT's GPU delegate is a mobile one: on a server it runs on the CPU only.
+            runners=(RunnerSpec(Format.TFLITE, "litert", "bridge.runtimes.tflite_runner:TfliteRunner",
+                                ("ai_edge_litert",), "tf", "ai-edge-litert"),),
+        ),
+    )
 }
 
-# A Python reference to a factory: ``package.module:callable``.
-_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-_SUFFIXES = {
-    ".pt2": Format.TORCH,
-    ".pt": Format.TORCH,
-    ".pth": Format.TORCH,
-    ".onnx": Format.ONNX,
-    ".tflite": Format.TFLITE,
-    ".keras": Format.KERAS,
-    ".h5": Format.KERAS,
-}
-
-# The file extension each format's artifact is written with.
-ARTIFACT_NAMES = {
-    Format.TORCH: "model.pt2",
-    Format.ONNX: "model.onnx",
-    Format.TF: "saved_model",
-    Format.KERAS: "model.keras",
-    Format.TFLITE: "model.tflite",
-}
-
-
-def is_reference(model: str) -> bool:
-    """True when `model` reads as ``package.module:factory`` rather than a path."""
-    return bool(_REFERENCE.match(model)) and not Path(model).exists()
+_missing_specs = [f.value for f in Format if f not in FORMATS]
+if _missing_specs:  # a format without a spec is a programming error, caught at import
+    raise RuntimeError(f"formats without a FormatSpec: {', '.join(_missing_specs)}")
 
 
 def detect(path: Path) -> Format:
     """The format of the model at `path`, from its name and, for directories, its contents."""
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
+    found = [spec.format for spec in FORMATS.values() if spec.recognises(path)]
+    if found:
+        return found[0]
     if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return Format.TF
+        markers = ", ".join(s.marker for s in FORMATS.values() if s.marker)
         raise InputError(
-            f"{path}: a directory but not a SavedModel (no saved_model.pb inside); "
+            f"{path}: a directory but not a model directory (none of {markers} inside); "
             "point at a SavedModel directory or a model file"
         )
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_SUFFIXES))
-        raise InputError(
-            f"{path}: cannot tell the format from the suffix {path.suffix or '(none)'!r}; "
-            f"rename it to one of {known} or pass --from"
-        )
-    return fmt
-
-
-def torch_kind(path: Path) -> str:
-    """How a PyTorch file is stored: ``exported_program`` (.pt2) or ``torchscript`` (.pt/.pth)."""
-    return "exported_program" if path.suffix.lower() == ".pt2" else "torchscript"
+    known = ", ".join(sorted(s for spec in FORMATS.values() for s in spec.suffixes))
+    raise InputError(
+        f"{path}: cannot tell the format from the suffix {path.suffix or '(none)'!r}; "
+        f"rename it to one of {known} or pass --from"
+    )

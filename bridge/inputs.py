@@ -23,16 +23,14 @@ _SHAPE = re.compile(r"^(?P<name>[^:\s]+):(?P<dims>\d+(,\d+)*)$")
 
 
 @dataclass(frozen=True)
-class InputSpecs:
-    """Input names with a concrete shape and dtype each, in the model's input order."""
+class ExampleInputs:
+    """The inputs a user described for convert: a concrete shape and dtype each, in the model's order."""
 
-    specs: tuple[tuple[str, tuple[int, ...], str], ...]
+    specs: tuple[TensorSpec, ...]
     named: bool = True
     """False when the names were made up (tensors passed positionally)."""
     origin: str = ""
-
-    def to_json(self) -> dict[str, list[Any]]:
-        return {name: [list(shape), dtype] for name, shape, dtype in self.specs}
+    """Where they came from, for error messages: ``--input-shape``, a file, ``example_inputs``."""
 
     def check_against(self, signature: Signature, model: Path) -> None:
         """Refuse specs whose count, names, ranks or dtypes do not fit the model's inputs."""
@@ -40,10 +38,10 @@ class InputSpecs:
         if len(self.specs) != len(signature.inputs):
             expected = ", ".join(s.name for s in signature.inputs)
             raise InputError(f"{origin}: {len(self.specs)} inputs given but {model} takes {len(signature.inputs)} ({expected})")
-        for (name, shape, dtype), spec in zip(self.specs, signature.inputs):
-            if self.named and name != spec.name:
-                raise InputError(f"{origin}: input {name!r} is not an input of {model}; its inputs are {', '.join(s.name for s in signature.inputs)}")
-            _check_fits(origin, name, shape, dtype, spec)
+        for given, spec in zip(self.specs, signature.inputs, strict=True):
+            if self.named and given.name != spec.name:
+                raise InputError(f"{origin}: input {given.name!r} is not an input of {model}; its inputs are {', '.join(s.name for s in signature.inputs)}")
+            _check_fits(origin, given.name, tuple(int(d) for d in given.shape if isinstance(d, int)), given.dtype, spec)
 
 
 def _check_fits(origin: str, name: str, shape: Sequence[int], dtype: str, spec: TensorSpec) -> None:
@@ -81,23 +79,25 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: unreadable .npz ({exc}); save inputs with numpy.savez, no object arrays") from exc
 
 
-def parse_example_inputs(example_inputs: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> InputSpecs | None:
-    """InputSpecs from an npz path, a dict of arrays, a tuple of tensors, or `input_shapes`."""
+def parse_example_inputs(example_inputs: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> ExampleInputs | None:
+    """ExampleInputs from an npz path, a dict of arrays, a tuple of tensors, or `input_shapes`."""
     if example_inputs is not None and input_shapes:
         raise InputError("give --input-shape or --example-inputs, not both")
     if input_shapes:
-        return InputSpecs(tuple((name, tuple(int(d) for d in shape), "float32") for name, shape in input_shapes.items()),
-                          origin="--input-shape")
+        return ExampleInputs(tuple(TensorSpec(name, tuple(int(d) for d in shape), "float32")
+                                   for name, shape in input_shapes.items()), origin="--input-shape")
     if example_inputs is None:
         return None
     if isinstance(example_inputs, (str, Path)):
         arrays = load_npz(Path(example_inputs))
-        return InputSpecs(tuple((n, tuple(a.shape), a.dtype.name) for n, a in arrays.items()), origin=str(example_inputs))
+        return ExampleInputs(tuple(TensorSpec(n, tuple(a.shape), a.dtype.name) for n, a in arrays.items()),
+                             origin=str(example_inputs))
     if isinstance(example_inputs, Mapping):
-        return InputSpecs(tuple((n, tuple(a.shape), _dtype_name(a)) for n, a in example_inputs.items()), origin="example_inputs")
+        return ExampleInputs(tuple(TensorSpec(str(n), tuple(int(d) for d in a.shape), _dtype_name(a))
+                                   for n, a in example_inputs.items()), origin="example_inputs")
     if isinstance(example_inputs, Sequence):
-        return InputSpecs(tuple((f"input_{i}", tuple(a.shape), _dtype_name(a)) for i, a in enumerate(example_inputs)),
-                          named=False, origin="example_inputs")
+        return ExampleInputs(tuple(TensorSpec(f"input_{i}", tuple(int(d) for d in a.shape), _dtype_name(a))
+                                   for i, a in enumerate(example_inputs)), named=False, origin="example_inputs")
     raise InputError(f"example_inputs: expected an .npz path, a dict of arrays or a tuple of tensors, not {type(example_inputs).__name__}")
 
 
@@ -106,7 +106,20 @@ def _dtype_name(array: Any) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> str:
+    """Save `arrays` as an ``.npz`` atomically (creating its directory); return the file's sha256."""
+    from bridge.staging import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    return file_sha256(path)
 
 
 def generate(signature: Signature, *, seed: int, samples: int, int_high: int,

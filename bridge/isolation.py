@@ -1,16 +1,16 @@
-"""Run one hop or runtime in a child process, so a crash or a hang is that step's failure.
+"""Run one step (a hop, a runtime, a model factory) in a child process, so a crash or a hang is that step's failure.
 
 Converters abort the process on models they do not understand (the TFLite converter can), and
 loading a hostile file must never take bridge down with it. Each step runs as
-``python -m bridge.isolation TASK REQUEST RESULT``: the request and the result are JSON files,
-the child's stdout and stderr go to a log whose tail is reported when the step fails.
-A step that exits by a signal, runs past its timeout or raises is turned into a HopError
-(or the BridgeError subclass it raised) in the parent; the run carries on.
+``python -m bridge.isolation TASK REQUEST RESULT``: the request and the result are typed records
+(bridge.messages) written as JSON files; the child's stdout and stderr go to a log whose tail is
+reported when the step fails. A step that exits by a signal, runs past its timeout or raises is
+turned into a HopError (or the BridgeError subclass it raised) in the parent; the run carries on.
+The child side, the functions each task calls, is bridge.steps.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -18,20 +18,13 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from bridge import errors
+from bridge import errors, records
+from bridge.messages import REQUESTS, StepError, StepRequest
 
-# task name -> "module:function"; each function takes the request dict and returns a JSON dict.
-TASKS: dict[str, str] = {
-    "hop": "bridge.hops.base:run_hop_task",
-    "inspect": "bridge.runtimes.base:inspect_task",
-    "materialize": "bridge.hops.materialize:materialize_task",
-    "run": "bridge.runtimes.base:run_task",
-    "embedding_sizes": "bridge.runtimes.onnxruntime_runner:embedding_sizes_task",
-}
+R = TypeVar("R")
 
 LOG_TAIL_LINES = 25
 
@@ -50,18 +43,18 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def run_isolated(
-    task: str,
-    request: dict[str, Any],
+    request: StepRequest[R],
     *,
     stage: str,
     timeout: float | None = None,
     hide_gpu: bool = False,
     work_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Run `task` in a child process and return its result, or raise the error it ended with."""
+) -> R:
+    """Run `request` in a child process and return its typed response, or raise the error it ended with."""
+    task = type(request).task
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
         req_path, res_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log.txt")
-        req_path.write_text(json.dumps(request), encoding="utf-8")
+        req_path.write_text(json.dumps(records.to_json(request)), encoding="utf-8")
         env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid())}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -83,10 +76,11 @@ def run_isolated(
                 raise
         log_text = log_path.read_text(errors="replace")
         if res_path.is_file():
-            result: dict[str, Any] = json.loads(res_path.read_text(encoding="utf-8"))
-            if "error" in result:
-                raise _rebuild_error(result["error"], stage, log_text)
-            return result
+            envelope = json.loads(res_path.read_text(encoding="utf-8"))
+            if "error" in envelope:
+                raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text)
+            response: R = records.from_json(type(request).response, envelope["response"])
+            return response
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             reason = f"crashed with signal {name}"
@@ -103,17 +97,15 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _rebuild_error(data: dict[str, Any], stage: str, log_text: str) -> errors.BridgeError:
-    kind = data.get("type", "")
-    message = str(data.get("message", ""))
-    cls = getattr(errors, kind, None)
+def _rebuild_error(error: StepError, stage: str, log_text: str) -> errors.BridgeError:
+    cls = getattr(errors, error.type, None)
     if isinstance(cls, type) and issubclass(cls, errors.HopError):
-        return cls(message, stage=data.get("stage") or stage, detail=data.get("detail") or tail(log_text))
+        return cls(error.message, stage=error.stage or stage, detail=error.detail or tail(log_text))
     if isinstance(cls, type) and issubclass(cls, errors.BridgeError):
-        return cls(message)
+        return cls(error.message)
     # An unexpected exception inside a converter: the hop failed; keep its traceback as detail.
-    detail = data.get("traceback", "") or tail(log_text)
-    return errors.HopError(f"{stage}: {kind}: {_first_line(message)}", stage=stage, detail=tail(detail))
+    detail = error.traceback or tail(log_text)
+    return errors.HopError(f"{stage}: {error.type}: {_first_line(error.message)}", stage=stage, detail=tail(detail))
 
 
 def _first_line(message: str) -> str:
@@ -140,18 +132,19 @@ def _die_with_parent() -> None:
 
 def _child(task: str, req_path: str, res_path: str) -> int:
     _die_with_parent()
-    request = json.loads(Path(req_path).read_text(encoding="utf-8"))
-    module_name, _, func_name = TASKS[task].partition(":")
+    envelope: dict[str, Any]
     try:
-        func: Callable[[dict[str, Any]], dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
-        result = func(request)
+        from bridge import steps
+
+        request = records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8")))
+        envelope = {"response": records.to_json(steps.run(request))}
     except errors.BridgeError as exc:
-        result = {"error": {"type": type(exc).__name__, "message": str(exc),
-                            "stage": getattr(exc, "stage", ""), "detail": getattr(exc, "detail", "")}}
+        envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), getattr(exc, "stage", ""),
+                                                       getattr(exc, "detail", "")))}
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this step's failure
-        result = {"error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
+        envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), traceback=traceback.format_exc()))}
     tmp = res_path + ".tmp"
-    Path(tmp).write_text(json.dumps(result), encoding="utf-8")
+    Path(tmp).write_text(json.dumps(envelope), encoding="utf-8")
     os.replace(tmp, res_path)
     sys.stdout.flush()
     # Skip interpreter teardown: TensorFlow and torch can hang or crash in their atexit hooks.

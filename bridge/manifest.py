@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.signature import Signature
+from bridge.staging import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "bridge.manifest/1"
@@ -37,34 +36,6 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-
-
-def current_umask() -> int:
-    """The process umask, read from /proc on Linux so no thread sees it changed; else set and restored."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so a reader sees the old file or the whole new one, never part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; reports and manifests are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -144,9 +115,12 @@ class Source:
     path: str
     format: Format
     kind: str
+    """How the model file is stored: ``exported_program``, ``torchscript``, ``pickled_module``, or the format."""
     sha256: str
     bytes: int
     signature: Signature
+    origin: str = ""
+    """The `bridge.sources.SourceKind` it came from: ``model_file``, ``factory``, ``live_object``, ..."""
     materialized: str | None = None
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
     notes: tuple[str, ...] = ()
@@ -156,6 +130,7 @@ class Source:
             "path": self.path,
             "format": self.format.value,
             "kind": self.kind,
+            "origin": self.origin,
             "sha256": self.sha256,
             "bytes": self.bytes,
             "materialized": self.materialized,
@@ -169,6 +144,7 @@ class Source:
             path=str(data["path"]),
             format=Format(data["format"]),
             kind=str(data["kind"]),
+            origin=str(data.get("origin") or ""),
             sha256=str(data["sha256"]),
             bytes=int(data["bytes"]),
             signature=Signature.from_json(data),
@@ -202,10 +178,12 @@ class Manifest:
     schema: str = MANIFEST_SCHEMA
 
     def artifact(self, key: str) -> Artifact:
+        """The artifact called `key` (``onnx``, ``tflite-float16``), or an InputError naming the ones there are."""
         for artifact in self.artifacts:
             if artifact.key == key:
                 return artifact
-        raise KeyError(key)
+        have = ", ".join(a.key for a in self.artifacts) or "none"
+        raise InputError(f"no {key!r} artifact in this conversion (it has: {have}); convert with --to {key.split('-')[0]}")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,9 +10,9 @@ import importlib
 import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bridge.errors import MissingExtraError
+from bridge.errors import MissingExtraError, UnsupportedRouteError
 from bridge.formats import Format
 
 if TYPE_CHECKING:
@@ -35,19 +35,16 @@ class HopSpec:
     """The library the hop wraps, as shown to users."""
     preference: int = 0
     """Lower wins when two routes have the same number of hops."""
+    distribution: str = ""
+    """The pip distribution whose version the manifest records for the artifacts this hop makes."""
+
+    def __post_init__(self) -> None:
+        if not self.distribution:
+            object.__setattr__(self, "distribution", self.tool)
 
     @property
     def name(self) -> str:
         return f"{self.src.value}->{self.dst.value}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"src": self.src.value, "dst": self.dst.value, "target": self.target, "requires": list(self.requires),
-                "extra": self.extra, "tool": self.tool, "preference": self.preference}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> HopSpec:
-        return cls(Format(data["src"]), Format(data["dst"]), data["target"], tuple(data["requires"]),
-                   data["extra"], data["tool"], int(data["preference"]))
 
     def missing(self) -> tuple[str, ...]:
         """The required modules that are not installed (found without importing them)."""
@@ -84,10 +81,11 @@ class HopRegistry:
         return self._hops.get((src, dst))
 
     def by_name(self, name: str) -> HopSpec:
+        """The hop called ``src->dst``, or an UnsupportedRouteError listing the hops there are."""
         for hop in self._hops.values():
-            if hop.name == name:
+            if hop.name == name.replace(" ", ""):
                 return hop
-        raise KeyError(name)
+        raise UnsupportedRouteError(f"no hop {name!r}; the hops are {', '.join(h.name for h in self)}")
 
     def from_format(self, src: Format) -> list[HopSpec]:
         return [h for h in self._hops.values() if h.src == src]
@@ -105,16 +103,20 @@ _TF2ONNX = ("tf2onnx", "tensorflow", "onnx")
 
 DEFAULT_REGISTRY = HopRegistry(
     (
-        HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx"),
+        HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx",
+                distribution="torch"),
         HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf"),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf"),
-        HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"), "torch", "onnx2torch"),
+        HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"),
+                "torch", "onnx2torch"),
         HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx"),
-        HopSpec(Format.KERAS, Format.ONNX, "bridge.hops.keras_to_onnx:KerasToOnnx", _TF2ONNX, "tf", "tf2onnx", preference=1),
+        HopSpec(Format.KERAS, Format.ONNX, "bridge.hops.keras_to_onnx:KerasToOnnx", _TF2ONNX, "tf", "tf2onnx",
+                preference=1),
         HopSpec(Format.KERAS, Format.TF, "bridge.hops.keras_to_tf:KerasToTf", ("tensorflow", "keras"), "tf", "keras"),
         HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx"),
         # A Keras source reaches TFLite through its own SavedModel (keras -> tf -> tflite) rather
         # than through ONNX, which would add two layout changes: keras -> onnx costs 1 in ties.
-        HopSpec(Format.TF, Format.TFLITE, "bridge.hops.tf_to_tflite:TfToTflite", ("tensorflow",), "tf", "tf.lite.TFLiteConverter"),
+        HopSpec(Format.TF, Format.TFLITE, "bridge.hops.tf_to_tflite:TfToTflite", ("tensorflow",), "tf",
+                "tf.lite.TFLiteConverter", distribution="tensorflow"),
     )
 )

@@ -127,3 +127,29 @@ class Signature:
             return tuple(replace(m, source_name=t.source_name) for m, t in zip(mine, theirs))
 
         return Signature(tie(self.inputs, source.inputs), tie(self.outputs, source.outputs))
+
+
+def carry_layout(parent: Signature, child: Signature, hop_perms: dict[str, tuple[int, ...]] | None = None) -> Signature:
+    """The child's signature with source names and perms carried over from its parent.
+
+    Tensors are matched by name where the converter kept names, else by position. `hop_perms`
+    maps a child tensor name to the permutation the hop applied to it (``child = parent.transpose(p)``);
+    tensors without one kept their parent's layout.
+    """
+    hop_perms = hop_perms or {}
+
+    def match(mine: tuple[TensorSpec, ...], theirs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+        # onnx2tf writes ":" in names as "__"; both spellings find the ancestor.
+        by_name = {alias: t for t in theirs for alias in (t.name, t.name.replace(":", "__"))}
+        out = []
+        for i, spec in enumerate(mine):
+            ancestor = by_name.get(spec.name) or (theirs[i] if i < len(theirs) else None)
+            if ancestor is None:
+                out.append(spec)
+                continue
+            step = hop_perms.get(spec.name, identity(spec.rank))
+            perm = compose(ancestor.perm, step) if len(ancestor.perm) == len(step) else step
+            out.append(TensorSpec(spec.name, spec.shape, spec.dtype, ancestor.source_name, perm))
+        return tuple(out)
+
+    return Signature(match(child.inputs, parent.inputs), match(child.outputs, parent.outputs))

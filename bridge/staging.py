@@ -14,10 +14,47 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from bridge.errors import OutputError
-from bridge.manifest import current_umask
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc on Linux so no thread sees it changed; else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through `write(handle)` so a reader sees the old file or the whole new one, never part.
+
+    The file gets ordinary permissions (0666 less the umask), like any file the user writes.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of a UTF-8 text."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -27,7 +27,7 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def zoo_model(zoo_dir: Path) -> Callable[[str], Path]:
     """Export a zoo model once per session; returns the model file's path."""
-    from zoo import export
+    from bridge.zoo import export
 
     made: dict[str, Path] = {}
 

@@ -40,11 +40,11 @@ def test_existing_output_dir_needs_force(zoo_model: Callable[[str], Path], tmp_p
 
 def test_python_reference_source(tmp_path: Path) -> None:
     out = tmp_path / "ref.bridge"
-    result = run_bridge("convert", "zoo.torch_models:build_mlp", "--to", "onnx", "--input-shape", "x:1,10",
+    result = run_bridge("convert", "bridge.zoo.torch_models:build_mlp", "--to", "onnx", "--input-shape", "x:1,10",
                         "-o", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     conversion_manifest = (out / "manifest.json").read_text()
-    assert '"path": "zoo.torch_models:build_mlp"' in conversion_manifest
+    assert '"path": "bridge.zoo.torch_models:build_mlp"' in conversion_manifest
     assert '"materialized": "source/model.pt2"' in conversion_manifest
     report_path = tmp_path / "ref.json"
     verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2", "--json", str(report_path))
@@ -53,7 +53,7 @@ def test_python_reference_source(tmp_path: Path) -> None:
     # The factory's eager module runs too, and the saved ExportedProgram is checked against it.
     eager = next(h for h in report["hops"] if h["src"] == "eager")
     assert eager["dst"] == "source" and eager["passed"]
-    assert next(r for r in report["representations"] if r["name"] == "eager")["path"] == "zoo.torch_models:build_mlp"
+    assert next(r for r in report["representations"] if r["name"] == "eager")["path"] == "bridge.zoo.torch_models:build_mlp"
 
 
 def test_live_module_and_failed_hop_keeps_earlier_artifacts(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_strict_convert_raises_with_the_partial_conversion(tmp_path: Path) -> No
 def test_torchscript_source_needs_and_takes_input_shapes(tmp_path: Path) -> None:
     script = tmp_path / "mlp.pt"
     subprocess.run([sys.executable, "-c", (
-        "import torch\nfrom zoo.torch_models import build_mlp\n"
+        "import torch\nfrom bridge.zoo.torch_models import build_mlp\n"
         f"torch.jit.save(torch.jit.trace(build_mlp(), torch.randn(1, 10)), {str(script)!r})\n")], check=True)
     missing = run_bridge("convert", str(script), "--to", "onnx", "-o", str(tmp_path / "a.bridge"))
     assert missing.returncode == 2 and "--input-shape" in missing.stderr

@@ -170,7 +170,7 @@ def test_token_ids_stay_below_the_embedding_size(zoo_model: Callable[[str], Path
 def test_gru_with_the_torchscript_exporter_passes(tmp_path: Path) -> None:
     """The workaround for the GRU case: the TorchScript exporter, from the model's code."""
     out = tmp_path / "gru_ts.bridge"
-    result = run_bridge("convert", "zoo.torch_models:build_gru", "--input-shape", "x:1,12,8", "--to", "tflite",
+    result = run_bridge("convert", "bridge.zoo.torch_models:build_gru", "--input-shape", "x:1,12,8", "--to", "tflite",
                         "--torch-exporter", "torchscript", "-o", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())

@@ -1,6 +1,6 @@
 """The zoo: declarations are well formed, exports write loadable files, weights are not degenerate.
 
-torch and TensorFlow never load in this process: exports run in zoo.export's child process and
+torch and TensorFlow never load in this process: exports run in bridge.zoo.export's child process and
 every numeric check runs in a subprocess of its own.
 """
 
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from bridge.errors import HopError, InputError, OutputError
-from zoo import MODELS, ZooModel, export, get
-from zoo.export import ExportResult
-from zoo.registry import SOURCES, TARGETS, InputSpec, KnownFailure, names
+from bridge.zoo import MODELS, ZooModel, export, get
+from bridge.zoo.export import ExportResult
+from bridge.zoo.registry import SOURCES, TARGETS, InputSpec, KnownFailure, names
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -102,14 +102,14 @@ def test_get_unknown_name_lists_the_zoo() -> None:
 def test_importing_zoo_loads_no_framework() -> None:
     loaded = _python("""
         import json, sys
-        import zoo, zoo.registry, zoo.export
+        import zoo, bridge.zoo.registry, bridge.zoo.export
         print(json.dumps([m for m in ("torch", "tensorflow", "keras", "onnx", "onnxruntime") if m in sys.modules]))
     """)
     assert loaded == []
 
 
 def test_example_inputs_follow_the_spec_and_are_deterministic() -> None:
-    model = ZooModel("t", "test", "torch", "zoo.torch_models:build_mlp",
+    model = ZooModel("t", "test", "torch", "bridge.zoo.torch_models:build_mlp",
                      (InputSpec("a", (2, 3)), InputSpec("ids", (4, 50), "int64", high=7)))
     first, second = model.example_inputs(), model.example_inputs()
     assert first["a"].dtype == np.float32 and first["a"].shape == (2, 3)
@@ -127,7 +127,7 @@ def test_a_valid_declaration_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"source": "jax"}, {"description": "two\nlines"}, {"builder": "zoo.torch_models.build_mlp"}, {"inputs": ()}],
+    [{"source": "jax"}, {"description": "two\nlines"}, {"builder": "bridge.zoo.torch_models.build_mlp"}, {"inputs": ()}],
     ids=["source", "description", "builder", "inputs"],
 )
 def test_zoo_model_rejects_malformed_fields(change: dict[str, Any]) -> None:
@@ -207,7 +207,7 @@ def test_exported_programs_load_and_produce_declared_shapes(exported: Callable[[
     report = _python(f"""
         import json
         import numpy as np, torch
-        from zoo.registry import get
+        from bridge.zoo.registry import get
         out = {{}}
         for name, (model_path, inputs_path) in {paths!r}.items():
             program = torch.export.load(model_path).module()
@@ -244,7 +244,7 @@ def test_resnet_block_batchnorm_is_calibrated() -> None:
     report = _python("""
         import json
         import torch
-        from zoo.registry import get
+        from bridge.zoo.registry import get
         model = get("resnet_block").build()
         norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         with torch.no_grad():

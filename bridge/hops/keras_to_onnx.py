@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.keras_to_tf import export_saved_model
 from bridge.hops.tf2onnx_common import saved_model_to_onnx
+from bridge.signature import carry_layout
 
 
 class KerasToOnnx(Hop):
-    distribution = "tf2onnx"
-
     def convert(self, job: HopJob) -> HopResult:
         staging = job.out_dir / "keras_saved_model"
         export_saved_model(job.src, staging, trust_code=job.options.trust_code)

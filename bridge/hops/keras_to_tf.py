@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.formats import Format
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.runtimes.base import read_signature
 from bridge.runtimes.tensorflow_runner import load_keras
+from bridge.signature import carry_layout
 
 
 def export_saved_model(keras_path: Path, target: Path, *, trust_code: bool) -> Any:
@@ -18,8 +19,6 @@ def export_saved_model(keras_path: Path, target: Path, *, trust_code: bool) -> A
 
 
 class KerasToTf(Hop):
-    distribution = "keras"
-
     def convert(self, job: HopJob) -> HopResult:
         target = job.out_dir / "saved_model"
         export_saved_model(job.src, target, trust_code=job.options.trust_code)

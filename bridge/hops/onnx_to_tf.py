@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import shutil
 
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
-from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.formats import Format
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
+from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.runtimes.base import read_signature
+from bridge.signature import carry_layout
 
 _SAVED_MODEL_PARTS = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
 
 
 class OnnxToTf(Hop):
-    distribution = "onnx2tf"
-
     def convert(self, job: HopJob) -> HopResult:
         work = job.out_dir / "onnx2tf"
         run = run_onnx2tf(job.src, work, saved_model=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import defaults
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.runtimes.onnxruntime_runner import load_onnx_checked
+from bridge.signature import TensorSpec, carry_layout
 
 
 def _int64_initializers_as_fields(model: Any) -> None:
@@ -30,16 +31,14 @@ def _int64_initializers_as_fields(model: Any) -> None:
 
 
 class OnnxToTorch(Hop):
-    distribution = "onnx2torch"
-
     def convert(self, job: HopJob) -> HopResult:
         import onnx
         import onnx.version_converter
         import onnx2torch
         import torch
 
-        from bridge.runtimes.torch_runner import TorchRunner, example_tensors
         from bridge.runtimes.base import LoadOptions
+        from bridge.runtimes.torch_runner import TorchRunner, example_tensors
 
         load_onnx_checked(job.src)
         model = onnx.load(str(job.src))
@@ -59,7 +58,8 @@ class OnnxToTorch(Hop):
             fallback = f"torch.export could not capture the onnx2torch module ({type(exc).__name__}); saved TorchScript (torch.jit.trace)"
             target = job.out_dir / "model.pt"
             torch.jit.save(torch.jit.trace(module, args), str(target))
-        specs = {s.name: (tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype) for s in job.signature.inputs}
+        specs = tuple(TensorSpec(s.name, tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype)
+                      for s in job.signature.inputs)
         child = TorchRunner(target, LoadOptions(input_specs=specs)).signature()
         options = {"target_opset": min(opset, defaults.ONNX2TORCH_MAX_OPSET), "saved_as": target.suffix}
         return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.tf2onnx_common import saved_model_to_onnx
+from bridge.signature import carry_layout
 
 
 class TfToOnnx(Hop):
-    distribution = "tf2onnx"
-
     def convert(self, job: HopJob) -> HopResult:
         out = job.out_dir / "model.onnx"
         child, options = saved_model_to_onnx(job.src, out, job.options.opset)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
 from bridge.formats import Format
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.runtimes.base import read_signature
+from bridge.signature import carry_layout
 
 
 class TfToTflite(Hop):
-    distribution = "tensorflow"
-
     def convert(self, job: HopJob) -> HopResult:
         import tensorflow as tf
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from bridge import defaults
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.runtimes.onnxruntime_runner import onnx_signature
+from bridge.signature import carry_layout
 
 
 class TfliteToOnnx(Hop):
-    distribution = "tf2onnx"
-
     def convert(self, job: HopJob) -> HopResult:
         import tf2onnx
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from bridge import defaults
 from bridge.errors import HopError
-from bridge.hops.base import Hop, HopJob, HopResult, Produced, carry_layout
+from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.runtimes.onnxruntime_runner import onnx_signature
-from bridge.signature import TensorSpec
+from bridge.signature import TensorSpec, carry_layout
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,6 @@ def _export_torchscript(module: Any, args: tuple[Any, ...], out: Path, options: 
 
 
 class TorchToOnnx(Hop):
-    distribution = "torch"
-
     def convert(self, job: HopJob) -> HopResult:
         import onnx
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge import safety
-from bridge.errors import InputError, RuntimeLoadError
+from bridge.errors import DeviceUnavailableError, InputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -98,7 +98,7 @@ class OnnxruntimeRunner(Runner):
         load_onnx_checked(path)
         provider = _PROVIDERS.get(options.device.split(":")[0])
         if provider is None or provider not in ort.get_available_providers():
-            raise RuntimeLoadError(f"{options.device}: not available (onnxruntime providers: {', '.join(ort.get_available_providers())})")
+            raise DeviceUnavailableError(f"{options.device}: not available (onnxruntime providers: {', '.join(ort.get_available_providers())})")
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
         try:
@@ -109,15 +109,13 @@ class OnnxruntimeRunner(Runner):
         used = self.session.get_providers()[0]
         if used != provider:
             # ORT falls back to CPU silently when the CUDA provider cannot start; timings would lie.
-            raise RuntimeLoadError(f"{options.device}: not available ({provider} fell back to {used})")
-        self.detail = used
+            raise DeviceUnavailableError(f"{options.device}: not available ({provider} fell back to {used})")
+        self._provider = used
         self._output_names = [o.name for o in self.session.get_outputs()]
 
-    @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        import onnxruntime as ort
-
-        return ("cpu", "cuda") if "CUDAExecutionProvider" in ort.get_available_providers() else ("cpu",)
+    @property
+    def provider(self) -> str:
+        return self._provider
 
     def signature(self) -> Signature:
         def spec(arg: Any) -> TensorSpec:
@@ -132,12 +130,9 @@ class OnnxruntimeRunner(Runner):
         return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
 
 
-def embedding_sizes_task(request: dict[str, Any]) -> dict[str, Any]:
-    """Child entry point: for integer graph inputs that index a Gather's constant table, its row count.
-
-    Generated token ids must stay below the embedding size, or the comparison measures garbage.
-    """
-    model = load_onnx_checked(Path(request["path"]))
+def embedding_sizes(path: Path) -> dict[str, int]:
+    """For integer graph inputs that index a Gather's constant table: the table's row count."""
+    model = load_onnx_checked(path)
     tables = {t.name: t.dims[0] for t in model.graph.initializer if t.dims}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims:
@@ -149,4 +144,4 @@ def embedding_sizes_task(request: dict[str, Any]) -> dict[str, Any]:
             previous = sizes.get(node.input[1])
             size = int(tables[node.input[0]])
             sizes[node.input[1]] = size if previous is None else min(previous, size)
-    return {"sizes": sizes}
+    return sizes

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge import safety
-from bridge.errors import InputError, RuntimeLoadError, UnsafeInputError
+from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -19,7 +19,7 @@ SERVING_KEY = "serving_default"
 def _device_scope(tf: Any, device: str) -> str:
     if device.startswith("cuda"):
         if not tf.config.list_physical_devices("GPU"):
-            raise RuntimeLoadError("cuda: not available (TensorFlow sees no GPU)")
+            raise DeviceUnavailableError("cuda: not available (TensorFlow sees no GPU)")
         return "/GPU:0"
     return "/CPU:0"
 
@@ -50,11 +50,11 @@ class _TensorflowRunner(Runner):
     _inputs: tuple[TensorSpec, ...]
     _outputs: tuple[TensorSpec, ...]
 
-    @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        import tensorflow as tf
+    _scope: str
 
-        return ("cpu", "cuda") if tf.config.list_physical_devices("GPU") else ("cpu",)
+    @property
+    def provider(self) -> str:
+        return self._scope
 
     def signature(self) -> Signature:
         return Signature(self._inputs, self._outputs)

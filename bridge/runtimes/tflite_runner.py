@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import InputError, RuntimeLoadError
+from bridge.errors import DeviceUnavailableError, InputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -28,7 +28,7 @@ class TfliteRunner(Runner):
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
         if options.device != "cpu":
-            raise RuntimeLoadError(f"{options.device}: not available (LiteRT runs here on the CPU only)")
+            raise DeviceUnavailableError(f"{options.device}: not available (LiteRT runs here on the CPU only)")
         from ai_edge_litert.interpreter import Interpreter
 
         with path.open("rb") as handle:
@@ -61,7 +61,7 @@ class TfliteRunner(Runner):
         except RuntimeError as exc:
             if any(s.dtype == "float16" for s in self._signature.inputs) and "failed to prepare" in str(exc):
                 # onnx2tf's float16 model computes in float16: LiteRT's CPU kernels take float32 only.
-                raise RuntimeLoadError(
+                raise DeviceUnavailableError(
                     "cpu: not available (a float16-compute model; LiteRT's CPU kernels need float32, "
                     "run it with a GPU delegate on the device)"
                 ) from exc

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge import safety
-from bridge.errors import InputError, RuntimeLoadError, UnsafeInputError
-from bridge.formats import is_reference, torch_kind
+from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -33,7 +32,7 @@ def load_module(path: Path, *, device: str = "cpu", trust_pickle: bool = False) 
     """Load a PyTorch file without running code it carries: (module, kind, exported_program or None)."""
     import torch
 
-    kind = torch_kind(path)
+    kind = "exported_program" if path.suffix.lower() == ".pt2" else "torchscript"
     safety.check_archive(path)
     if kind == "exported_program":
         try:
@@ -90,19 +89,19 @@ class TorchRunner(Runner):
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
-        reference = str(path) if is_reference(str(path)) else None
-        if reference is None:
+        if options.factory is None:
             # Refuse a damaged or tampered file before paying for the torch import (load_module checks again).
             safety.check_archive(path)
         import torch
 
         if options.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeLoadError("cuda: not available (torch.cuda.is_available() is False)")
+            raise DeviceUnavailableError("cuda: not available (torch.cuda.is_available() is False)")
         self._torch = torch
-        if reference is not None:
-            from bridge.hops.materialize import load_reference
+        self.program: Any
+        if options.factory is not None:
+            from bridge.sources import load_factory
 
-            self.module, self.kind, self.program = load_reference(reference).eval(), "eager", None
+            self.module, self.kind, self.program = load_factory(options.factory).eval(), "eager", None
         else:
             self.module, self.kind, self.program = load_module(
                 path, device=options.device, trust_pickle=options.trust_pickle
@@ -111,11 +110,11 @@ class TorchRunner(Runner):
             self.module = self.module.to(options.device)
         self._signature = self._read_signature()
 
-    @classmethod
-    def available_devices(cls) -> tuple[str, ...]:
-        import torch
-
-        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    @property
+    def provider(self) -> str:
+        if self.options.device.startswith("cuda"):
+            return f"cuda ({self._torch.cuda.get_device_name(0)})"
+        return "cpu"
 
     def _read_signature(self) -> Signature:
         if self.program is not None:
@@ -126,9 +125,7 @@ class TorchRunner(Runner):
                 f"{self.path}: a {self.kind} file does not store its input shapes; "
                 "give --input-shape NAME:1,3,224,224 (repeatable) or --example-inputs FILE.npz"
             )
-        inputs = tuple(
-            TensorSpec(name, shape, dtype) for name, (shape, dtype) in specs.items()
-        )
+        inputs = tuple(TensorSpec(s.name, s.shape, s.dtype) for s in specs)
         outputs = self._probe_outputs(inputs)
         return Signature(inputs, outputs)
 

@@ -7,13 +7,16 @@ The JSON schema is versioned (``bridge.report/1``) and documented in docs/schema
 from __future__ import annotations
 
 import json
+import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
-from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR
-from bridge.verify.compare import OutputDrift
-from bridge.verify.timing import LatencyStats
+from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR, OutputError
+from bridge.staging import atomic_write_text
+from bridge.verification.compare import OutputDrift
+from bridge.verification.timing import LatencyStats
 
 REPORT_SCHEMA = "bridge.report/1"
 
@@ -33,6 +36,8 @@ class Representation:
     latency: LatencyStats | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    provider: str = ""
+    """What actually ran it, as the runtime reports: onnxruntime's execution provider, a TF device."""
 
     @property
     def label(self) -> str:
@@ -41,7 +46,7 @@ class Representation:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "format": self.format, "device": self.device, "runtime": self.runtime,
-            "path": self.path, "status": self.status,
+            "provider": self.provider, "path": self.path, "status": self.status,
             "latency_ms": self.latency.to_json() if self.latency else None,
             "error": self.error, "notes": list(self.notes),
         }
@@ -91,6 +96,21 @@ class InputsRecord:
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "samples": self.samples, "sha256": self.sha256, "path": self.path,
                 "generated": self.generated}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where to write a report: each of JSON, JUnit XML and Markdown, or None. ``-`` means stdout."""
+
+    json: Path | None = None
+    junit: Path | None = None
+    markdown: Path | None = None
+
+    def check(self) -> None:
+        """Refuse paths that cannot be written, before any work is done."""
+        for path in (self.json, self.junit, self.markdown):
+            if path is not None and str(path) != "-" and not path.absolute().parent.is_dir():
+                raise OutputError(f"{path}: its directory does not exist; create it or choose another path")
 
 
 @dataclass(frozen=True)
@@ -158,35 +178,60 @@ class Report:
             "notes": list(self.notes),
         }
 
+    def __repr__(self) -> str:
+        verdict = "passed" if self.passed else f"failed (exit {self.exit_code})"
+        return (f"Report({verdict}, {len(self.representations)} representations, "
+                f"{len(self.comparisons)} comparisons, manifest={self.manifest!r})")
+
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
 
     def to_junit(self) -> str:
         """JUnit XML: one test case per hop and device (plus cumulative and CPU-vs-CUDA checks)."""
-        cases = []
+        suite = ET.Element("testsuite", name="bridge verify")
         for comparison in self.comparisons:
-            name = quoteattr(f"{comparison.kind}: {comparison.title()}")
-            body = ""
+            case = ET.SubElement(suite, "testcase", classname="bridge.verify",
+                                 name=f"{comparison.kind}: {comparison.title()}")
             if not comparison.passed:
                 message = "; ".join(o.describe() for o in comparison.failing) or "no outputs"
-                body = f'<failure message={quoteattr(message)}>{escape(message)}</failure>'
-            cases.append(f'    <testcase classname="bridge.verify" name={name}>{body}</testcase>')
+                ET.SubElement(case, "failure", message=message).text = message
         for rep in self.representations:
-            name = quoteattr(f"run: {rep.label}")
+            case = ET.SubElement(suite, "testcase", classname="bridge.verify", name=f"run: {rep.label}")
             if rep.status == ERROR:
-                body = f'<error message={quoteattr(rep.error or "")}>{escape(rep.error or "")}</error>'
+                ET.SubElement(case, "error", message=rep.error or "").text = rep.error or ""
             elif rep.status == UNAVAILABLE:
-                body = f'<skipped message={quoteattr(rep.error or "not available")}/>'
-            else:
-                body = ""
-            cases.append(f'    <testcase classname="bridge.verify" name={name}>{body}</testcase>')
-        failures = sum(1 for c in self.comparisons if not c.passed)
-        skipped = sum(1 for r in self.representations if r.status == UNAVAILABLE)
-        return (
-            '<?xml version="1.0" encoding="utf-8"?>\n'
-            f'<testsuite name="bridge verify" tests="{len(cases)}" failures="{failures}" '
-            f'errors="{len(self.errors)}" skipped="{skipped}">\n' + "\n".join(cases) + "\n</testsuite>\n"
-        )
+                ET.SubElement(case, "skipped", message=rep.error or "not available")
+        suite.set("tests", str(len(suite)))
+        suite.set("failures", str(sum(1 for c in self.comparisons if not c.passed)))
+        suite.set("errors", str(len(self.errors)))
+        suite.set("skipped", str(sum(1 for r in self.representations if r.status == UNAVAILABLE)))
+        ET.indent(suite)
+        return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+    def render(self, kind: str) -> str:
+        """The report as ``json``, ``junit`` or ``markdown`` text."""
+        renderers = {"json": self.dumps, "junit": self.to_junit, "markdown": self.to_markdown}
+        if kind not in renderers:
+            raise ValueError(f"unknown report kind {kind!r}: use one of {', '.join(renderers)}")
+        return renderers[kind]()
+
+    def write(self, path: Path, kind: str = "json") -> None:
+        """Write the report as `kind` to `path` atomically (``-``: standard output)."""
+        text = self.render(kind)
+        if str(path) == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        ReportPaths(json=path).check()
+        atomic_write_text(path, text)
+
+    def write_all(self, paths: ReportPaths) -> None:
+        """Write every report `paths` names."""
+        paths.check()
+        for kind in ("json", "junit", "markdown"):
+            path = getattr(paths, kind)
+            if path is not None:
+                self.write(path, kind)
 
     def to_markdown(self) -> str:
         """A summary for a pull-request comment."""
@@ -194,8 +239,8 @@ class Report:
         lines = [f"### bridge verify: {status}", "",
                  f"Inputs: {self.inputs.samples} samples, sha256 `{self.inputs.sha256[:12]}`"
                  + (f", seed {self.inputs.seed}" if self.inputs.seed is not None else ""), "",
-                 "| representation | device | vs parent (max abs) | vs source (max abs) | result | p50 ms | p90 ms |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| representation | runtime | device | vs parent (max abs) | vs source (max abs) | result | p50 ms | p90 ms |",
+                 "|---|---|---|---|---|---|---|---|"]
         for row in table_rows(self):
             lines.append("| " + " | ".join(row) + " |")
         if not self.passed:
@@ -212,6 +257,9 @@ def _worst(comparison: Comparison | None) -> str:
     return f"{max(values):.2e}"
 
 
+TABLE_HEADERS = ("representation", "runtime", "device", "vs parent", "vs source", "result", "p50 ms", "p90 ms")
+
+
 def table_rows(report: Report) -> list[list[str]]:
     """One row per representation and device: drift against parent and source, result, latency."""
     hops = {(c.dst, c.device): c for c in report.hops}
@@ -221,7 +269,7 @@ def table_rows(report: Report) -> list[list[str]]:
     for rep in report.representations:
         if rep.status != OK:
             result = "n/a" if rep.status == UNAVAILABLE else "ERROR"
-            rows.append([rep.name, rep.device, "-", "-", f"{result}: {rep.error}", "-", "-"])
+            rows.append([rep.name, rep.runtime, rep.device, "-", "-", f"{result}: {rep.error}", "-", "-"])
             continue
         hop = hops.get((rep.name, rep.device))
         cum = cumulative.get((rep.name, rep.device))
@@ -230,6 +278,6 @@ def table_rows(report: Report) -> list[list[str]]:
         result = "reference" if not checks else ("pass" if all(c.passed for c in checks) else "FAIL")
         parent = _worst(hop) if hop else (f"cpu: {_worst(dev)}" if dev else "-")
         latency = rep.latency
-        rows.append([rep.name, rep.device, parent, _worst(cum), result,
+        rows.append([rep.name, rep.runtime, rep.device, parent, _worst(cum), result,
                      f"{latency.p50:.3f}" if latency else "-", f"{latency.p90:.3f}" if latency else "-"])
     return rows

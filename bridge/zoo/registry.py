@@ -1,6 +1,6 @@
 """The zoo's declarations: one `ZooModel` per reference model, nothing that runs a framework.
 
-A model is named by its builder (``zoo.torch_models:build_mlp``), a string imported only when
+A model is named by its builder (``bridge.zoo.torch_models:build_mlp``), a string imported only when
 the model is built, so listing the zoo (``bridge zoo list``) costs no torch and no TensorFlow.
 Example inputs are generated here with numpy from a fixed seed, in the source's layout.
 """
@@ -16,25 +16,25 @@ import numpy as np
 
 from bridge.errors import InputError
 from bridge.formats import Format
+from bridge.signature import TensorSpec
 
 SOURCES = ("torch", "keras")
 """The formats a zoo model can be written in (its builder returns an nn.Module or a Keras model)."""
-TARGETS = (Format.TORCH.value, Format.ONNX.value, Format.TF.value, Format.TFLITE.value)
+TARGETS = tuple(f.value for f in Format)
 """The formats a known failure can name."""
 INPUTS_SEED = 0
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """One model input: its name, the exact example shape, its dtype and, for integers, a bound."""
+class InputSpec(TensorSpec):
+    """One model input (a `TensorSpec` with an exact shape) and, for integers, a bound on its values."""
 
-    name: str
-    shape: tuple[int, ...]
     dtype: str = "float32"
     high: int | None = None
     """Exclusive upper bound of generated integer values (a vocabulary size); None for floats."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.shape or any(not isinstance(d, int) or d <= 0 for d in self.shape):
             raise ValueError(f"input {self.name!r}: shape {self.shape} must be positive integers")
         is_int = np.issubdtype(np.dtype(self.dtype), np.integer)
@@ -42,6 +42,11 @@ class InputSpec:
             raise ValueError(f"input {self.name!r}: an integer input needs high > 0 (exclusive upper bound)")
         if not is_int and self.high is not None:
             raise ValueError(f"input {self.name!r}: high applies to integer inputs only, not {self.dtype}")
+
+    @property
+    def concrete_shape(self) -> tuple[int, ...]:
+        """The shape, every dimension a fixed size (checked when the spec was made)."""
+        return tuple(int(d) for d in self.shape if isinstance(d, int))
 
 
 @dataclass(frozen=True)
@@ -104,9 +109,9 @@ class ZooModel:
         arrays: dict[str, np.ndarray] = {}
         for spec in self.inputs:
             if spec.high is not None:
-                arrays[spec.name] = rng.integers(0, spec.high, size=spec.shape, dtype=np.dtype(spec.dtype))
+                arrays[spec.name] = rng.integers(0, spec.high, size=spec.concrete_shape, dtype=np.dtype(spec.dtype))
             else:
-                arrays[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+                arrays[spec.name] = rng.standard_normal(spec.concrete_shape).astype(spec.dtype)
         return arrays
 
     def known_failure(self, target: str) -> KnownFailure | None:
@@ -123,49 +128,49 @@ MODELS: tuple[ZooModel, ...] = (
         name="mlp",
         description="PyTorch MLP 10 -> 64 -> 1 (Linear, ReLU, Linear)",
         source="torch",
-        builder="zoo.torch_models:build_mlp",
+        builder="bridge.zoo.torch_models:build_mlp",
         inputs=_float_input((1, 10)),
     ),
     ZooModel(
         name="cnn",
         description="PyTorch image classifier: two conv+ReLU+maxpool blocks, dropout, Linear to 10 classes",
         source="torch",
-        builder="zoo.torch_models:build_cnn",
+        builder="bridge.zoo.torch_models:build_cnn",
         inputs=_float_input((1, 1, 28, 28)),
     ),
     ZooModel(
         name="keras_cnn",
         description="The cnn architecture as a Keras Sequential (NHWC input 'image')",
         source="keras",
-        builder="zoo.keras_models:build_keras_cnn",
+        builder="bridge.zoo.keras_models:build_keras_cnn",
         inputs=_float_input((1, 28, 28, 1), name="image"),
     ),
     ZooModel(
         name="resnet_block",
         description="Conv stem and a ResNet basic block with calibrated BatchNorm, global pool, Linear 10",
         source="torch",
-        builder="zoo.torch_models:build_resnet_block",
+        builder="bridge.zoo.torch_models:build_resnet_block",
         inputs=_float_input((1, 3, 32, 32)),
     ),
     ZooModel(
         name="mobilenet_block",
         description="MobileNet-style depthwise-separable stack x3 (BN, ReLU6), global pool, Linear 10",
         source="torch",
-        builder="zoo.torch_models:build_mobilenet_block",
+        builder="bridge.zoo.torch_models:build_mobilenet_block",
         inputs=_float_input((1, 3, 32, 32)),
     ),
     ZooModel(
         name="transformer",
         description="Token embedding + TransformerEncoderLayer (GELU, padding mask from token 0), mean-pool, 4 classes",
         source="torch",
-        builder="zoo.torch_models:build_transformer",
+        builder="bridge.zoo.torch_models:build_transformer",
         inputs=(InputSpec("tokens", (1, 16), "int64", high=100),),
     ),
     ZooModel(
         name="lstm",
         description="LSTM(8 -> 16) sequence classifier, last step -> Linear 3",
         source="torch",
-        builder="zoo.torch_models:build_lstm",
+        builder="bridge.zoo.torch_models:build_lstm",
         inputs=_float_input((1, 12, 8)),
         known_failures=(
             KnownFailure("tflite", "onnx2tf's flatbuffer_direct LSTM lowering drifts ~3.5e-4 (max abs) from the ONNX "
@@ -176,12 +181,12 @@ MODELS: tuple[ZooModel, ...] = (
         name="gru",
         description="GRU(8 -> 16) sequence classifier, last step -> Linear 3",
         source="torch",
-        builder="zoo.torch_models:build_gru",
+        builder="bridge.zoo.torch_models:build_gru",
         inputs=_float_input((1, 12, 8)),
         known_failures=tuple(
             KnownFailure(target, "torch.onnx's dynamo export of nn.GRU drifts ~0.089 (max abs) from PyTorch; "
                                  "verify catches it on every artifact made from that ONNX. Workaround: "
-                                 "--torch-exporter torchscript from zoo.torch_models:build_gru (onnx, tflite pass)")
+                                 "--torch-exporter torchscript from bridge.zoo.torch_models:build_gru (onnx, tflite pass)")
             for target in ("onnx", "tf", "tflite")
         ),
     ),
@@ -189,28 +194,28 @@ MODELS: tuple[ZooModel, ...] = (
         name="conv1d",
         description="Two Conv1d layers on [N, C, T]; returns the rank-3 feature map [1, 8, 32]",
         source="torch",
-        builder="zoo.torch_models:build_conv1d",
+        builder="bridge.zoo.torch_models:build_conv1d",
         inputs=_float_input((1, 4, 32)),
     ),
     ZooModel(
         name="two_io",
         description="Two inputs (image, features) and two outputs of rank 2 (logits) and rank 4 (feature map)",
         source="torch",
-        builder="zoo.torch_models:build_two_io",
+        builder="bridge.zoo.torch_models:build_two_io",
         inputs=(InputSpec("image", (1, 3, 16, 16)), InputSpec("features", (1, 5))),
     ),
     ZooModel(
         name="embedding",
         description="nn.Embedding(50, 16) on int64 ids, mean over tokens, Linear 2",
         source="torch",
-        builder="zoo.torch_models:build_embedding",
+        builder="bridge.zoo.torch_models:build_embedding",
         inputs=(InputSpec("ids", (1, 10), "int64", high=50),),
     ),
     ZooModel(
         name="dynamic_batch",
         description="Small CNN exported with a dynamic batch dimension (example batch 2)",
         source="torch",
-        builder="zoo.torch_models:build_dynamic_batch",
+        builder="bridge.zoo.torch_models:build_dynamic_batch",
         # Batch 2, not 1: torch.export specialises size-1 dimensions, which would pin the batch.
         inputs=_float_input((2, 3, 16, 16)),
         dynamic_batch=True,
@@ -219,7 +224,7 @@ MODELS: tuple[ZooModel, ...] = (
         name="resnet18",
         description="torchvision resnet18 (random weights, BN calibrated), 1000 classes",
         source="torch",
-        builder="zoo.torch_models:build_resnet18",
+        builder="bridge.zoo.torch_models:build_resnet18",
         inputs=_float_input((1, 3, 224, 224)),
         slow=True,
     ),
@@ -227,7 +232,7 @@ MODELS: tuple[ZooModel, ...] = (
         name="mobilenet_v3_small",
         description="torchvision mobilenet_v3_small (random weights, BN calibrated), 1000 classes",
         source="torch",
-        builder="zoo.torch_models:build_mobilenet_v3_small",
+        builder="bridge.zoo.torch_models:build_mobilenet_v3_small",
         inputs=_float_input((1, 3, 224, 224)),
         slow=True,
     ),
@@ -235,7 +240,7 @@ MODELS: tuple[ZooModel, ...] = (
         name="keras_mobilenet_v2",
         description="keras.applications.MobileNetV2 at 96x96, 10 classes (random weights, BN calibrated)",
         source="keras",
-        builder="zoo.keras_models:build_keras_mobilenet_v2",
+        builder="bridge.zoo.keras_models:build_keras_mobilenet_v2",
         inputs=_float_input((1, 96, 96, 3), name="image"),
         slow=True,
     ),

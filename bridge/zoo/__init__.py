@@ -6,12 +6,12 @@ framework; building or exporting a model does, and `export` does it in a child p
 
     import zoo
     zoo.get("cnn").inputs                  # (InputSpec(name='x', shape=(1, 1, 28, 28), ...),)
-    zoo.export("cnn", Path("out"))         # out/cnn.pt2 and out/cnn.inputs.npz
+    bridge.zoo.export("cnn", Path("out"))         # out/cnn.pt2 and out/cnn.inputs.npz
 """
 
 from __future__ import annotations
 
-from zoo.export import ExportResult, export
-from zoo.registry import MODELS, InputSpec, KnownFailure, ZooModel, get, names
+from bridge.zoo.export import ExportResult, export
+from bridge.zoo.registry import MODELS, InputSpec, KnownFailure, ZooModel, get, names
 
 __all__ = ["MODELS", "ExportResult", "InputSpec", "KnownFailure", "ZooModel", "export", "get", "names"]

@@ -1,7 +1,7 @@
 """The conversion matrix: every zoo model to every format its source reaches, converted and verified.
 
-``python -m zoo.matrix [--models a,b] [--out docs/matrix.md] [--include-slow]`` exports each model
-(zoo.export), converts it to every reachable format in one ``convert(..., to="all")`` call, verifies
+``python -m bridge.zoo.matrix [--models a,b] [--out docs/matrix.md] [--include-slow]`` exports each model
+(bridge.zoo.export), converts it to every reachable format in one ``convert(..., to="all")`` call, verifies
 that output directory once on CPU, and derives one `MatrixCell` per target from the manifest and
 the report: the cumulative comparison source -> target, the target's CPU latency, and the reason
 for a failure (the hop that failed, the representation that could not run, or the drift).
@@ -25,14 +25,14 @@ from bridge import __version__
 from bridge.errors import BridgeError
 from bridge.formats import Format
 from bridge.route import plan, reachable
-from zoo.registry import MODELS, ZooModel, get
+from bridge.zoo.registry import MODELS, ZooModel, get
 
 PASS, FAIL, KNOWN = "pass", "fail", "known"
 """Cell statuses: verified within tolerance; failed; failed as the model's known_failures declare."""
 SAMPLES = 4
 LATENCY_RUNS = 5
 DEVICE = "cpu"
-COMMAND = "python -m zoo.matrix --include-slow --out docs/matrix.md"
+COMMAND = "python -m bridge.zoo.matrix --include-slow --out docs/matrix.md"
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
                     forced: bool) -> list[MatrixCell]:
     """One cell per target from one Conversion and its Report (float32 artifacts, CPU)."""
     from bridge.conversion import Conversion
-    from bridge.verify.report import ERROR, Report
+    from bridge.verification.report import ERROR, Report
 
     assert isinstance(conversion, Conversion) and isinstance(report, Report)
     failures = {f.hop: f for f in conversion.failures}
@@ -166,8 +166,8 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
               forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES) -> ModelRun:
     """Export, convert (one call for every default target, one per forced route) and verify one model."""
     from bridge.conversion import convert
-    from bridge.verify.run import verify
-    from zoo.export import export
+    from bridge.verification.run import verify
+    from bridge.zoo.export import export
 
     started = time.perf_counter()
     source = Format(model.source)
@@ -231,21 +231,17 @@ def run_matrix(models: Sequence[str | ZooModel], targets: Sequence[str | Format]
     return cells
 
 
-def tool_versions() -> dict[str, str]:
-    """The installed versions of the libraries bridge wraps (as the manifest records them)."""
-    from bridge.conversion import TOOL_DISTRIBUTIONS
-    from bridge.hops.base import package_version
-
-    return {d: package_version(d) for d in TOOL_DISTRIBUTIONS}
-
-
 def _cell_text(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: float | None = None) -> str:
     """The matrix as Markdown: a generated-file header, tool versions, a summary and one row per cell."""
-    versions = tool_versions()
+    from bridge.conversion import tool_versions
+    from bridge.registry import DEFAULT_REGISTRY
+    from bridge.runtimes.registry import DEFAULT_RUNNERS
+
+    versions = tool_versions(DEFAULT_REGISTRY, DEFAULT_RUNNERS)
     lines = [
         "# Conversion matrix",
         "",
@@ -256,7 +252,7 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
         f"Each model is exported from the zoo, converted to every format its source reaches, and verified on CPU "
         f"with {SAMPLES} generated samples; drift is the worst max abs difference over the outputs, "
         f"cumulative against the source; latency is the median of {LATENCY_RUNS} timed runs of the target artifact.",
-        "Status `known` is a failure the model declares in `known_failures` (zoo/registry.py), with its declared reason.",
+        "Status `known` is a failure the model declares in `known_failures` (bridge/zoo/registry.py), with its declared reason.",
         "",
         "Tool versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
         "",
@@ -282,7 +278,7 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
 
 def main(argv: list[str] | None = None) -> int:
     """Run the matrix and write the Markdown table; exit 1 when a cell fails that is not declared known."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.matrix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bridge.zoo.matrix", description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated zoo model names (default: every non-slow model)")
     parser.add_argument("--targets", help="comma-separated target formats (default: every reachable one)")
     parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
@@ -294,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         models = [m for m in MODELS if args.include_slow or not m.slow]
     targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
-    command = "python -m zoo.matrix" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
+    command = "python -m bridge.zoo.matrix" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
 
     def report(run: ModelRun) -> None:
         summary = ", ".join(f"{c.target}{' (via)' if c.forced else ''}: {c.status}" for c in run.cells)
@@ -304,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = run_matrix(models, targets, work_dir=args.work_dir, progress=report)
     text = render(cells, command=command, seconds=time.perf_counter() - started)
     if args.out:
-        from bridge.manifest import atomic_write_text
+        from bridge.staging import atomic_write_text
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)

@@ -1,0 +1,206 @@
+"""Typed requests to, and responses from, every child step (bridge.isolation runs them).
+
+One request type per step, each naming its task and its response type; the child's entry
+points are in bridge.steps. Both sides go through bridge.records, so a field the child
+returns is a typed field the parent reads, never a key looked up in a dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from bridge.formats import Format, RunnerSpec
+from bridge.manifest import Tool
+from bridge.options import ConvertOptions
+from bridge.registry import HopSpec
+from bridge.signature import Signature, TensorSpec
+
+R = TypeVar("R")
+
+
+class StepRequest(Generic[R]):
+    """A request for one child step; `response` is the record type the child answers with."""
+
+    task: ClassVar[str]
+    response: ClassVar[type[Any]]
+
+
+# --- hop: convert one artifact into the next format ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One file or directory a hop wrote, with its signature relative to the source."""
+
+    path: Path
+    signature: Signature
+    precision: str = "float32"
+
+
+@dataclass(frozen=True)
+class HopResponse:
+    produced: tuple[Produced, ...]
+    tool: Tool
+    options: dict[str, Any]
+    """The options the wrapped library was called with, as recorded in the manifest."""
+    fallback: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HopRequest(StepRequest[HopResponse]):
+    """Convert `src` (whose signature relative to the source is `signature`) into `out_dir`."""
+
+    task: ClassVar[str] = "hop"
+    response: ClassVar[type[Any]] = HopResponse
+    hop: HopSpec
+    """The hop as the parent's registry declares it (a test may have built its own registry)."""
+    src: Path
+    signature: Signature
+    out_dir: Path
+    options: ConvertOptions
+
+
+# --- materialize: build a factory's model and save it -----------------------------------------
+
+
+@dataclass(frozen=True)
+class MaterializeResponse:
+    path: Path
+    format: Format
+    kind: str
+    """How the model was saved: ``exported_program``, ``torchscript``, ``keras``."""
+    input_specs: tuple[TensorSpec, ...] | None = None
+    """The example inputs used (from the request, or the factory's own ``example_inputs``)."""
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class MaterializeRequest(StepRequest[MaterializeResponse]):
+    """Call ``package.module:factory`` and save what it builds into `out_dir`."""
+
+    task: ClassVar[str] = "materialize"
+    response: ClassVar[type[Any]] = MaterializeResponse
+    reference: str
+    out_dir: Path
+    input_specs: tuple[TensorSpec, ...] | None = None
+    dynamic_batch: bool = False
+    torchscript: bool = False
+    """Trace a PyTorch module to TorchScript (for the TorchScript exporter) instead of torch.export."""
+
+
+# --- inspect: load an artifact and read its signature ---------------------------------------
+
+
+@dataclass(frozen=True)
+class InspectResponse:
+    signature: Signature
+    kind: str
+    """For torch files: ``exported_program``, ``torchscript`` or ``pickled_module``; else the format."""
+
+
+@dataclass(frozen=True)
+class InspectRequest(StepRequest[InspectResponse]):
+    task: ClassVar[str] = "inspect"
+    response: ClassVar[type[Any]] = InspectResponse
+    runner: RunnerSpec
+    """The runtime that loads it (from the parent's runner registry)."""
+    path: Path
+    input_specs: tuple[TensorSpec, ...] | None = None
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+
+# --- run: every sample through one representation, then latency --------------------------------
+
+
+@dataclass(frozen=True)
+class RunResponse:
+    latency_ns: tuple[int, ...]
+    device: str
+    runtime: str
+    provider: str = ""
+    """What actually ran it: onnxruntime's execution provider, TensorFlow's device, ``cpu``."""
+
+
+@dataclass(frozen=True)
+class RunRequest(StepRequest[RunResponse]):
+    task: ClassVar[str] = "run"
+    response: ClassVar[type[Any]] = RunResponse
+    runner: RunnerSpec
+    """The runtime to run it in (from the parent's runner registry)."""
+    path: Path
+    device: str
+    inputs: Path
+    """``.npz`` of feeds keyed by the artifact's input names, ``[samples, *shape]``."""
+    outputs: Path
+    """Where the child writes ``SAMPLE/OUTPUT_NAME`` arrays."""
+    samples: int
+    runs: int
+    warmup: int
+    input_specs: tuple[TensorSpec, ...] | None = None
+    factory: str | None = None
+    """For the eager source: build the model with this ``package.module:factory`` instead of loading `path`."""
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+
+# --- embedding sizes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingSizesResponse:
+    sizes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class EmbeddingSizesRequest(StepRequest[EmbeddingSizesResponse]):
+    """For integer inputs of an ONNX model that index a constant table: the table's row count."""
+
+    task: ClassVar[str] = "embedding_sizes"
+    response: ClassVar[type[Any]] = EmbeddingSizesResponse
+    path: Path
+
+
+# --- zoo export ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZooExportResponse:
+    model_path: Path
+    inputs_path: Path
+    note: str = ""
+    """Empty, or why torch.export failed and TorchScript was written instead."""
+
+
+@dataclass(frozen=True)
+class ZooExportRequest(StepRequest[ZooExportResponse]):
+    """Build zoo model `name` and write it, with its example inputs, into `out_dir`."""
+
+    task: ClassVar[str] = "zoo_export"
+    response: ClassVar[type[Any]] = ZooExportResponse
+    name: str
+    out_dir: Path
+
+
+# --- the envelope the child writes -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepError:
+    """What a child step ended with, rebuilt into the same BridgeError type in the parent."""
+
+    type: str
+    message: str
+    stage: str = ""
+    detail: str = ""
+    traceback: str = ""
+
+
+REQUESTS: dict[str, type[StepRequest[Any]]] = {
+    cls.task: cls
+    for cls in (HopRequest, MaterializeRequest, InspectRequest, RunRequest, EmbeddingSizesRequest, ZooExportRequest)
+}
+"""Every step, by the task name the child is started with."""

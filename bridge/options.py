@@ -1,0 +1,124 @@
+"""The library's arguments as records: `ConvertOptions` and `VerifyOptions`.
+
+The CLI builds these from its flags; `bridge.convert` and `bridge.verify` take them (or the same
+names as keywords). Each checks its own values when built, so a bad option is one InputError
+before any work starts. Defaults come from bridge.defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from bridge import defaults
+from bridge.errors import InputError
+from bridge.formats import Format
+
+TORCH_EXPORTERS = ("dynamo", "torchscript")
+DEVICES = ("cpu", "cuda")
+
+
+def parse_formats(value: str | Format | Sequence[str | Format]) -> tuple[Format, ...]:
+    """``"onnx,tf"``, ``Format.ONNX`` or a list of either, as formats (``all`` is kept for the caller)."""
+    items: list[str | Format] = [value] if isinstance(value, (str, Format)) else list(value)
+    names: list[str | Format] = []
+    for item in items:
+        names.extend(p for p in item.split(",") if p.strip()) if isinstance(item, str) else names.append(item)
+    return tuple(Format.parse(n) for n in names)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to convert. Every hop receives these and picks the ones it uses."""
+
+    from_format: Format | None = None
+    """The source's format when its name does not tell (``--from``); for a factory, checked against what it builds."""
+    via: tuple[Format, ...] = ()
+    """Force the route through these formats (``--via onnx,tf``)."""
+    opset: int | None = None
+    dynamic_batch: bool = False
+    fp16: bool = False
+    timeout: float | None = None
+    """Seconds each isolated step may take."""
+    trust_pickle: bool = False
+    trust_code: bool = False
+    torch_exporter: str = "dynamo"
+    """``dynamo`` or ``torchscript``: which torch.onnx exporter the torch -> onnx hop uses."""
+
+    def __post_init__(self) -> None:
+        if self.torch_exporter not in TORCH_EXPORTERS:
+            raise InputError(f"torch_exporter {self.torch_exporter!r}: use one of {', '.join(TORCH_EXPORTERS)}")
+        if self.opset is not None and not 7 <= self.opset <= 30:
+            raise InputError(f"opset {self.opset}: give an ONNX opset between 7 and 30")
+        if self.timeout is not None and self.timeout <= 0:
+            raise InputError(f"timeout {self.timeout:g}: give a positive number of seconds")
+
+    @classmethod
+    def build(cls, base: ConvertOptions | None = None, **changes: Any) -> Self:
+        """`base` (or the defaults) with `changes` applied; None values leave a field as it is."""
+        return _build(cls, base, changes)
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How to verify: inputs, devices, tolerances, latency runs."""
+
+    inputs: Path | None = None
+    """An ``.npz`` of inputs keyed by source input name (``[samples, *shape]`` or one sample); else generated."""
+    seed: int = defaults.SEED
+    samples: int = defaults.SAMPLES
+    int_high: int | None = None
+    """Exclusive upper bound of generated integer inputs; None reads the embedding size from the model."""
+    devices: tuple[str, ...] = DEVICES
+    atol: float | None = None
+    rtol: float | None = None
+    tol: Mapping[str, float] = field(default_factory=dict)
+    """Per-output absolute tolerance: ``{output_name: atol}``."""
+    latency_runs: int = defaults.LATENCY_RUNS
+    warmup: int = defaults.WARMUP_RUNS
+    timeout: float | None = None
+    save_inputs: Path | None = None
+    """Where the inputs used are saved with their sha256 (default ``DIR/verify/inputs.npz``)."""
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise InputError(f"--samples {self.samples}: need at least one sample")
+        if self.latency_runs < 1 or self.warmup < 0:
+            raise InputError("--latency-runs needs at least one run, and warm-up runs cannot be negative")
+        unknown = [d for d in self.devices if d not in DEVICES]
+        if unknown or not self.devices:
+            raise InputError(f"device {unknown[0] if unknown else '(none)'!r}: use {' or '.join(DEVICES)}")
+        for name, value in (("--atol", self.atol), ("--rtol", self.rtol), *((f"--tol {k}", v) for k, v in self.tol.items())):
+            if value is not None and not value >= 0:
+                raise InputError(f"{name} {value}: a tolerance must be a number >= 0")
+        if self.int_high is not None and self.int_high < 1:
+            raise InputError(f"--int-high {self.int_high}: give a bound of at least 1")
+
+    @classmethod
+    def build(cls, base: VerifyOptions | None = None, **changes: Any) -> Self:
+        """`base` (or the defaults) with `changes` applied; None values leave a field as it is."""
+        return _build(cls, base, changes)
+
+
+def _build(cls: type[Any], base: Any, changes: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no option {unknown[0]!r}")
+    given = {k: v for k, v in changes.items() if v is not None}
+    for key in ("via",):
+        if key in given:
+            given[key] = parse_formats(given[key])
+    if "from_format" in given:
+        given["from_format"] = Format.parse(given["from_format"])
+    if "devices" in given:
+        given["devices"] = tuple(given["devices"]) if not isinstance(given["devices"], str) else (given["devices"],)
+    for key in ("inputs", "save_inputs"):
+        if key in given:
+            given[key] = Path(given[key])
+    return dataclasses.replace(base, **given) if base is not None else cls(**given)

@@ -1,0 +1,308 @@
+"""The source layer: what the user gave `convert`, identified, built if needed, and described.
+
+One `SourceResolver` per `SourceKind`. `identify` picks the resolver that claims the model and
+says what it can without running anything (the format, where the output goes by default);
+`prepare` then builds the model when it is code (a factory runs in a child process, a live
+object is saved in the caller's process), so that the framework of what was *built* decides the
+route, and reads its signature. New kinds of source (Hugging Face directories, JAX functions)
+are a resolver each, added to `DEFAULT_RESOLVERS`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import pkgutil
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge import pt2, safety
+from bridge.errors import InputError
+from bridge.formats import Format, detect
+from bridge.inputs import ExampleInputs
+from bridge.isolation import run_isolated
+from bridge.manifest import Source, sha256_of
+from bridge.messages import InspectRequest, MaterializeRequest
+from bridge.options import ConvertOptions
+from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
+from bridge.signature import Signature, TensorSpec
+
+
+class SourceKind(str, enum.Enum):
+    """What kind of thing the user passed as the model."""
+
+    MODEL_FILE = "model_file"
+    """A file or directory in a format bridge reads directly: .onnx, SavedModel, .keras, .tflite."""
+    EXPORTED_PROGRAM = "exported_program"
+    """A PyTorch ExportedProgram ``.pt2``."""
+    TORCHSCRIPT = "torchscript"
+    """A PyTorch ``.pt``/``.pth``: a TorchScript archive, or a pickle loaded only with --trust-pickle."""
+    FACTORY = "factory"
+    """``package.module:factory``: Python code the user named, built in a child process."""
+    LIVE_OBJECT = "live_object"
+    """An nn.Module or Keras model passed to the library."""
+
+
+# A Python reference to a factory: ``package.module:callable``.
+_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_reference(model: str) -> bool:
+    """True when `model` reads as ``package.module:factory`` rather than a path."""
+    return bool(_REFERENCE.match(model)) and not Path(model).exists()
+
+
+def load_factory(reference: str) -> Any:
+    """Import ``package.module:factory`` and call it. Only for references the user named."""
+    try:
+        factory = pkgutil.resolve_name(reference)
+    except ImportError as exc:
+        raise InputError(f"{reference}: cannot import {reference.partition(':')[0]} ({exc}); is it on PYTHONPATH?") from exc
+    except (AttributeError, ValueError) as exc:
+        raise InputError(f"{reference}: no such factory ({exc}); write it as package.module:function") from exc
+    if not callable(factory):
+        raise InputError(f"{reference}: names a {type(factory).__name__}, not a function that builds the model")
+    return factory()
+
+
+def factory_example_inputs(reference: str) -> ExampleInputs | None:
+    """A factory may carry its inputs as ``factory.example_inputs = {name: (shape, dtype)}``."""
+    example = getattr(pkgutil.resolve_name(reference), "example_inputs", None)
+    if not example:
+        return None
+    return ExampleInputs(tuple(TensorSpec(n, tuple(s), d) for n, (s, d) in example.items()), origin=reference)
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A source recognised by its resolver, before anything was built or loaded."""
+
+    kind: SourceKind
+    format: Format | None
+    """None until a factory has run: what it builds decides."""
+    display: str
+    """What the manifest records as the source's path: a path, a reference, ``<in-memory model>``."""
+    default_out_dir: Path
+    path: Path | None = None
+    reference: str | None = None
+    live: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A source ready for the first hop: a file, its format and signature, and its manifest record."""
+
+    record: Source
+    path: Path
+    """The file the first hop reads (the user's file, or the one bridge saved a model into)."""
+    specs: ExampleInputs | None
+
+    @property
+    def format(self) -> Format:
+        return self.record.format
+
+    @property
+    def signature(self) -> Signature:
+        return self.record.signature
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What resolvers need from the pipeline: options, inputs, where to save, and how to report."""
+
+    options: ConvertOptions
+    specs: ExampleInputs | None
+    stage: Path
+    runners: RunnerRegistry = DEFAULT_RUNNERS
+    notify: Callable[[str, str, float], None] = lambda kind, step, seconds: None
+    """``notify(kind, step, seconds)`` with kind ``start`` or ``done``, for progress displays."""
+
+
+class SourceResolver(abc.ABC):
+    """Recognises one kind of source, builds it if it is code, and describes it."""
+
+    kind: SourceKind
+
+    @abc.abstractmethod
+    def claims(self, model: Any) -> bool:
+        """Whether `model` is this resolver's kind (cheap: no framework, no code run)."""
+
+    @abc.abstractmethod
+    def identify(self, model: Any, options: ConvertOptions) -> Identified:
+        """What can be said before building: the format (if known) and the default output directory."""
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        """Save the model to a file when it is code: (path, format, stored kind, note, example inputs used).
+
+        A file source is already a file: it is returned as it is.
+        """
+        assert identified.path is not None and identified.format is not None
+        return identified.path, identified.format, identified.format.value, None, context.specs
+
+    def prepare(self, identified: Identified, context: SourceContext) -> Prepared:
+        """Build (if needed) and describe the source."""
+        path, fmt, kind, note, specs = self.build(identified, context)
+        if identified.format is not None and fmt != identified.format:
+            raise InputError(f"{identified.display}: --from {identified.format.value} but it builds a {fmt.value} model; drop --from")
+        signature, kind = self.describe(path, fmt, kind, specs, context)
+        if specs is not None:
+            specs.check_against(signature, path)
+        digest, size = sha256_of(path)
+        materialized = path.relative_to(context.stage).as_posix() if path.is_relative_to(context.stage) else None
+        record = Source(
+            path=identified.display, format=fmt, kind=kind, origin=self.kind.value, sha256=digest, bytes=size,
+            signature=signature, materialized=materialized, notes=(note,) if note else (),
+        )
+        return Prepared(record, path, specs)
+
+    def describe(self, path: Path, fmt: Format, kind: str, specs: ExampleInputs | None,
+                 context: SourceContext) -> tuple[Signature, str]:
+        """The signature of the saved model, read in a child process by its format's reference runtime.
+
+        A ``.pt2`` is read from its archive's JSON instead (milliseconds, no torch import).
+        """
+        if fmt == Format.TORCH and path.suffix.lower() == ".pt2":
+            fast = pt2.read_signature(path)
+            if fast is not None:
+                return fast, "exported_program"
+        response = run_isolated(
+            InspectRequest(context.runners.primary(fmt), path, specs.specs if specs else None,
+                           trust_pickle=context.options.trust_pickle, trust_code=context.options.trust_code),
+            stage=f"load {fmt.value}", timeout=context.options.timeout, hide_gpu=True,
+        )
+        return response.signature, response.kind
+
+
+class ModelFileResolver(SourceResolver):
+    """.onnx, a SavedModel directory, .keras, .tflite: read as they are."""
+
+    kind = SourceKind.MODEL_FILE
+
+    def claims(self, model: Any) -> bool:
+        return isinstance(model, (str, Path)) and not (isinstance(model, str) and is_reference(model))
+
+    def identify(self, model: Any, options: ConvertOptions) -> Identified:
+        path = Path(model)
+        fmt = options.from_format if options.from_format is not None and path.exists() else detect(path)
+        name = path.name if path.is_dir() else path.stem
+        resolved = path.resolve()
+        return Identified(self.kind, fmt, str(resolved), resolved.parent / f"{name}.bridge", path=resolved)
+
+
+class ExportedProgramResolver(ModelFileResolver):
+    """A ``.pt2``: its signature is read from the archive's JSON, with no torch import."""
+
+    kind = SourceKind.EXPORTED_PROGRAM
+
+    def claims(self, model: Any) -> bool:
+        return super().claims(model) and Path(model).suffix.lower() == ".pt2"
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        path, fmt, _, note, specs = super().build(identified, context)
+        return path, fmt, "exported_program", note, specs
+
+
+class TorchScriptResolver(ModelFileResolver):
+    """A ``.pt``/``.pth``: TorchScript (needs input shapes) or a pickle (refused unless --trust-pickle)."""
+
+    kind = SourceKind.TORCHSCRIPT
+
+    def claims(self, model: Any) -> bool:
+        return super().claims(model) and Path(model).suffix.lower() in (".pt", ".pth")
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        path, fmt, _, note, specs = super().build(identified, context)
+        if path.exists() and safety.is_torchscript_archive(path) and specs is None:
+            # (A pickled .pt goes on to the loader, which refuses it unless --trust-pickle, and then asks.)
+            raise InputError(
+                f"{path}: TorchScript and pickled modules do not store input shapes; "
+                "give --input-shape NAME:1,3,224,224 (repeatable) or --example-inputs FILE.npz"
+            )
+        return path, fmt, "torchscript", note, specs
+
+
+class FactoryResolver(SourceResolver):
+    """``package.module:factory``: called in a child process; what it returns decides the format."""
+
+    kind = SourceKind.FACTORY
+
+    def claims(self, model: Any) -> bool:
+        return isinstance(model, str) and is_reference(model)
+
+    def identify(self, model: Any, options: ConvertOptions) -> Identified:
+        factory = str(model).rsplit(":", 1)[1]
+        return Identified(self.kind, options.from_format, str(model), Path.cwd() / f"{factory}.bridge", reference=str(model))
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        assert identified.reference is not None
+        context.notify("start", "materialize", 0.0)
+        started = time.perf_counter()
+        response = run_isolated(
+            MaterializeRequest(identified.reference, context.stage / "source",
+                               context.specs.specs if context.specs else None, context.options.dynamic_batch,
+                               torchscript=context.options.torch_exporter == "torchscript"),
+            stage="materialize", timeout=context.options.timeout, hide_gpu=True,
+        )
+        context.notify("done", "materialize", time.perf_counter() - started)
+        specs = context.specs
+        if specs is None and response.input_specs:
+            specs = ExampleInputs(response.input_specs, origin=identified.reference)
+        return response.path, response.format, response.kind, response.note, specs
+
+
+class LiveObjectResolver(SourceResolver):
+    """An nn.Module or Keras model handed to the library: saved in this process (it is already in memory)."""
+
+    kind = SourceKind.LIVE_OBJECT
+
+    def claims(self, model: Any) -> bool:
+        return live_format(model) is not None
+
+    def identify(self, model: Any, options: ConvertOptions) -> Identified:
+        return Identified(self.kind, live_format(model), "<in-memory model>", Path.cwd() / "model.bridge", live=model)
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        from bridge.hops.materialize import materialize
+
+        context.notify("start", "materialize", 0.0)
+        started = time.perf_counter()
+        saved = materialize(identified.live, context.stage / "source", context.specs, context.options.dynamic_batch,
+                            torchscript=context.options.torch_exporter == "torchscript")
+        context.notify("done", "materialize", time.perf_counter() - started)
+        return saved.path, saved.format, saved.kind, saved.note, context.specs
+
+
+def live_format(model: Any) -> Format | None:
+    """The format of a live model object: torch for an nn.Module, keras for a Keras model, else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return Format.TORCH
+    if type(model).__module__.startswith(("keras", "tf_keras", "tensorflow")):
+        return Format.KERAS
+    return None
+
+
+DEFAULT_RESOLVERS: tuple[SourceResolver, ...] = (
+    FactoryResolver(),
+    LiveObjectResolver(),
+    ExportedProgramResolver(),
+    TorchScriptResolver(),
+    ModelFileResolver(),
+)
+"""Asked in order; the first that claims the model resolves it."""
+
+
+def resolver_for(model: Any, resolvers: Sequence[SourceResolver] = DEFAULT_RESOLVERS) -> SourceResolver:
+    """The resolver that claims `model`, or an InputError saying what bridge accepts."""
+    for resolver in resolvers:
+        if resolver.claims(model):
+            return resolver
+    raise InputError(
+        f"cannot convert a {type(model).__name__}: pass a path, a package.module:factory reference, "
+        "an nn.Module or a Keras model"
+    )

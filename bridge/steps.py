@@ -1,0 +1,135 @@
+"""What each child step does: every entry point bridge.isolation starts, in one place.
+
+These run inside the child process only. Each takes its typed request (bridge.messages) and
+returns its typed response; frameworks are imported here, through the hops and runners.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+from bridge.errors import DeviceUnavailableError
+from bridge.messages import (
+    EmbeddingSizesRequest,
+    EmbeddingSizesResponse,
+    HopRequest,
+    HopResponse,
+    InspectRequest,
+    InspectResponse,
+    MaterializeRequest,
+    MaterializeResponse,
+    RunRequest,
+    RunResponse,
+    StepRequest,
+    ZooExportRequest,
+    ZooExportResponse,
+)
+
+
+def run(request: StepRequest[Any]) -> Any:
+    """Do the step `request` asks for and return its response."""
+    if isinstance(request, HopRequest):
+        return hop(request)
+    if isinstance(request, MaterializeRequest):
+        return materialize(request)
+    if isinstance(request, InspectRequest):
+        return inspect(request)
+    if isinstance(request, RunRequest):
+        return run_samples(request)
+    if isinstance(request, EmbeddingSizesRequest):
+        return embedding_sizes(request)
+    if isinstance(request, ZooExportRequest):
+        return zoo_export(request)
+    raise TypeError(f"no step for {type(request).__name__}")
+
+
+def package_version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def hop(request: HopRequest) -> HopResponse:
+    """Convert one artifact with the hop the request names."""
+    from bridge.hops.base import HopJob
+    from bridge.manifest import Tool
+
+    hop_impl = request.hop.load()
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+    result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options))
+    return HopResponse(
+        produced=result.produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
+        options=result.options, fallback=result.fallback, notes=result.notes,
+    )
+
+
+def materialize(request: MaterializeRequest) -> MaterializeResponse:
+    """Build a ``package.module:factory`` model and save it in a format the hops read."""
+    from bridge.hops.materialize import materialize as save
+    from bridge.sources import factory_example_inputs, load_factory
+
+    model = load_factory(request.reference)
+    specs = request.input_specs or factory_example_inputs(request.reference)
+    return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript)
+
+
+def inspect(request: InspectRequest) -> InspectResponse:
+    """Load an artifact and read its signature (and, for torch files, how it is stored)."""
+    from bridge.runtimes.base import LoadOptions
+    from bridge.runtimes.registry import load_runner_class
+
+    options = LoadOptions(input_specs=request.input_specs, trust_pickle=request.trust_pickle, trust_code=request.trust_code)
+    runner = load_runner_class(request.runner)(request.path, options)
+    try:
+        return InspectResponse(runner.signature(), runner.kind or request.runner.format.value)
+    finally:
+        runner.close()
+
+
+def run_samples(request: RunRequest) -> RunResponse:
+    """Run every sample through one representation, save its outputs, then time the first sample."""
+    import numpy as np
+
+    from bridge.runtimes.base import LoadOptions
+    from bridge.runtimes.registry import load_runner_class
+    from bridge.verification.timing import measure
+
+    spec = request.runner
+    if request.device not in spec.devices:
+        raise DeviceUnavailableError(f"{request.device}: not available ({spec.runtime} runs on {', '.join(spec.devices)} only)")
+    options = LoadOptions(device=request.device, input_specs=request.input_specs, factory=request.factory,
+                          trust_pickle=request.trust_pickle, trust_code=request.trust_code)
+    runner = load_runner_class(spec)(request.path, options)
+    try:
+        with np.load(request.inputs) as data:
+            feeds_all = {name: data[name] for name in data.files}
+        outputs: dict[str, np.ndarray] = {}
+        for i in range(request.samples):
+            result = runner.run({name: array[i] for name, array in feeds_all.items()})
+            for name, value in result.items():
+                outputs[f"{i}/{name}"] = np.asarray(value)
+        first = {name: array[0] for name, array in feeds_all.items()}
+        latencies = measure(runner.run, first, runner.synchronize, warmup=request.warmup, runs=request.runs)
+        np.savez(request.outputs, **outputs)
+        return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider)
+    finally:
+        runner.close()
+
+
+def embedding_sizes(request: EmbeddingSizesRequest) -> EmbeddingSizesResponse:
+    """For integer graph inputs that index a Gather's constant table, its row count.
+
+    Generated token ids must stay below the embedding size, or the comparison measures garbage.
+    """
+    from bridge.runtimes.onnxruntime_runner import embedding_sizes as read_sizes
+
+    return EmbeddingSizesResponse(read_sizes(request.path))
+
+
+def zoo_export(request: ZooExportRequest) -> ZooExportResponse:
+    """Build a zoo model and write it in its source format with its example inputs."""
+    from bridge.zoo.export import export_here
+
+    return export_here(request)

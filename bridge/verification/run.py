@@ -1,0 +1,371 @@
+"""The verify pipeline: fixed inputs through every representation, in every runtime, on every device, then compare.
+
+A representation is one artifact (or the source) run by one runtime on one device. Each runs in
+its own child process (bridge.isolation), so a runtime that crashes is that representation's
+error and the others are still verified. Feeds follow each artifact's signature (names, dtypes,
+perm); outputs are mapped back to the source's names and layout before any comparison. A format
+with several runtimes is run in each; the first (the format's reference runtime) is the one its
+children are compared against, the others are named ``ARTIFACT:RUNTIME``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge import __version__, defaults
+from bridge import inputs as inputs_mod
+from bridge.errors import BridgeError, DeviceUnavailableError, InputError
+from bridge.formats import Format, RunnerSpec
+from bridge.isolation import run_isolated
+from bridge.manifest import MANIFEST_NAME, Manifest, sha256_of
+from bridge.messages import EmbeddingSizesRequest, RunRequest
+from bridge.options import VerifyOptions
+from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
+from bridge.signature import Signature
+from bridge.sources import SourceKind, is_reference
+from bridge.verification.compare import (
+    ToleranceRules,
+    compare_output,
+    from_source_layout,
+    missing_output,
+    to_source_layout,
+)
+from bridge.verification.report import (
+    ERROR,
+    OK,
+    UNAVAILABLE,
+    Comparison,
+    InputsRecord,
+    Report,
+    ReportPaths,
+    Representation,
+)
+from bridge.verification.timing import LatencyStats
+
+SOURCE = "source"
+EAGER = "eager"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Something to run: the source or one artifact."""
+
+    name: str
+    format: Format
+    path: Path
+    signature: Signature
+    parent: str | None
+    precision: str
+    expected_sha256: str
+    factory: str | None = None
+    """For the eager module: the ``package.module:factory`` that builds it (no file)."""
+
+    @property
+    def location(self) -> str:
+        return self.factory or str(self.path)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One representation to run: a subject in one runtime on one device."""
+
+    subject: Subject
+    runner: RunnerSpec
+    device: str
+    primary: bool
+    """The subject's reference runtime: its children are compared against this one."""
+
+    @property
+    def name(self) -> str:
+        return self.subject.name if self.primary else f"{self.subject.name}:{self.runner.runtime}"
+
+
+def cuda_present() -> bool:
+    """Whether an NVIDIA driver is here at all; without one no runtime is asked about CUDA."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def subjects_of(manifest: Manifest, out_dir: Path) -> list[Subject]:
+    """The source (and its eager module, for a factory) and every artifact, parents first."""
+    src = manifest.source
+    src_path = out_dir / src.materialized if src.materialized else Path(src.path)
+    subjects = []
+    from_factory = src.origin == SourceKind.FACTORY.value or (not src.origin and is_reference(src.path))
+    if src.materialized and src.format == Format.TORCH and from_factory:
+        # The factory's eager nn.Module, rebuilt in its runner: the saved program is checked against it.
+        subjects.append(Subject(EAGER, src.format, src_path, src.signature, None, "float32", "", factory=src.path))
+    parent_of_source = EAGER if subjects else None
+    subjects.append(Subject(SOURCE, src.format, src_path, src.signature, parent_of_source, "float32", src.sha256))
+    keys = {a.key for a in manifest.artifacts}
+    for artifact in manifest.artifacts:
+        parent = artifact.made_from.value if artifact.made_from.value in keys else SOURCE
+        subjects.append(Subject(artifact.key, artifact.format, out_dir / artifact.path, artifact.signature,
+                                parent, artifact.precision, artifact.sha256))
+    return subjects
+
+
+def feeds_for(subject: Subject, source_inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The source inputs in `subject`'s names, layouts and dtypes (with the leading sample axis)."""
+    feeds = {}
+    for spec in subject.signature.inputs:
+        array = from_source_layout(source_inputs[spec.source_name], spec.perm, leading=1)
+        dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
+        feeds[spec.name] = np.ascontiguousarray(array.astype(dtype, copy=False))
+    return feeds
+
+
+def _outputs_in_source_layout(subject: Subject, raw: Mapping[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+    out = {}
+    for spec in subject.signature.outputs:
+        stacked = np.stack([raw[f"{i}/{spec.name}"] for i in range(samples)])
+        out[spec.source_name] = to_source_layout(stacked, spec.perm, leading=1)
+    return out
+
+
+def _embedding_sizes(subjects: Sequence[Subject], timeout: float | None) -> dict[str, int]:
+    """Vocabulary sizes of integer inputs read from the ONNX artifact (Gather on an initializer)."""
+    onnx_subject = next((s for s in subjects if s.format == Format.ONNX), None)
+    if onnx_subject is None or not any(t.dtype.startswith(("int", "uint")) for t in onnx_subject.signature.inputs):
+        return {}
+    try:
+        result = run_isolated(EmbeddingSizesRequest(onnx_subject.path), stage="read embedding sizes",
+                              timeout=timeout, hide_gpu=True)
+    except BridgeError:
+        return {}  # the bound then falls back to --int-high's default: the comparison still runs
+    by_name = {t.name: t.source_name for t in onnx_subject.signature.inputs}
+    return {by_name.get(k, k): int(v) for k, v in result.sizes.items()}
+
+
+def _prepare_inputs(manifest: Manifest, subjects: Sequence[Subject],
+                    options: VerifyOptions) -> tuple[dict[str, np.ndarray], bool]:
+    signature = manifest.source.signature
+    if options.inputs is not None:
+        return inputs_mod.check_inputs(inputs_mod.load_npz(options.inputs), signature, options.inputs), False
+    highs = {} if options.int_high is not None else _embedding_sizes(subjects, options.timeout)
+    return inputs_mod.generate(signature, seed=options.seed, samples=options.samples,
+                               int_high=options.int_high or defaults.INT_HIGH, int_highs=highs), True
+
+
+def output_dir_for(target: str | Path | None, *, converting: bool = False) -> Path | None:
+    """The conversion folder `target` names: itself, or with None the only one in the current directory.
+
+    Returns None when `target` is a model to convert first (`converting`: the caller was given ``--to``).
+    """
+    if target is None:
+        return find_output_dir(Path.cwd())
+    path = Path(target)
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        return path
+    if converting:
+        return None
+    raise InputError(f"{target}: not a bridge output directory (no {MANIFEST_NAME}); give --to FORMAT to convert it first")
+
+
+def find_output_dir(cwd: Path) -> Path:
+    """The only ``bridge convert`` output directory in `cwd`, or an InputError listing the choices."""
+    found = sorted(p for p in cwd.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(f"{cwd}: no bridge output directory here (none holds a {MANIFEST_NAME}); give DIR or MODEL --to FORMAT")
+    raise InputError(f"{cwd}: several output directories ({', '.join(p.name for p in found)}); say which: bridge verify DIR")
+
+
+def inputs_destination(out_dir: Path, options: VerifyOptions, reports: ReportPaths | None) -> Path:
+    """Where the inputs used are saved: `save_inputs`, else beside the JSON report, else ``DIR/verify/inputs.npz``."""
+    if options.save_inputs is not None:
+        return options.save_inputs
+    if reports is not None and reports.json is not None and str(reports.json) != "-":
+        return reports.json.with_name(reports.json.stem + ".inputs.npz")
+    return out_dir / "verify" / "inputs.npz"
+
+
+def verify(
+    target: Any = None,
+    options: VerifyOptions | None = None,
+    *,
+    reports: ReportPaths | None = None,
+    runners: RunnerRegistry = DEFAULT_RUNNERS,
+    progress: Callable[[str], None] | None = None,
+    inputs: str | Path | None = None,
+    seed: int | None = None,
+    samples: int | None = None,
+    int_high: int | None = None,
+    devices: Sequence[str] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    tol: Mapping[str, float] | None = None,
+    latency_runs: int | None = None,
+    warmup: int | None = None,
+    timeout: float | None = None,
+    save_inputs: str | Path | None = None,
+    trust_pickle: bool | None = None,
+    trust_code: bool | None = None,
+) -> Report:
+    """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
+
+    `options` says how (`VerifyOptions`); each of its fields may also be given as a keyword, which
+    overrides it. Inputs come from `inputs` (an ``.npz`` keyed by source input names) or are
+    generated from `seed`; either way they are saved with their sha256 so a later run can replay
+    them. `reports` names JSON/JUnit/Markdown files to write (atomically) once the report is made.
+    """
+    options = VerifyOptions.build(
+        options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
+        rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
+        trust_pickle=trust_pickle, trust_code=trust_code,
+    )
+    notify = progress or (lambda message: None)
+    out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
+    assert out_dir is not None
+    manifest = Manifest.read(out_dir)
+    subjects = subjects_of(manifest, out_dir)
+    source_inputs, generated = _prepare_inputs(manifest, subjects, options)
+    count = next(iter(source_inputs.values())).shape[0]
+    inputs_path = inputs_destination(out_dir, options, reports)
+    if options.inputs is not None and options.inputs.resolve() == inputs_path.resolve():
+        digest = inputs_mod.file_sha256(inputs_path)
+    else:
+        digest = inputs_mod.save_npz(source_inputs, inputs_path)
+    record = InputsRecord(options.seed if generated else None, count, digest, str(inputs_path), generated)
+
+    representations: list[Representation] = []
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    slots: list[Slot] = []
+    with tempfile.TemporaryDirectory(prefix="bridge-verify-") as tmp:
+        for subject in subjects:
+            notes = _integrity_notes(subject)
+            feeds_path = Path(tmp, f"{subject.name}.inputs.npz")
+            np.savez(feeds_path, **feeds_for(subject, source_inputs))
+            subject_runners = runners.for_format(subject.format)
+            if not subject_runners:
+                for device in options.devices:
+                    representations.append(Representation(
+                        subject.name, subject.format.value, device, "-", subject.location, ERROR,
+                        error=f"no runtime is registered for {subject.format.value}; it was converted but cannot be run",
+                    ))
+                continue
+            for index, runner in enumerate(subject_runners):
+                for device in options.devices:
+                    slot = Slot(subject, runner, device, primary=index == 0)
+                    notify(f"run {slot.name} on {device}")
+                    rep, result = _run_one(slot, feeds_path, Path(tmp), count, options, notes)
+                    representations.append(rep)
+                    slots.append(slot)
+                    if result is not None:
+                        outputs[_key(slot.name, device)] = result
+    rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
+    hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
+    report = Report(
+        manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
+        hops=tuple(hops), cumulative=tuple(cumulative), devices=tuple(device_checks),
+        bridge_version=__version__, notes=() if generated else (f"inputs from {options.inputs}",),
+    )
+    if reports is not None:
+        report.write_all(reports)
+    return report
+
+
+def _key(name: str, device: str) -> str:
+    return f"{name}@{device}"
+
+
+def _integrity_notes(subject: Subject) -> tuple[str, ...]:
+    if subject.factory or not subject.path.exists():
+        return ()
+    digest, _ = sha256_of(subject.path)
+    if digest != subject.expected_sha256:
+        return (f"{subject.path} changed since convert (sha256 {digest[:12]} != manifest {subject.expected_sha256[:12]})",)
+    return ()
+
+
+def _run_one(slot: Slot, feeds_path: Path, tmp: Path, samples: int, options: VerifyOptions,
+             notes: tuple[str, ...]) -> tuple[Representation, dict[str, np.ndarray] | None]:
+    subject, device, runner = slot.subject, slot.device, slot.runner
+
+    def row(status: str, **more: Any) -> Representation:
+        return Representation(slot.name, subject.format.value, device, runner.runtime, subject.location, status,
+                              notes=notes, **more)
+
+    if device not in runner.devices:
+        return row(UNAVAILABLE, error=f"{device}: not available ({runner.runtime} runs on {', '.join(runner.devices)} only)"), None
+    if device != "cpu" and not cuda_present():
+        return row(UNAVAILABLE, error=f"{device}: not available (no NVIDIA driver on this machine)"), None
+    missing = runner.missing()
+    if missing:
+        return row(ERROR, error=f"the {runner.runtime} runtime needs {', '.join(missing)}: pip install 'bridge[{runner.extra}]'"), None
+    if subject.factory is None and not subject.path.exists():
+        return row(ERROR, error=f"{subject.path}: missing; convert again"), None
+    out_path = tmp / f"{slot.name.replace(':', '_')}.{device}.outputs.npz"
+    stage = f"run {slot.name} on {device}"
+    try:
+        result = run_isolated(RunRequest(
+            runner, subject.path, device, feeds_path, out_path, samples, options.latency_runs, options.warmup,
+            input_specs=_concrete(subject.signature), factory=subject.factory,
+            trust_pickle=options.trust_pickle, trust_code=options.trust_code,
+        ), stage=stage, timeout=options.timeout, hide_gpu=device == "cpu")
+    except DeviceUnavailableError as exc:
+        return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: ")), None
+    except BridgeError as exc:
+        return row(ERROR, error=str(exc).removeprefix(f"{stage}: ")), None
+    with np.load(out_path) as data:
+        raw = {name: data[name] for name in data.files}
+    batch = next((int(s.shape[0]) for s in subject.signature.inputs if s.shape and isinstance(s.shape[0], int)), 1)
+    latency = LatencyStats.from_ns(result.latency_ns, batch) if result.latency_ns else None
+    return row(OK, latency=latency, provider=result.provider), _outputs_in_source_layout(subject, raw, samples)
+
+
+def _concrete(signature: Signature) -> tuple[Any, ...]:
+    """Input specs with symbolic dimensions set to 1, for runtimes that need shapes (TorchScript)."""
+    from bridge.signature import TensorSpec
+
+    return tuple(TensorSpec(s.name, tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype)
+                 for s in signature.inputs)
+
+
+def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, np.ndarray],
+             actual: Mapping[str, np.ndarray], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
+    drifts = []
+    for spec in source.outputs:
+        dtype = "float16" if precision == "float16" else spec.dtype
+        tolerance = rules.for_output(spec.name, dtype)
+        if spec.name not in expected or spec.name not in actual:
+            missing = dst.name if spec.name not in actual else src.name
+            drifts.append(missing_output(spec.name, tolerance, f"{missing} has no output for source output {spec.name!r}"))
+            continue
+        drifts.append(compare_output(spec.name, expected[spec.name], actual[spec.name], tolerance))
+    return Comparison(kind, src.name, dst.name, device, tuple(drifts))
+
+
+def _compare_all(slots: Sequence[Slot], outputs: Mapping[str, dict[str, np.ndarray]], source: Signature,
+                 rules: ToleranceRules) -> tuple[list[Comparison], list[Comparison], list[Comparison]]:
+    hops, cumulative, device_checks = [], [], []
+    primary = {(s.subject.name, s.device): s for s in slots if s.primary}
+    for slot in slots:
+        mine = outputs.get(_key(slot.name, slot.device))
+        if mine is None:
+            continue
+        subject, device = slot.subject, slot.device
+        parent_name = subject.parent if slot.primary else subject.name  # a second runtime is checked against the first
+        parent = primary.get((parent_name, device)) if parent_name is not None else None
+        if parent is not None and parent is not slot:
+            expected = outputs.get(_key(parent.name, device))
+            precision = "float16" if "float16" in (subject.precision, parent.subject.precision) else "float32"
+            if expected is not None:
+                hops.append(_compare("hop", parent, slot, device, expected, mine, source, rules, precision))
+        origin = primary.get((SOURCE, device))
+        if origin is not None and subject.name not in (SOURCE, EAGER):
+            expected = outputs.get(_key(origin.name, device))
+            if expected is not None:
+                cumulative.append(_compare("cumulative", origin, slot, device, expected, mine, source, rules,
+                                           subject.precision))
+        if device != "cpu":
+            cpu = outputs.get(_key(slot.name, "cpu"))
+            if cpu is not None:
+                device_checks.append(_compare("device", slot, slot, device, cpu, mine, source, rules, subject.precision))
+    return hops, cumulative, device_checks
