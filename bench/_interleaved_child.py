@@ -6,11 +6,11 @@ OUT_DIR is a ``bridge convert`` output, NAME a representation as verify names it
 tflite, tf), INPUTS.npz the source inputs verify saved, SPECS.json that representation's input
 specs from the manifest (for the independent side's own feeds).
 
-Bridge side, bridge's own code path as ``bridge verify`` runs it (``run_task``): feeds built by
-``bridge.verify.run._feeds`` and round-tripped through an .npz, the runner opened with
-``open_runner(fmt, path, LoadOptions(device="cpu", input_specs=...))``, every sample run once, then
-sample 0 timed with ``bridge.verify.timing.measure(runner.run, feeds, runner.synchronize,
-warmup=WARMUP, runs=BLOCK_RUNS)``.
+Bridge side, bridge's own code path as ``bridge verify`` runs it (``bridge.steps.run_samples``):
+feeds built by ``bridge.verification.run.feeds_for`` and round-tripped through an .npz, the runner
+opened with ``open_runner(fmt, path, LoadOptions(device="cpu", input_specs=...))``, every sample
+run once, then sample 0 timed with ``bridge.verification.timing.measure(runner.run, feeds,
+runner.synchronize, warmup=WARMUP, runs=BLOCK_RUNS)``.
 
 Independent side, no bridge code: the artifact loaded again by the plain runtime API and its call
 timed with time.perf_counter_ns (``_timing_child.make_call``), after the same warm-up.
@@ -39,22 +39,25 @@ def main(out_dir: str, name: str, inputs_path: str, specs_path: str, warmup: str
          block_runs: str, pause: str) -> None:
     from bridge.manifest import Manifest
     from bridge.runtimes.base import LoadOptions, open_runner
-    from bridge.verify.run import _feeds, _input_specs, _subjects
-    from bridge.verify.timing import LatencyStats, measure
+    from bridge.inputs import write_npz
+    from bridge.signature import TensorSpec
+    from bridge.verification.run import feeds_for as bridge_feeds_for
+    from bridge.verification.run import subjects_of
+    from bridge.verification.timing import LatencyStats, measure
 
     warmup_n, blocks_n, runs_n, pause_s = int(warmup), int(blocks), int(block_runs), float(pause)
-    subject = next(s for s in _subjects(Manifest.read(Path(out_dir)), Path(out_dir)) if s.name == name)
+    subject = next(s for s in subjects_of(Manifest.read(Path(out_dir)), Path(out_dir)) if s.name == name)
     with np.load(inputs_path) as data:
         source_inputs = {k: data[k] for k in data.files}
     samples = next(iter(source_inputs.values())).shape[0]
 
     # Bridge: what verify writes for this representation and what run_task does with it.
-    specs = _input_specs(subject.signature)
-    options = LoadOptions(device="cpu", input_specs={k: (tuple(v[0]), str(v[1])) for k, v in specs.items()})
-    runner = open_runner(subject.format, Path(subject.location), options)
+    specs = tuple(TensorSpec(s.name, tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype)
+                  for s in subject.signature.inputs)
+    runner = open_runner(subject.format, Path(subject.location), LoadOptions(device="cpu", input_specs=specs))
     with tempfile.TemporaryDirectory(prefix="bench-interleaved-") as tmp:
         feeds_path = Path(tmp, "feeds.npz")
-        np.savez(feeds_path, **_feeds(subject, source_inputs))
+        write_npz(feeds_path, bridge_feeds_for(subject, source_inputs))
         with np.load(feeds_path) as data:
             feeds_all = {k: data[k] for k in data.files}
     for i in range(samples):

@@ -63,7 +63,7 @@ PARENT_PROBE = textwrap.dedent('''
 
 
 def _phases(stdout: str, marker: str) -> object:
-    line = next(l for l in stdout.splitlines() if l.startswith(marker + " "))
+    line = next(text for text in stdout.splitlines() if text.startswith(marker + " "))
     return json.loads(line[len(marker) + 1:])
 
 

@@ -5,14 +5,14 @@ per repetition:
 
 1. DECISIVE, in-process interleaved (bench/_interleaved_child.py, one process per representation):
    bridge's own path (``open_runner(fmt, path, LoadOptions(device="cpu", input_specs=...))``, feeds
-   as verify builds them, ``bridge.verify.timing.measure(runner.run, feeds, runner.synchronize,
+   as verify builds them, ``bridge.verification.timing.measure(runner.run, feeds, runner.synchronize,
    warmup=W, runs=BLOCK_RUNS)``) and an independent perf_counter_ns loop of the raw runtime call
    written here without bridge (its own load: plain onnxruntime ``session.run``, the LiteRT
    signature runner, the SavedModel's ``serving_default``, ``torch.export.load(...).module()``
    under no_grad), alternating BLOCKS pairs of blocks in the same process, PAUSE seconds before
    each block. p50 of each side's pooled samples and their ratio.
 2. For information only, CROSS-PROCESS (subject to per-process variance): the p50 from a real
-   ``bridge.verify.run.verify(dir, devices=("cpu",), samples=2, latency_runs=RUNS)`` vs the
+   ``bridge.verification.run.verify(dir, devices=("cpu",), samples=2, latency_runs=RUNS)`` vs the
    independent loop in its own fresh process (bench/_timing_child.py).
 
 Requirement: |bridge/independent - 1| <= 0.15 for the median over the repetitions of the in-process
@@ -69,7 +69,7 @@ def _specs_file(rep: dict[str, object], work: Path) -> Path:
 def _cross_process_p50(rep: dict[str, object], inputs: Path, work: Path, warmup: int, runs: int) -> float:
     _, proc = timed_run([PYTHON, str(CROSS_CHILD), str(rep["format"]), str(rep["path"]), str(inputs),
                          str(_specs_file(rep, work)), str(warmup), str(runs)], env={**os.environ, **CHILD_ENV})
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("P50_MS "))
+    line = next(text for text in proc.stdout.splitlines() if text.startswith("P50_MS "))
     return float(line.split()[1])
 
 
@@ -78,7 +78,7 @@ def _interleaved(out: Path, rep: dict[str, object], inputs: Path, work: Path, wa
     _, proc = timed_run([PYTHON, str(INTERLEAVED_CHILD), str(out), str(rep["name"]), str(inputs),
                          str(_specs_file(rep, work)), str(warmup), str(blocks), str(block_runs), str(pause)],
                         env={**os.environ, **CHILD_ENV}, cwd=ROOT)
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(text for text in proc.stdout.splitlines() if text.startswith("RESULT "))
     result: dict[str, object] = json.loads(line.removeprefix("RESULT "))
     if not result["same_feeds"]:
         raise RuntimeError(f"{rep['name']}: bridge's feeds and the independent loop's feeds differ")
@@ -92,7 +92,7 @@ def _miss(name: str, key: str, fmt: object, error: str) -> dict[str, object]:
 def run_model(name: str, work: Path, reps: int, runs: int, blocks: int, block_runs: int,
               pause: float) -> list[dict[str, object]]:
     from bridge import defaults
-    from bridge.verify.run import verify
+    from bridge.verification.run import verify
     from bridge.zoo.export import export
 
     model_dir = work / name
@@ -148,7 +148,7 @@ def run_model(name: str, work: Path, reps: int, runs: int, blocks: int, block_ru
             continue
         b = [float(r["bridge_p50_ms"]) for r in inproc[key]]
         ind = [float(r["independent_p50_ms"]) for r in inproc[key]]
-        ratios = [x / y for x, y in zip(b, ind)]
+        ratios = [x / y for x, y in zip(b, ind, strict=False)]
         ratio = median(ratios)
         v, c = verify_p50[key], cross_p50[key]
         rows.append({

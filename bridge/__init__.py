@@ -41,7 +41,11 @@ _EXPORTS = {
     "HopError": "bridge.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__", "convert", "Conversion", "ProgressEvent", "verify", "Report", "ReportPaths", "ConvertOptions",
+    "VerifyOptions", "Manifest", "Artifact", "Source", "Format", "Signature", "TensorSpec", "BridgeError", "UserError",
+    "InputError", "HopError",
+]
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion, ProgressEvent, convert

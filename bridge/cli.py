@@ -33,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class BridgeGroup(click.Group):
     """click's group, with usage errors written the way bridge writes every error: one line, exit 2."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
@@ -67,7 +67,7 @@ def _user_errors(debug: bool) -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
-def _debug_option(func: F) -> F:
+def _debug_option[F: Callable[..., Any]](func: F) -> F:
     return click.option("--debug", is_flag=True, help="Show tracebacks and converter output on errors.")(func)
 
 
@@ -114,13 +114,17 @@ def main() -> None:
     """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and verify them with numbers."""
 
 
-def _convert_options(func: F) -> F:
+def _convert_options[F: Callable[..., Any]](func: F) -> F:
     options = [
-        click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Output directory (default: MODEL.bridge beside the model)."),
-        click.option("--from", "from_format", type=FormatList(allow_all=False), help="Source format when the file name does not tell."),
-        click.option("--via", type=FormatList(allow_all=False), help="Force the route through these formats, comma-separated (e.g. onnx,tf)."),
+        click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+                     help="Output directory (default: MODEL.bridge beside the model)."),
+        click.option("--from", "from_format", type=FormatList(allow_all=False),
+                     help="Source format when the file name does not tell."),
+        click.option("--via", type=FormatList(allow_all=False),
+                     help="Force the route through these formats, comma-separated (e.g. onnx,tf)."),
         click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset for hops that write ONNX."),
-        click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True, help="NAME:1,3,224,224 for TorchScript/module sources (repeatable)."),
+        click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True,
+                     help="NAME:1,3,224,224 for TorchScript/module sources (repeatable)."),
         click.option("--example-inputs", type=click.Path(path_type=Path), help=".npz of example inputs keyed by input name."),
         click.option("--dynamic-batch", is_flag=True, help="Keep the batch dimension symbolic where the hops allow it."),
         click.option("--fp16", is_flag=True, help="Also write float16 TFLite."),
@@ -192,7 +196,8 @@ def _print_conversion(conversion: Conversion) -> None:
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output.")
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output.")
 @click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable).")
-@click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True, help="Timed runs per representation.")
+@click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True,
+              help="Timed runs per representation.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Write a Markdown summary here.")

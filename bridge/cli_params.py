@@ -13,7 +13,7 @@ import click
 from bridge.errors import InputError
 
 
-class FormatList(click.ParamType):
+class FormatList(click.ParamType[str]):
     """``tflite``, ``onnx,tf`` or (with `allow_all`) ``all``: a tuple of format names, checked."""
 
     name = "FORMATS"
@@ -21,12 +21,11 @@ class FormatList(click.ParamType):
     def __init__(self, allow_all: bool = True) -> None:
         self.allow_all = allow_all
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
-            return value
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from bridge.formats import Format
 
-        names = [v.strip().lower() for v in value.split(",") if v.strip()]
+
+        names = [v.strip().lower() for v in str(value).split(",") if v.strip()]
         if not names:
             self.fail("give at least one format", param, ctx)
         if self.allow_all and names == ["all"]:
@@ -37,31 +36,32 @@ class FormatList(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class InputShape(click.ParamType):
+class InputShape(click.ParamType[tuple[str, tuple[int, ...]]]):
     """``NAME:1,3,224,224`` -> ``(name, (1, 3, 224, 224))``."""
 
     name = "NAME:D0,D1,..."
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, tuple[int, ...]]:
+        if isinstance(value, tuple):
             return value
         from bridge.inputs import parse_input_shape
 
+
         try:
-            return parse_input_shape(value)
+            return parse_input_shape(str(value))
         except InputError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class OutputTolerance(click.ParamType):
+class OutputTolerance(click.ParamType[tuple[str, float]]):
     """``OUTPUT=ATOL`` -> ``(output, atol)``."""
 
     name = "OUTPUT=ATOL"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, float]:
+        if isinstance(value, tuple):
             return value
-        name, sep, number = value.partition("=")
+        name, sep, number = str(value).partition("=")
         try:
             atol = float(number)
         except ValueError:

@@ -167,10 +167,10 @@ def detect(path: Path) -> Format:
     if found:
         return found[0]
     if path.is_dir():
-        markers = ", ".join(s.marker for s in FORMATS.values() if s.marker)
+        markers = " or ".join(s.marker for s in FORMATS.values() if s.marker)
         raise InputError(
-            f"{path}: a directory but not a model directory (none of {markers} inside); "
-            "point at a SavedModel directory or a model file"
+            f"{path}: a directory but not a SavedModel or another model directory (no {markers} inside); "
+            "point at a model directory or a model file"
         )
     known = ", ".join(sorted(s for spec in FORMATS.values() for s in spec.suffixes))
     raise InputError(

@@ -12,9 +12,10 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bridge.errors import InputError
 from bridge.signature import Signature, TensorSpec
@@ -40,12 +41,13 @@ class ExampleInputs:
             raise InputError(f"{origin}: {len(self.specs)} inputs given but {model} takes {len(signature.inputs)} ({expected})")
         for given, spec in zip(self.specs, signature.inputs, strict=True):
             if self.named and given.name != spec.name:
-                raise InputError(f"{origin}: input {given.name!r} is not an input of {model}; its inputs are {', '.join(s.name for s in signature.inputs)}")
+                names = ", ".join(s.name for s in signature.inputs)
+                raise InputError(f"{origin}: input {given.name!r} is not an input of {model}; its inputs are {names}")
             _check_fits(origin, given.name, tuple(int(d) for d in given.shape if isinstance(d, int)), given.dtype, spec)
 
 
 def _check_fits(origin: str, name: str, shape: Sequence[int], dtype: str, spec: TensorSpec) -> None:
-    if len(shape) != spec.rank or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
+    if len(shape) != spec.rank or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)):
         raise InputError(f"{origin}: input {name!r} has shape {list(shape)} but the model expects {list(spec.shape)}; fix the file")
     if _kind(dtype) != _kind(spec.dtype):
         raise InputError(f"{origin}: input {name!r} is {dtype} but the model expects {spec.dtype}; save it as {spec.dtype}")
@@ -66,7 +68,7 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return match["name"], shape
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
+def load_npz(path: Path) -> dict[str, NDArray[Any]]:
     """Read an ``.npz`` without pickles; InputError for anything else."""
     if not path.is_file():
         raise InputError(f"{path}: no such inputs file")
@@ -113,24 +115,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_npz(arrays: Mapping[str, np.ndarray], path: Path) -> str:
+def write_npz(target: Path | BinaryIO, arrays: Mapping[str, NDArray[Any]]) -> None:
+    """``numpy.savez`` of named arrays (no pickles: object arrays are refused by the reader)."""
+    np.savez(target, **arrays)  # type: ignore[arg-type]  # numpy's stub reserves allow_pickle among **kwds
+
+
+def save_npz(arrays: Mapping[str, NDArray[Any]], path: Path) -> str:
     """Save `arrays` as an ``.npz`` atomically (creating its directory); return the file's sha256."""
     from bridge.staging import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    atomic_write(path, lambda handle: write_npz(handle, arrays))
     return file_sha256(path)
 
 
 def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
-             int_highs: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+             int_highs: Mapping[str, int] | None = None) -> dict[str, NDArray[Any]]:
     """Reproducible inputs for every source input: ``[samples, *shape]`` arrays.
 
     Floats are standard normal; integers are uniform in ``[0, high)`` where high is the
     model's embedding size when known (`int_highs`), else `int_high`; symbolic dims become 1.
     """
     rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, NDArray[Any]] = {}
     for spec in signature.inputs:
         shape = (samples, *[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape])
         dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
@@ -144,7 +151,7 @@ def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
     return out
 
 
-def check_inputs(arrays: Mapping[str, np.ndarray], signature: Signature, origin: Path) -> dict[str, np.ndarray]:
+def check_inputs(arrays: Mapping[str, NDArray[Any]], signature: Signature, origin: Path) -> dict[str, NDArray[Any]]:
     """Validate a verify inputs file (leading sample axis) against the source signature."""
     expected = {s.name for s in signature.inputs}
     missing, extra = expected - set(arrays), set(arrays) - expected

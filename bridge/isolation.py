@@ -19,12 +19,10 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bridge import errors, records
 from bridge.messages import REQUESTS, StepError, StepRequest
-
-R = TypeVar("R")
 
 LOG_TAIL_LINES = 25
 
@@ -42,7 +40,7 @@ def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_isolated(
+def run_isolated[R](
     request: StepRequest[R],
     *,
     stage: str,

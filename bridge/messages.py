@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar
 
 from bridge.formats import Format, RunnerSpec
+from bridge.inputs import ExampleInputs
 from bridge.manifest import Tool
 from bridge.options import ConvertOptions
 from bridge.registry import HopSpec
 from bridge.signature import Signature, TensorSpec
 
-R = TypeVar("R")
 
-
-class StepRequest(Generic[R]):
+class StepRequest[R]:
     """A request for one child step; `response` is the record type the child answers with."""
 
     task: ClassVar[str]
@@ -72,7 +71,7 @@ class MaterializeResponse:
     format: Format
     kind: str
     """How the model was saved: ``exported_program``, ``torchscript``, ``keras``."""
-    input_specs: tuple[TensorSpec, ...] | None = None
+    example_inputs: ExampleInputs | None = None
     """The example inputs used (from the request, or the factory's own ``example_inputs``)."""
     note: str | None = None
 
@@ -85,7 +84,7 @@ class MaterializeRequest(StepRequest[MaterializeResponse]):
     response: ClassVar[type[Any]] = MaterializeResponse
     reference: str
     out_dir: Path
-    input_specs: tuple[TensorSpec, ...] | None = None
+    example_inputs: ExampleInputs | None = None
     dynamic_batch: bool = False
     torchscript: bool = False
     """Trace a PyTorch module to TorchScript (for the TorchScript exporter) instead of torch.export."""

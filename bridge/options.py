@@ -59,7 +59,8 @@ class ConvertOptions:
     @classmethod
     def build(cls, base: ConvertOptions | None = None, **changes: Any) -> Self:
         """`base` (or the defaults) with `changes` applied; None values leave a field as it is."""
-        return _build(cls, base, changes)
+        built: Self = _build(cls, base, changes)
+        return built
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class VerifyOptions:
     @classmethod
     def build(cls, base: VerifyOptions | None = None, **changes: Any) -> Self:
         """`base` (or the defaults) with `changes` applied; None values leave a field as it is."""
-        return _build(cls, base, changes)
+        built: Self = _build(cls, base, changes)
+        return built
 
 
 def _build(cls: type[Any], base: Any, changes: Mapping[str, Any]) -> Any:

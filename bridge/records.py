@@ -52,7 +52,7 @@ def to_json(value: Any) -> JSON:
     raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
-def from_json(cls: type[T], data: JSON, path: str = "") -> T:
+def from_json[T](cls: type[T], data: JSON, path: str = "") -> T:
     """Read `data` into the record type `cls`, checking every field against its annotation."""
     value: T = _read(cls, data, path)
     return value
@@ -101,10 +101,11 @@ def _read_union(annotation: Any, data: JSON, path: str) -> Any:
         if type(None) in options:
             return None
         raise RecordError(path, "is missing (null)")
+    choices = [option for option in options if option is not type(None)]
+    if len(choices) == 1:  # an optional field: the inner error names the exact place
+        return _read(choices[0], data, path)
     problems = []
-    for option in options:
-        if option is type(None):
-            continue
+    for option in choices:
         try:
             return _read(option, data, path)
         except RecordError as exc:

@@ -78,7 +78,7 @@ def plan(
             raise UnsupportedRouteError("--via forces one chain: give a single --to format with it")
         chain = (source, *via, targets[0])
         hops: list[HopSpec] = []
-        for src, dst in zip(chain, chain[1:]):
+        for src, dst in zip(chain, chain[1:], strict=False):
             hop = registry.get(src, dst)
             if hop is None:
                 raise UnsupportedRouteError(

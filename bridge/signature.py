@@ -124,7 +124,7 @@ class Signature:
         def tie(mine: tuple[TensorSpec, ...], theirs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
             if len(mine) != len(theirs):
                 return mine
-            return tuple(replace(m, source_name=t.source_name) for m, t in zip(mine, theirs))
+            return tuple(replace(m, source_name=t.source_name) for m, t in zip(mine, theirs, strict=False))
 
         return Signature(tie(self.inputs, source.inputs), tie(self.outputs, source.outputs))
 

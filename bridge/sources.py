@@ -243,16 +243,12 @@ class FactoryResolver(SourceResolver):
         context.notify("start", "materialize", 0.0)
         started = time.perf_counter()
         response = run_isolated(
-            MaterializeRequest(identified.reference, context.stage / "source",
-                               context.specs.specs if context.specs else None, context.options.dynamic_batch,
+            MaterializeRequest(identified.reference, context.stage / "source", context.specs, context.options.dynamic_batch,
                                torchscript=context.options.torch_exporter == "torchscript"),
             stage="materialize", timeout=context.options.timeout, hide_gpu=True,
         )
         context.notify("done", "materialize", time.perf_counter() - started)
-        specs = context.specs
-        if specs is None and response.input_specs:
-            specs = ExampleInputs(response.input_specs, origin=identified.reference)
-        return response.path, response.format, response.kind, response.note, specs
+        return response.path, response.format, response.kind, response.note, context.specs or response.example_inputs
 
 
 class LiveObjectResolver(SourceResolver):

@@ -7,7 +7,7 @@ returns its typed response; frameworks are imported here, through the hops and r
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import DeviceUnavailableError
 from bridge.messages import (
@@ -25,6 +25,9 @@ from bridge.messages import (
     ZooExportRequest,
     ZooExportResponse,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 
 def run(request: StepRequest[Any]) -> Any:
@@ -71,7 +74,7 @@ def materialize(request: MaterializeRequest) -> MaterializeResponse:
     from bridge.sources import factory_example_inputs, load_factory
 
     model = load_factory(request.reference)
-    specs = request.input_specs or factory_example_inputs(request.reference)
+    specs = request.example_inputs or factory_example_inputs(request.reference)
     return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript)
 
 
@@ -92,6 +95,7 @@ def run_samples(request: RunRequest) -> RunResponse:
     """Run every sample through one representation, save its outputs, then time the first sample."""
     import numpy as np
 
+    from bridge.inputs import write_npz
     from bridge.runtimes.base import LoadOptions
     from bridge.runtimes.registry import load_runner_class
     from bridge.verification.timing import measure
@@ -105,14 +109,14 @@ def run_samples(request: RunRequest) -> RunResponse:
     try:
         with np.load(request.inputs) as data:
             feeds_all = {name: data[name] for name in data.files}
-        outputs: dict[str, np.ndarray] = {}
+        outputs: dict[str, NDArray[Any]] = {}
         for i in range(request.samples):
             result = runner.run({name: array[i] for name, array in feeds_all.items()})
             for name, value in result.items():
                 outputs[f"{i}/{name}"] = np.asarray(value)
         first = {name: array[0] for name, array in feeds_all.items()}
         latencies = measure(runner.run, first, runner.synchronize, warmup=request.warmup, runs=request.runs)
-        np.savez(request.outputs, **outputs)
+        write_npz(request.outputs, outputs)
         return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider)
     finally:
         runner.close()

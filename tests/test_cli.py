@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 FRAMEWORKS = ("torch", "tensorflow", "onnx", "onnxruntime", "onnx2tf", "tf2onnx", "keras", "onnx2torch")
 
@@ -16,7 +19,7 @@ def bridge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 
 def test_import_cli_leaves_frameworks_out() -> None:
-    code = "import sys, bridge.cli, bridge.registry, bridge.route; print([m for m in %r if m in sys.modules])" % (FRAMEWORKS,)
+    code = f"import sys, bridge.cli, bridge.registry, bridge.route; print([m for m in {FRAMEWORKS!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -36,11 +39,17 @@ def test_help_and_formats_import_no_framework_and_are_fast() -> None:
         assert elapsed < 2.0  # generous for a loaded CI box; bench/ measures the real figure
 
 
-def test_formats_lists_every_hop_as_usable() -> None:
+def test_formats_lists_every_hop_and_runtime_as_usable() -> None:
+    from bridge.registry import DEFAULT_REGISTRY
+    from bridge.runtimes.registry import DEFAULT_RUNNERS
+
     result = bridge("formats")
     assert result.returncode == 0
-    for hop in ("torch->onnx", "onnx->tflite", "onnx->tf", "onnx->torch", "tf->onnx", "keras->onnx", "tflite->onnx", "tf->tflite"):
-        assert any(line.split()[0] == hop and line.endswith("ok") for line in result.stdout.splitlines()), hop
+    lines = [line.split() for line in result.stdout.splitlines()]
+    for hop in DEFAULT_REGISTRY:
+        assert any(words[0] == hop.name and words[-1] == "ok" for words in lines), hop.name
+    for runner in DEFAULT_RUNNERS:
+        assert any(words[:2] == [runner.format.value, runner.runtime] and words[-1] == "ok" for words in lines), runner
 
 
 def test_missing_model_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -78,10 +87,16 @@ def test_python_dash_m_and_version() -> None:
     assert result.returncode == 0 and "bridge" in result.stdout
 
 
-def test_convert_json_prints_manifest(converted_cnn: Path) -> None:
-    manifest = json.loads((converted_cnn / "manifest.json").read_text())
-    assert manifest["schema"] == "bridge.manifest/1"
-    assert [a["format"] for a in manifest["artifacts"]][:1] == ["onnx"]
+@pytest.mark.slow
+def test_convert_json_prints_the_manifest_it_wrote(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    out = tmp_path / "mlp.bridge"
+    result = bridge("convert", str(zoo_model("mlp")), "--to", "onnx", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert printed == json.loads((out / "manifest.json").read_text())
+    assert printed["schema"] == "bridge.manifest/1"
+    assert [a["format"] for a in printed["artifacts"]] == ["onnx"]
+    assert result.stderr == ""  # --json silences progress
 
 
 def test_cli_reference_is_generated_from_the_commands() -> None:

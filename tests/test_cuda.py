@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.verify.run import cuda_present
+from bridge.verification.run import cuda_present
 from tests.conftest import run_bridge
 
 pytestmark = [

@@ -1,13 +1,16 @@
 """Every hop converts a small model, and each artifact, run in its own runtime, matches the source.
 
-Tolerance: 1e-4 max abs against the source (cumulative) and against the parent (per hop).
+Tolerance: 1e-4 max abs against the source (cumulative) and against the parent (per hop). The
+conversions are made once per module by `runs`, so each test here also passes when run alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,60 +20,68 @@ from tests.conftest import run_bridge
 pytestmark = pytest.mark.slow
 
 
-def _verify(directory: Path, tmp_path: Path) -> dict:
-    report_path = tmp_path / "report.json"
+@dataclass(frozen=True)
+class Run:
+    """One conversion folder, verified on CPU: its manifest and its report."""
+
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+
+    def hops_compared(self) -> set[str]:
+        """The hops whose artifacts were compared against their parent, by the manifest's hop names."""
+        by_key = {a["format"] + ("" if a["precision"] == "float32" else "-" + a["precision"]): a
+                  for a in self.manifest["artifacts"]}
+        return {by_key[h["dst"]]["hop"] for h in self.report["hops"] if h["dst"] in by_key}
+
+
+def _verify(directory: Path, work: Path) -> Run:
+    report_path = work / f"{directory.name}.report.json"
     result = run_bridge("verify", str(directory), "--device", "cpu", "--samples", "4", "--latency-runs", "3",
                         "--json", str(report_path), "--quiet")
     report = json.loads(report_path.read_text())
-    assert result.returncode == report["exit_code"], result.stderr
-    return report
+    assert result.returncode == 0 == report["exit_code"], result.stderr
+    return Run(json.loads((directory / "manifest.json").read_text()), report)
 
 
-def _hops_seen(report: dict, manifest: dict) -> set[str]:
-    by_key = {a["format"] + ("" if a["precision"] == "float32" else "-" + a["precision"]): a for a in manifest["artifacts"]}
-    return {by_key[h["dst"]]["hop"] for h in report["hops"]}
+@pytest.fixture(scope="module")
+def runs(converted_cnn: Path, converted_keras: Path, convert_once: Callable[..., Path],
+         tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    work = tmp_path_factory.mktemp("hops")
+    made = {"cnn": _verify(converted_cnn, work), "keras": _verify(converted_keras, work)}
+    for label, source in (("from_tflite", converted_cnn / "tflite" / "model.tflite"),
+                          ("from_saved_model", converted_cnn / "tf" / "saved_model")):
+        made[label] = _verify(convert_once(source, "--to", "onnx"), work)
+    return made
 
 
-def _assert_within(report: dict) -> None:
-    for comparison in report["hops"] + report["cumulative"]:
+def _assert_every_artifact_within(run: Run) -> None:
+    """Each artifact ran, was compared with its parent and with the source, and stayed within 1e-4."""
+    keys = {a["format"] + ("" if a["precision"] == "float32" else "-" + a["precision"]) for a in run.manifest["artifacts"]}
+    assert {r["name"] for r in run.report["representations"] if r["status"] == "ok"} >= keys | {"source"}
+    assert {c["dst"] for c in run.report["hops"]} >= keys
+    assert {c["dst"] for c in run.report["cumulative"]} >= keys
+    for comparison in run.report["hops"] + run.report["cumulative"]:
         for output in comparison["outputs"]:
             assert output["max_abs"] is not None and output["max_abs"] < 1e-4, (comparison["src"], comparison["dst"], output)
         assert comparison["passed"]
 
 
-@pytest.fixture(scope="module")
-def seen_hops() -> set[str]:
-    return set()
+def test_torch_source_every_format(runs: dict[str, Run]) -> None:
+    assert {a["format"] for a in runs["cnn"].manifest["artifacts"]} == {"onnx", "tf", "tflite"}
+    _assert_every_artifact_within(runs["cnn"])
 
 
-def test_torch_source_every_format(converted_cnn: Path, tmp_path: Path, seen_hops: set[str]) -> None:
-    report = _verify(converted_cnn, tmp_path)
-    manifest = json.loads((converted_cnn / "manifest.json").read_text())
-    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tf", "tflite"}
-    _assert_within(report)
-    assert report["passed"]
-    seen_hops |= _hops_seen(report, manifest)
+def test_keras_source_every_format(runs: dict[str, Run]) -> None:
+    assert {a["format"] for a in runs["keras"].manifest["artifacts"]} == {"onnx", "tf", "tflite", "torch"}
+    _assert_every_artifact_within(runs["keras"])
 
 
-def test_keras_source_every_format(converted_keras: Path, tmp_path: Path, seen_hops: set[str]) -> None:
-    report = _verify(converted_keras, tmp_path)
-    manifest = json.loads((converted_keras / "manifest.json").read_text())
-    assert {a["format"] for a in manifest["artifacts"]} == {"onnx", "tf", "tflite", "torch"}
-    _assert_within(report)
-    seen_hops |= _hops_seen(report, manifest)
+def test_tflite_and_savedmodel_sources_to_onnx(runs: dict[str, Run]) -> None:
+    for label in ("from_tflite", "from_saved_model"):
+        assert [a["format"] for a in runs[label].manifest["artifacts"]] == ["onnx"]
+        _assert_every_artifact_within(runs[label])
 
 
-def test_tflite_and_savedmodel_sources_to_onnx(converted_cnn: Path, convert_once: Callable[..., Path],
-                                              tmp_path: Path, seen_hops: set[str]) -> None:
-    for source in (converted_cnn / "tflite" / "model.tflite", converted_cnn / "tf" / "saved_model"):
-        out = convert_once(source, "--to", "onnx")
-        report = _verify(out, tmp_path)
-        manifest = json.loads((out / "manifest.json").read_text())
-        _assert_within(report)
-        seen_hops |= _hops_seen(report, manifest)
-
-
-def test_every_registered_hop_was_exercised(seen_hops: set[str]) -> None:
-    if not seen_hops:
-        pytest.skip("run with the conversions above")
-    assert {h.name for h in DEFAULT_REGISTRY} <= seen_hops
+def test_every_registered_hop_was_exercised(runs: dict[str, Run]) -> None:
+    seen = set().union(*(run.hops_compared() for run in runs.values()))
+    assert {h.name for h in DEFAULT_REGISTRY} <= seen, {h.name for h in DEFAULT_REGISTRY} - seen

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from bridge.errors import HopError
+from bridge.formats import Format
 from bridge.isolation import run_isolated
+from bridge.messages import InspectRequest
+from bridge.runtimes.registry import DEFAULT_RUNNERS
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +49,7 @@ def _hop_steps(parent: int, hop: str) -> list[int]:
 
 
 def _run_steps(parent: int, fmt: str) -> list[int]:
-    return _steps(parent, "run", lambda request: request["format"] == fmt)
+    return _steps(parent, "run", lambda request: request["runner"]["format"] == fmt)
 
 
 def test_a_crashing_hop_is_reported_and_the_run_goes_on(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
@@ -73,7 +76,8 @@ def test_a_crashing_hop_is_reported_and_the_run_goes_on(zoo_model: Callable[[str
 def test_a_step_past_its_timeout_is_stopped(zoo_model: Callable[[str], Path]) -> None:
     started = time.monotonic()
     with pytest.raises(HopError, match="gave up after 0.2 s"):
-        run_isolated("inspect", {"format": "torch", "path": str(zoo_model("mlp"))}, stage="load torch", timeout=0.2)
+        run_isolated(InspectRequest(DEFAULT_RUNNERS.primary(Format.TORCH), zoo_model("mlp")), stage="load torch",
+                     timeout=0.2)
     assert time.monotonic() - started < 30
 
 

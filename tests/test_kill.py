@@ -221,19 +221,21 @@ def build():
 def test_a_step_killed_by_a_signal_is_that_steps_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run_isolated turns a child's SIGSEGV into a HopError naming the step; the parent goes on."""
     from bridge.errors import HopError
+    from bridge.formats import Format
     from bridge.isolation import run_isolated
+    from bridge.messages import InspectRequest, MaterializeRequest
+    from bridge.runtimes.registry import DEFAULT_RUNNERS
 
     (tmp_path / "crashing_factory.py").write_text(CRASHING_FACTORY, encoding="utf-8")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(HopError) as caught:
-        run_isolated("materialize", {"reference": "crashing_factory:build", "out_dir": str(tmp_path / "m"),
-                                     "specs": None, "dynamic_batch": False}, stage="materialize")
+        run_isolated(MaterializeRequest("crashing_factory:build", tmp_path / "m"), stage="materialize")
     assert str(caught.value) == "materialize: crashed with signal SIGSEGV"
     assert caught.value.stage == "materialize"
     # The same process runs the next step as if nothing happened.
     model = _tiny_onnx(tmp_path / "model.onnx")
-    info = run_isolated("inspect", {"format": "onnx", "path": str(model)}, stage="load onnx")
-    assert [t["name"] for t in info["signature"]["inputs"]] == ["x"]
+    info = run_isolated(InspectRequest(DEFAULT_RUNNERS.primary(Format.ONNX), model), stage="load onnx")
+    assert [t.name for t in info.signature.inputs] == ["x"]
 
 
 def test_cli_reports_a_crashed_step_in_one_line(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.formats import Format
 from bridge.isolation import run_isolated
+from bridge.messages import InspectRequest
 from bridge.pt2 import read_signature
-from bridge.signature import Signature
+from bridge.runtimes.registry import DEFAULT_RUNNERS
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +21,7 @@ def test_json_signature_matches_torch(name: str, zoo_model: Callable[[str], Path
     path = zoo_model(name)
     fast = read_signature(path)
     assert fast is not None
-    loaded = Signature.from_json(run_isolated("inspect", {"format": "torch", "path": str(path)}, stage="inspect")["signature"])
+    loaded = run_isolated(InspectRequest(DEFAULT_RUNNERS.primary(Format.TORCH), path), stage="inspect").signature
     assert fast == loaded
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bridge.verify.report import REPORT_SCHEMA
+from bridge.verification.report import REPORT_SCHEMA
 from tests.conftest import run_bridge
 
 pytestmark = pytest.mark.slow
-SCHEMA = Path(__file__).resolve().parents[1] / "bridge" / "verify" / "report_schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "bridge" / "verification" / "report_schema.json"
 
 
 def _onnx_model(path: Path, body: str) -> Path:
@@ -102,7 +102,7 @@ def test_replaying_saved_inputs_gives_identical_figures(converted_cnn: Path, tmp
     run_bridge("verify", str(converted_cnn), "--device", "cpu", "--inputs", str(inputs), "--json", str(second))
     again = json.loads(second.read_text())
     assert again["inputs"]["sha256"] == data["inputs"]["sha256"]
-    for a, b in zip(data["cumulative"], again["cumulative"]):
+    for a, b in zip(data["cumulative"], again["cumulative"], strict=False):
         assert a["dst"] == b["dst"]
         assert [o["max_abs"] for o in a["outputs"]] == [o["max_abs"] for o in b["outputs"]]
 
@@ -118,7 +118,7 @@ def test_report_json_validates_and_has_junit_and_markdown(converted_cnn: Path, t
     for rep in report["representations"]:
         assert rep["status"] == "ok" and rep["latency_ms"]["n"] == 5 and rep["latency_ms"]["p50"] > 0
     assert report["hops"][0]["tolerance"]["atol"] == pytest.approx(1e-4)
-    assert "testcase" in junit.read_text() and "| tflite | cpu |" in markdown.read_text()
+    assert "testcase" in junit.read_text() and "| tflite | litert | cpu |" in markdown.read_text()
 
 
 def test_cuda_is_reported_not_available_without_a_gpu(converted_cnn: Path, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_get_unknown_name_lists_the_zoo() -> None:
 def test_importing_zoo_loads_no_framework() -> None:
     loaded = _python("""
         import json, sys
-        import zoo, bridge.zoo.registry, bridge.zoo.export
+        import bridge.zoo, bridge.zoo.registry, bridge.zoo.export
         print(json.dumps([m for m in ("torch", "tensorflow", "keras", "onnx", "onnxruntime") if m in sys.modules]))
     """)
     assert loaded == []

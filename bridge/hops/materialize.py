@@ -28,7 +28,7 @@ def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_ba
     if fmt == Format.KERAS:
         path = out_dir / "model.keras"
         obj.save(str(path))
-        return MaterializeResponse(path, Format.KERAS, "keras", specs.specs if specs else None)
+        return MaterializeResponse(path, Format.KERAS, "keras", specs)
     raise InputError(f"the factory returned a {type(obj).__name__}, not an nn.Module or a Keras model")
 
 
@@ -54,9 +54,9 @@ def _save_torch(module: Any, out_dir: Path, specs: ExampleInputs | None, dynamic
             program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
             path = out_dir / "model.pt2"
             torch.export.save(program, str(path))
-            return MaterializeResponse(path, Format.TORCH, "exported_program", specs.specs)
+            return MaterializeResponse(path, Format.TORCH, "exported_program", specs)
         except Exception as exc:  # noqa: BLE001 - torch.export failed: TorchScript is the recorded fallback
             note = f"torch.export could not capture the module ({type(exc).__name__}); saved TorchScript (torch.jit.trace)"
     path = out_dir / "model.pt"
     torch.jit.save(torch.jit.trace(module, args), str(path))
-    return MaterializeResponse(path, Format.TORCH, "torchscript", specs.specs, note)
+    return MaterializeResponse(path, Format.TORCH, "torchscript", specs, note)

@@ -87,7 +87,8 @@ def _convert(onnx_path: Path, name: str, folder: Path, *, saved_model: bool) -> 
             f"onnx2tf could not convert {name}: {DIRECT} failed ({reason}); "
             f"{TF_CONVERTER} failed ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})"
         ) from exc
-    return Onnx2tfRun(folder, TF_CONVERTER, f"{DIRECT} could not lower the model ({reason}); used {TF_CONVERTER}", _recordable(fallback_kwargs))
+    return Onnx2tfRun(folder, TF_CONVERTER, f"{DIRECT} could not lower the model ({reason}); used {TF_CONVERTER}",
+                      _recordable(fallback_kwargs))
 
 
 def _recordable(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +113,7 @@ def _fits(parent: tuple[Dim, ...], child: tuple[Dim, ...], perm: tuple[int, ...]
     if len(parent) != len(child):
         return False
     moved = tuple(parent[p] for p in perm)
-    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(moved, child))
+    return all(not isinstance(a, int) or not isinstance(b, int) or a == b for a, b in zip(moved, child, strict=False))
 
 
 # onnx2tf leaves an input in its ONNX layout when every consumer is one of these (its lowering rule).

@@ -11,13 +11,15 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from numpy.typing import NDArray
 
 from bridge.formats import Format
 from bridge.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Runner(abc.ABC):
         """The artifact's inputs and outputs, named as the artifact names them."""
 
     @abc.abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         """Run once; feeds and outputs are keyed by the artifact's tensor names."""
 
     def synchronize(self) -> None:  # noqa: B027 - a no-op by default: only asynchronous devices wait

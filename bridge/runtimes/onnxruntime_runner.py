@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from numpy.typing import NDArray
+
 from bridge import safety
 from bridge.errors import DeviceUnavailableError, InputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -38,7 +40,8 @@ def load_onnx_checked(path: Path) -> Any:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for damaged files
-        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}); the file is damaged or truncated: export it again") from exc
+        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}); "
+                         "the file is damaged or truncated: export it again") from exc
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path}: parses as ONNX but holds no graph; the file is damaged or not ONNX")
     safety.check_onnx_external_data(model, path)
@@ -98,7 +101,8 @@ class OnnxruntimeRunner(Runner):
         load_onnx_checked(path)
         provider = _PROVIDERS.get(options.device.split(":")[0])
         if provider is None or provider not in ort.get_available_providers():
-            raise DeviceUnavailableError(f"{options.device}: not available (onnxruntime providers: {', '.join(ort.get_available_providers())})")
+            providers = ", ".join(ort.get_available_providers())
+            raise DeviceUnavailableError(f"{options.device}: not available (onnxruntime providers: {providers})")
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
         try:
@@ -110,7 +114,7 @@ class OnnxruntimeRunner(Runner):
         if used != provider:
             # ORT falls back to CPU silently when the CUDA provider cannot start; timings would lie.
             raise DeviceUnavailableError(f"{options.device}: not available ({provider} fell back to {used})")
-        self._provider = used
+        self._provider = str(used)
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     @property
@@ -126,8 +130,8 @@ class OnnxruntimeRunner(Runner):
             tuple(spec(a) for a in self.session.get_outputs()),
         )
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        return dict(zip(self._output_names, self.session.run(self._output_names, feeds), strict=False))
 
 
 def embedding_sizes(path: Path) -> dict[str, int]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from numpy.typing import NDArray
+
 from bridge import safety
 from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 SERVING_KEY = "serving_default"
 
@@ -80,7 +82,7 @@ class SavedModelRunner(_TensorflowRunner):
             TensorSpec(name, _shape(spec.shape), spec.dtype.name) for name, spec in outputs.items()
         )
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         tf = self._tf
         with tf.device(self._scope):
             result = self._fn(**{name: tf.constant(value) for name, value in feeds.items()})
@@ -102,7 +104,8 @@ def load_keras(path: Path, *, trust_code: bool) -> Any:
             raise UnsafeInputError(
                 f"{path}: the model carries Python code (a Lambda layer); pass --trust-code if you trust the file"
             ) from exc
-        raise InputError(f"{path}: Keras cannot load it ({str(exc).strip().splitlines()[0][:200]}); save it again with model.save('x.keras')") from exc
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise InputError(f"{path}: Keras cannot load it ({reason}); save it again with model.save('x.keras')") from exc
     except Exception as exc:  # noqa: BLE001 - h5py, zipfile and keras raise many types for damaged files
         reason = " ".join(str(exc).split())[:200]
         raise InputError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {reason}); "
@@ -130,7 +133,7 @@ class KerasRunner(_TensorflowRunner):
             TensorSpec(f"output_{i}", _shape(t.shape), str(t.dtype)) for i, t in enumerate(self.model.outputs)
         )
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         args = [feeds[spec.name] for spec in self._inputs]
         with self._tf.device(self._scope):
             result = self.model(args if len(args) > 1 else args[0], training=False)

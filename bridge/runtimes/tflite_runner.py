@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from numpy.typing import NDArray
+
 from bridge.errors import DeviceUnavailableError, InputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 _FLATBUFFER_ID = b"TFL3"
 
@@ -34,7 +36,8 @@ class TfliteRunner(Runner):
         with path.open("rb") as handle:
             head = handle.read(8)
         if len(head) < 8 or head[4:8] != _FLATBUFFER_ID:
-            raise InputError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier); the file is damaged or not a .tflite: convert it again")
+            raise InputError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier); "
+                             "the file is damaged or not a .tflite: convert it again")
         try:
             self.interpreter = Interpreter(model_path=str(path))
         except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError variously
@@ -55,7 +58,7 @@ class TfliteRunner(Runner):
     def signature(self) -> Signature:
         return self._signature
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         try:
             result = self._runner(**feeds)
         except RuntimeError as exc:

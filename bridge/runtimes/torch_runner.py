@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from numpy.typing import NDArray
+
 from bridge import safety
 from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 
@@ -161,7 +162,7 @@ class TorchRunner(Runner):
     def signature(self) -> Signature:
         return self._signature
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         torch = self._torch
         args = [torch.from_numpy(feeds[spec.name]).to(self.options.device) for spec in self._signature.inputs]
         with torch.no_grad():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bridge import defaults
 from bridge.defaults import Tolerance
@@ -60,7 +61,7 @@ def _full_perm(perm: tuple[int, ...], leading: int) -> tuple[int, ...]:
     return (*range(leading), *(p + leading for p in perm))
 
 
-def to_source_layout(array: np.ndarray, perm: tuple[int, ...], leading: int = 0) -> np.ndarray:
+def to_source_layout(array: NDArray[Any], perm: tuple[int, ...], leading: int = 0) -> NDArray[Any]:
     """Undo an artifact tensor's perm (``artifact = source.transpose(perm)``).
 
     The first `leading` axes (verify's sample axis) stay where they are. An array whose rank does
@@ -71,14 +72,14 @@ def to_source_layout(array: np.ndarray, perm: tuple[int, ...], leading: int = 0)
     return array.transpose(invert(_full_perm(perm, leading)))
 
 
-def from_source_layout(array: np.ndarray, perm: tuple[int, ...], leading: int = 0) -> np.ndarray:
+def from_source_layout(array: NDArray[Any], perm: tuple[int, ...], leading: int = 0) -> NDArray[Any]:
     """Apply an artifact tensor's perm to a source-layout array (the inverse of `to_source_layout`)."""
     if len(perm) + leading != array.ndim or perm == tuple(range(len(perm))):
         return array
     return np.ascontiguousarray(array.transpose(_full_perm(perm, leading)))
 
 
-def _nonfinite(expected: np.ndarray, actual: np.ndarray) -> str | None:
+def _nonfinite(expected: NDArray[Any], actual: NDArray[Any]) -> str | None:
     found = []
     for label, array in (("expected", expected), ("actual", actual)):
         if np.isnan(array).any():
@@ -88,7 +89,7 @@ def _nonfinite(expected: np.ndarray, actual: np.ndarray) -> str | None:
     return ", ".join(found) or None
 
 
-def _looks_like_scores(array: np.ndarray) -> bool:
+def _looks_like_scores(array: NDArray[Any]) -> bool:
     return array.ndim == 2 and array.shape[-1] >= 2 and array.dtype.kind == "f"
 
 
@@ -98,7 +99,7 @@ def missing_output(name: str, tolerance: Tolerance, error: str) -> OutputDrift:
     return OutputDrift(name, nan, nan, nan, nan, nan, None, None, None, False, tolerance, error=error)
 
 
-def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance) -> OutputDrift:
+def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tolerance: Tolerance) -> OutputDrift:
     """Metrics for one output over every sample; both arrays are ``[samples, *shape]``."""
     if expected.shape != actual.shape:
         return missing_output(name, tolerance, f"shape {list(actual.shape[1:])} does not match {list(expected.shape[1:])}")
@@ -123,7 +124,7 @@ def compare_output(name: str, expected: np.ndarray, actual: np.ndarray, toleranc
             k = defaults.TOP5
             te = np.argsort(-rows_e, axis=-1)[:, :k]
             ta = np.argsort(-rows_a, axis=-1)[:, :k]
-            top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta)]))
+            top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta, strict=False)]))
     within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
     return OutputDrift(
         name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bridge import __version__, defaults
 from bridge import inputs as inputs_mod
@@ -110,7 +111,7 @@ def subjects_of(manifest: Manifest, out_dir: Path) -> list[Subject]:
     return subjects
 
 
-def feeds_for(subject: Subject, source_inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def feeds_for(subject: Subject, source_inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
     """The source inputs in `subject`'s names, layouts and dtypes (with the leading sample axis)."""
     feeds = {}
     for spec in subject.signature.inputs:
@@ -120,7 +121,7 @@ def feeds_for(subject: Subject, source_inputs: Mapping[str, np.ndarray]) -> dict
     return feeds
 
 
-def _outputs_in_source_layout(subject: Subject, raw: Mapping[str, np.ndarray], samples: int) -> dict[str, np.ndarray]:
+def _outputs_in_source_layout(subject: Subject, raw: Mapping[str, NDArray[Any]], samples: int) -> dict[str, NDArray[Any]]:
     out = {}
     for spec in subject.signature.outputs:
         stacked = np.stack([raw[f"{i}/{spec.name}"] for i in range(samples)])
@@ -143,7 +144,7 @@ def _embedding_sizes(subjects: Sequence[Subject], timeout: float | None) -> dict
 
 
 def _prepare_inputs(manifest: Manifest, subjects: Sequence[Subject],
-                    options: VerifyOptions) -> tuple[dict[str, np.ndarray], bool]:
+                    options: VerifyOptions) -> tuple[dict[str, NDArray[Any]], bool]:
     signature = manifest.source.signature
     if options.inputs is not None:
         return inputs_mod.check_inputs(inputs_mod.load_npz(options.inputs), signature, options.inputs), False
@@ -235,13 +236,13 @@ def verify(
     record = InputsRecord(options.seed if generated else None, count, digest, str(inputs_path), generated)
 
     representations: list[Representation] = []
-    outputs: dict[str, dict[str, np.ndarray]] = {}
+    outputs: dict[str, dict[str, NDArray[Any]]] = {}
     slots: list[Slot] = []
     with tempfile.TemporaryDirectory(prefix="bridge-verify-") as tmp:
         for subject in subjects:
             notes = _integrity_notes(subject)
             feeds_path = Path(tmp, f"{subject.name}.inputs.npz")
-            np.savez(feeds_path, **feeds_for(subject, source_inputs))
+            inputs_mod.write_npz(feeds_path, feeds_for(subject, source_inputs))
             subject_runners = runners.for_format(subject.format)
             if not subject_runners:
                 for device in options.devices:
@@ -285,7 +286,7 @@ def _integrity_notes(subject: Subject) -> tuple[str, ...]:
 
 
 def _run_one(slot: Slot, feeds_path: Path, tmp: Path, samples: int, options: VerifyOptions,
-             notes: tuple[str, ...]) -> tuple[Representation, dict[str, np.ndarray] | None]:
+             notes: tuple[str, ...]) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     subject, device, runner = slot.subject, slot.device, slot.runner
 
     def row(status: str, **more: Any) -> Representation:
@@ -328,8 +329,8 @@ def _concrete(signature: Signature) -> tuple[Any, ...]:
                  for s in signature.inputs)
 
 
-def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, np.ndarray],
-             actual: Mapping[str, np.ndarray], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
+def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, NDArray[Any]],
+             actual: Mapping[str, NDArray[Any]], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
     drifts = []
     for spec in source.outputs:
         dtype = "float16" if precision == "float16" else spec.dtype
@@ -342,7 +343,7 @@ def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str
     return Comparison(kind, src.name, dst.name, device, tuple(drifts))
 
 
-def _compare_all(slots: Sequence[Slot], outputs: Mapping[str, dict[str, np.ndarray]], source: Signature,
+def _compare_all(slots: Sequence[Slot], outputs: Mapping[str, dict[str, NDArray[Any]]], source: Signature,
                  rules: ToleranceRules) -> tuple[list[Comparison], list[Comparison], list[Comparison]]:
     hops, cumulative, device_checks = [], [], []
     primary = {(s.subject.name, s.device): s for s in slots if s.primary}

@@ -111,7 +111,7 @@ def _save_torch(model: ZooModel, module: Any, arrays: dict[str, Any], out_dir: P
 
 def export_here(request: ZooExportRequest) -> ZooExportResponse:
     """Build and save the model in this process (the child side of `export`)."""
-    import numpy as np
+    from bridge.inputs import write_npz
 
     model = get(request.name)
     out_dir = request.out_dir
@@ -123,5 +123,5 @@ def export_here(request: ZooExportRequest) -> ZooExportResponse:
         model_path, note = out_dir / f"{model.name}.keras", ""
         built.save(str(model_path))
     npz = inputs_path(model, out_dir)
-    np.savez(npz, **arrays)
+    write_npz(npz, arrays)
     return ZooExportResponse(model_path, npz, note)

@@ -30,7 +30,7 @@ def calibrate(model: Any, shape: tuple[int, ...], steps: int = CALIBRATION_STEPS
         for layer in norms:
             layer.momentum = (step - 1) / step
         model(rng.standard_normal(shape).astype("float32"), training=True)
-    for layer, momentum in zip(norms, momenta):
+    for layer, momentum in zip(norms, momenta, strict=False):
         layer.momentum = momentum
     return model
 

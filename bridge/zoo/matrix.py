@@ -135,7 +135,7 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
         key = target.value
         reasons: list[str] = []
         # The first failing hop on the way to the target is the cause; later ones were skipped.
-        for src, dst in zip(path, path[1:]):
+        for src, dst in zip(path, path[1:], strict=False):
             failure = failures.get(f"{src.value}->{dst.value}")
             if failure is not None:
                 reasons.append(f"hop {failure.hop} failed: {_first_line(failure.error)}")
@@ -181,10 +181,10 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
         exported = export(model.name, model_dir, force=True)
     except BridgeError as exc:
         reason = f"zoo export failed: {_first_line(str(exc))}"
-        cells = _failed_cells(model, wanted, default_routes, reason)
+        failed = _failed_cells(model, wanted, default_routes, reason)
         for route in forced:
-            cells += _failed_cells(model, [route.target], {route.target: route.describe()}, reason, forced=True)
-        return ModelRun(model.name, tuple(cells), time.perf_counter() - started)
+            failed += _failed_cells(model, [route.target], {route.target: route.describe()}, reason, forced=True)
+        return ModelRun(model.name, tuple(failed), time.perf_counter() - started)
     example_inputs = exported.inputs_path if exported.model_path.suffix == ".pt" else None
 
     jobs: list[tuple[tuple[Format, ...], tuple[Format, ...], Path, bool, dict[Format, str]]] = []

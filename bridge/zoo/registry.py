@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bridge.errors import InputError
 from bridge.formats import Format
@@ -103,10 +104,10 @@ class ZooModel:
         """Build the model: an eval-mode nn.Module or a Keras model with seeded weights."""
         return self.load_builder()()
 
-    def example_inputs(self, seed: int = INPUTS_SEED) -> dict[str, np.ndarray]:
+    def example_inputs(self, seed: int = INPUTS_SEED) -> dict[str, NDArray[Any]]:
         """One input set, keyed by input name: floats standard normal, integers uniform in [0, high)."""
         rng = np.random.default_rng(seed)
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, NDArray[Any]] = {}
         for spec in self.inputs:
             if spec.high is not None:
                 arrays[spec.name] = rng.integers(0, spec.high, size=spec.concrete_shape, dtype=np.dtype(spec.dtype))

@@ -37,7 +37,7 @@ def calibrate(model: nn.Module, shape: tuple[int, ...], steps: int = CALIBRATION
     model.train()
     for _ in range(steps):
         model(torch.randn(shape, generator=generator))
-    for m, momentum in zip(norms, momenta):
+    for m, momentum in zip(norms, momenta, strict=False):
         m.momentum = momentum
     return model.eval()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from bridge.errors import UnsupportedRouteError
@@ -75,7 +77,19 @@ def test_reachable_from_each_source() -> None:
     assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE)
 
 
-def test_listing_hops_imports_no_framework() -> None:
-    # find_spec locates modules without importing them.
-    for hop in DEFAULT_REGISTRY:
-        assert hop.missing() == ()
+def test_listing_hops_and_planning_import_no_framework() -> None:
+    # find_spec locates modules without importing them; the unit conftest fails the test if any was imported.
+    missing = {hop.name: hop.missing() for hop in DEFAULT_REGISTRY}
+    assert all(isinstance(m, tuple) for m in missing.values())
+    plan(Format.TORCH, [Format.TFLITE, Format.TF])
+    loaded = [m for m in ("torch", "tensorflow", "onnx", "onnxruntime", "onnx2tf", "tf2onnx") if m in sys.modules]
+    assert loaded == []
+
+
+def test_via_given_as_text_is_split_on_commas_not_characters() -> None:
+    from bridge.options import ConvertOptions
+
+    options = ConvertOptions.build(via="onnx")
+    assert options.via == (Format.ONNX,)
+    route = plan(Format.TORCH, [Format.TFLITE], via=ConvertOptions.build(via="onnx,tf").via)
+    assert [h.name for h in route.hops] == ["torch->onnx", "onnx->tf", "tf->tflite"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.signature import Signature, TensorSpec, channels_last_perm, compose, invert
-from bridge.verify.compare import from_source_layout, to_source_layout
+from bridge.verification.compare import from_source_layout, to_source_layout
 
 
 def test_channels_last_perms_by_rank() -> None:
