@@ -37,9 +37,9 @@ from _timing_child import feeds_for, make_call  # noqa: E402  (bridge-free)
 
 def main(out_dir: str, name: str, inputs_path: str, specs_path: str, warmup: str, blocks: str,
          block_runs: str, pause: str) -> None:
+    from bridge.inputs import write_npz
     from bridge.manifest import Manifest
     from bridge.runtimes.base import LoadOptions, open_runner
-    from bridge.inputs import write_npz
     from bridge.signature import TensorSpec
     from bridge.verification.run import feeds_for as bridge_feeds_for
     from bridge.verification.run import subjects_of
