@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +20,7 @@ import click
 
 from bridge import __version__, defaults
 from bridge.cli_params import FormatList, InputShape, OutputTolerance
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, HopError
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion, ProgressEvent
@@ -86,6 +86,10 @@ class _Progress:
     def __call__(self, event: ProgressEvent) -> None:
         if self.quiet:
             return
+        if event.kind == "fallback":
+            self._stop()
+            click.echo(f"  {event.step}: {event.message}", err=True)
+            return
         if self.tty:
             if event.kind == "start":
                 self._stop()
@@ -133,7 +137,16 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
         click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file)."),
         click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs code from the file)."),
         click.option("--torch-exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
-                     help="torch.onnx exporter for torch -> onnx; torchscript needs a .pt or package.module:factory source."),
+                     help="torchscript: only the TorchScript candidate for torch -> onnx (a factory is saved as TorchScript)."),
+        click.option("--no-check", "no_check", is_flag=True,
+                     help="Do not run each artifact as it is made (today's unchecked conversion: the first candidate that converts)."),
+        click.option("--prefer", multiple=True, metavar="CANDIDATE",
+                     help="Try this candidate first in the hops that have it (repeatable; see --candidates)."),
+        click.option("--only", multiple=True, metavar="CANDIDATE",
+                     help="Use only this candidate in the hops that have it (repeatable)."),
+        click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output."),
+        click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output."),
+        click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -146,7 +159,8 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
     return ConvertOptions.build(
         from_format=kw["from_format"], via=kw["via"], opset=kw["opset"], dynamic_batch=kw["dynamic_batch"],
         fp16=kw["fp16"], timeout=kw["timeout"], trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
-        torch_exporter=kw["torch_exporter"],
+        torch_exporter=kw["torch_exporter"], check=not kw["no_check"], prefer=kw["prefer"], only=kw["only"],
+        atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]),
     )
 
 
@@ -163,24 +177,68 @@ def _run_convert(model: str, to: str, progress: _Progress, kw: dict[str, Any]) -
 @click.option("--to", "to", type=FormatList(), required=True, help="Target format(s): torch, onnx, tf, tflite, comma-separated, or 'all'.")
 @_convert_options
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+@click.option("--candidates", "list_candidates", is_flag=True,
+              help="List each hop's candidates on the route, in the order they would be tried, and convert nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_debug_option
-def convert(model: str, to: str, as_json: bool, quiet: bool, debug: bool, **kw: Any) -> None:
-    """Convert MODEL (a file, SavedModel dir or package.module:factory) to --to FORMAT."""
+def convert(model: str, to: str, as_json: bool, list_candidates: bool, quiet: bool, debug: bool, **kw: Any) -> None:
+    """Convert MODEL (a file, SavedModel dir or package.module:factory) to --to FORMAT.
+
+    Each artifact is run in its own runtime as it is made and compared with its parent; each hop
+    tries its candidates in order and keeps the first that agrees. Exit 1 when a hop has no
+    candidate that agrees (the closest artifact is kept, every attempt is in the manifest).
+    """
     progress = _Progress(quiet or as_json)
     with _user_errors(debug):
-        conversion = _run_convert(model, to, progress, kw)
+        if list_candidates:
+            _print_candidates(model, to, kw)
+            return
+        try:
+            conversion = _run_convert(model, to, progress, kw)
+        except HopError as exc:
+            from bridge.conversion import Conversion
+
+            if isinstance(exc.conversion, Conversion) and not as_json:
+                _print_conversion(exc.conversion)
+            raise
         if as_json:
             click.echo(conversion.manifest.dumps(), nl=False)
             return
         _print_conversion(conversion)
 
 
+def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
+    from bridge.conversion import candidates
+
+    for hop, listed in candidates(model, to, _options_from(kw), input_shapes=dict(kw["input_shapes"]) or None,
+                                  example_inputs=kw["example_inputs"]):
+        click.echo(f"{hop.name} ({hop.tool}):")
+        for number, candidate in enumerate(listed, 1):
+            click.echo(f"  {number}. {candidate.name:<18} {candidate.description}")
+        if not listed:
+            click.echo("  (none: --only names no candidate of this hop)")
+
+
 def _print_conversion(conversion: Conversion) -> None:
-    click.echo(f"route: {conversion.route.describe()}")
+    click.echo(f"route: {'; '.join(conversion.manifest.route)}")
     for artifact in conversion.artifacts:
-        extra = f"  (fallback: {artifact.fallback})" if artifact.fallback else ""
-        click.echo(f"  {artifact.key:<15} {conversion.out_dir / artifact.path}{extra}")
+        passed_over = [a for a in artifact.attempts if a.candidate != artifact.candidate and a.outcome != "not applicable"]
+        if passed_over and artifact.precision == "float32":
+            tried = "; ".join(f"{a.candidate} {a.outcome}: {a.message}" for a in passed_over)
+            worst = artifact.check.worst() if artifact.check is not None else None
+            figure = f", max abs {worst.max_abs:.2g}" if worst is not None and worst.max_abs is not None else ""
+            click.echo(f"{artifact.hop.replace('->', ' -> ')}: {tried}; kept {artifact.candidate}{figure}", err=True)
+    for failure in conversion.failures:
+        resolved = f"; made instead by the longer route {failure.resolved_by}" if failure.resolved_by else ""
+        click.echo(f"{failure.hop.replace('->', ' -> ')}: {failure.error}{resolved}", err=True)
+    for artifact in conversion.artifacts:
+        if artifact.check is None:
+            state = "not checked"
+        else:
+            worst = artifact.check.worst()
+            figure = f", max abs {worst.max_abs:.2g}" if worst is not None and worst.max_abs is not None else ""
+            state = f"{'verified' if artifact.check.passed else 'DID NOT VERIFY'} ({artifact.candidate}{figure})"
+        click.echo(f"  {artifact.key:<15} {conversion.out_dir / artifact.path}  {state}")
     click.echo(f"manifest: {conversion.manifest_path}")
 
 
@@ -193,9 +251,8 @@ def _print_conversion(conversion: Conversion) -> None:
 @click.option("--samples", type=click.IntRange(min=1), default=defaults.SAMPLES, show_default=True, help="Number of generated samples.")
 @click.option("--int-high", type=click.IntRange(min=1), help="Exclusive upper bound for generated integer inputs.")
 @click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), help="Devices (default: cpu and cuda).")
-@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output.")
-@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output.")
-@click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable).")
+@click.option("--allow-unavailable", is_flag=True,
+              help="Pass even when an artifact could run on none of the devices asked for (default: exit 2).")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True,
               help="Timed runs per representation.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
@@ -204,9 +261,8 @@ def _print_conversion(conversion: Conversion) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_debug_option
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
-           devices: tuple[str, ...], atol: float | None, rtol: float | None, tol: Sequence[tuple[str, float]],
-           latency_runs: int, json_path: Path | None, junit_path: Path | None, markdown_path: Path | None,
-           quiet: bool, debug: bool, **kw: Any) -> None:
+           devices: tuple[str, ...], allow_unavailable: bool, latency_runs: int, json_path: Path | None, junit_path: Path | None,
+           markdown_path: Path | None, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it."""
     from bridge.options import VerifyOptions
     from bridge.verification.report import ReportPaths
@@ -216,9 +272,9 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
     progress = _Progress(quiet)
     with _user_errors(debug):
         options = VerifyOptions.build(
-            inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices or None, atol=atol,
-            rtol=rtol, tol=dict(tol), latency_runs=latency_runs, timeout=kw["timeout"],
-            trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
+            inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices or None, atol=kw["atol"],
+            rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
+            trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
         )
         reports = ReportPaths(json_path, junit_path, markdown_path)
         reports.check()

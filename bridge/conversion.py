@@ -1,30 +1,29 @@
-"""The conversion pipeline: resolve the source, plan the route, run each hop isolated, publish.
+"""`bridge.convert`: resolve the source, plan the route, run the hops as checked hops, publish.
 
 Everything is written into a hidden staging directory beside the output directory and moved
 into place at the end, with the manifest written last; a killed run leaves the previous output
-or none (docs/safety.md). A hop that fails is recorded and its descendants are skipped; the
-artifacts made before it are kept.
+or none (docs/safety.md). The hops themselves, their candidates and checks, are bridge.pipeline.
+A hop that fails is recorded and its descendants are skipped; the artifacts made before it are kept.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import shutil
-import time
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bridge import __version__, staging
-from bridge.errors import HopError, UserError
+from bridge.errors import HopError, UnverifiedError
 from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
-from bridge.isolation import run_isolated
-from bridge.manifest import Artifact, HopFailure, Manifest, sha256_of
-from bridge.messages import HopRequest
+from bridge.manifest import Artifact, HopFailure, Manifest
 from bridge.options import ConvertOptions, parse_formats
-from bridge.registry import DEFAULT_REGISTRY, HopRegistry
+from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
+from bridge.registry import DEFAULT_REGISTRY, Candidate, HopRegistry, HopSpec
 from bridge.route import Route, plan, reachable
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
@@ -123,6 +122,12 @@ def convert(
     trust_pickle: bool | None = None,
     trust_code: bool | None = None,
     torch_exporter: str | None = None,
+    check: bool | None = None,
+    prefer: str | Sequence[str] | None = None,
+    only: str | Sequence[str] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    tol: Mapping[str, float] | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
@@ -130,21 +135,23 @@ def convert(
     reference, or a live nn.Module / Keras model. `options` says how (`ConvertOptions`); each of its
     fields may also be given as a keyword (``opset=17``), which overrides it (None leaves it). `example_inputs` is an
     ``.npz`` path, a dict of arrays or a tuple of tensors; TorchScript and live modules need it or
-    `input_shapes`. With `strict` (the default) a failed hop raises HopError after the completed
-    artifacts are published; the partial Conversion is on the exception's ``conversion`` attribute.
+    `input_shapes`. Every artifact is run and compared with its parent as it is made, trying each
+    hop's candidates until one agrees (``check=False`` turns this off). With `strict` (the default) a
+    hop with no artifact raises HopError, and a hop whose artifacts all drifted raises
+    UnverifiedError, after the completed artifacts are published; the partial Conversion is on the
+    exception's ``conversion`` attribute.
     """
     options = ConvertOptions.build(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
         timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
+        check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol,
     )
     notify = progress or (lambda event: None)
     specs = parse_example_inputs(example_inputs, input_shapes)
     resolver = resolver_for(model, resolvers)
     identified = resolver.identify(model, options)
-    targets: tuple[Format, ...] | None = None
     if identified.format is not None:  # plan now, so a route that cannot exist fails before any work
-        targets = parse_targets(to, identified.format, registry)
-        plan(identified.format, targets, via=options.via, registry=registry)
+        plan(identified.format, parse_targets(to, identified.format, registry), via=options.via, registry=registry)
     final_dir = Path(out_dir) if out_dir is not None else identified.default_out_dir
     stage = staging.prepare(final_dir, force=force)
     try:
@@ -153,14 +160,21 @@ def convert(
         prepared = resolver.prepare(identified, context)
         targets = parse_targets(to, prepared.format, registry)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
-        artifacts, failures = _run_route(route, prepared, stage, options, notify)
+        pipeline = Pipeline(stage, prepared.signature, options, registry, runners,
+                            lambda e: notify(ProgressEvent(e.kind, e.step, e.seconds, e.message)))
+        outcomes = pipeline.run(route, prepared.path, prepared.signature)
+        routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
+        if options.check and not options.via:
+            outcomes += _detours(pipeline, outcomes, route, prepared, routes)
+        artifacts = publish_attempts(stage, outcomes)
         manifest = Manifest(
             source=prepared.record,
-            artifacts=tuple(artifacts),
-            route=tuple(route.describe().split("; ")),
+            artifacts=_parents_first(route, artifacts),
+            route=tuple(routes[t] for t in route.targets),
             bridge_version=__version__,
             tool_versions=tool_versions(registry, runners),
-            failures=tuple(failures),
+            failures=tuple(failures_of(outcomes)),
+            checks=pipeline.checks,
         )
         manifest.write(stage)
         staging.publish(stage, final_dir)
@@ -168,51 +182,98 @@ def convert(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     conversion = Conversion(final_dir, manifest, route, source_object=identified.live)
-    if failures and strict:
-        first = failures[0]
-        raise HopError(
-            f"hop {first.hop} failed: {first.error}"
-            + (f" ({len(failures) - 1} more failed or skipped)" if len(failures) > 1 else "")
-            + f"; completed artifacts are in {final_dir}",
-            stage=first.hop,
-            detail=first.detail,
-            conversion=conversion,
-        )
+    if strict:
+        raise_for_failures(conversion)
     return conversion
 
 
-def _run_route(route: Route, source: Prepared, stage: Path, options: ConvertOptions,
-               notify: Callable[[ProgressEvent], None]) -> tuple[list[Artifact], list[HopFailure]]:
-    made: dict[Format, tuple[Path, Signature]] = {route.source: (source.path, source.signature)}
-    artifacts: list[Artifact] = []
-    failures: list[HopFailure] = []
-    for hop in route.hops:
-        if hop.src not in made:
-            failures.append(HopFailure(hop.name, f"not run: no {hop.src.value} artifact to start from"))
+def candidates(
+    model: Any,
+    to: str | Format | Sequence[str | Format],
+    options: ConvertOptions | None = None,
+    *,
+    example_inputs: Any = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    registry: HopRegistry = DEFAULT_REGISTRY,
+    runners: RunnerRegistry = DEFAULT_RUNNERS,
+    resolvers: Sequence[SourceResolver] = DEFAULT_RESOLVERS,
+) -> list[tuple[HopSpec, tuple[Candidate, ...]]]:
+    """Each hop on the route `convert` would take, with its candidates in the order they would be tried.
+
+    Converts nothing. A factory's format is known only once it has run: give `from_format`, or it
+    is built (in a child process, into a temporary directory) to find out.
+    """
+    options = options or ConvertOptions()
+    resolver = resolver_for(model, resolvers)
+    identified = resolver.identify(model, options)
+    fmt = identified.format
+    if fmt is None:
+        with tempfile.TemporaryDirectory(prefix="bridge-candidates-") as tmp:
+            context = SourceContext(options, parse_example_inputs(example_inputs, input_shapes), Path(tmp), runners)
+            fmt = resolver.prepare(identified, context).format
+    route = plan(fmt, parse_targets(to, fmt, registry), via=options.via, registry=registry)
+    pipeline = Pipeline(Path(), Signature(), options, registry, runners, lambda event: None)
+    return [(hop, pipeline.candidates_for(hop)) for hop in route.hops]
+
+
+def raise_for_failures(conversion: Conversion) -> None:
+    """HopError when a hop made no artifact; UnverifiedError when one kept an artifact that did not verify."""
+    failures = tuple(f for f in conversion.failures if f.resolved_by is None)
+    if not failures:
+        return
+    first = next((f for f in failures if f.kept is None), None)
+    more = f" ({len(failures) - 1} more failed or skipped)" if len(failures) > 1 else ""
+    if first is not None:
+        raise HopError(f"hop {first.hop} failed: {first.error}{more}; completed artifacts are in {conversion.out_dir}",
+                       stage=first.hop, detail=first.detail, conversion=conversion)
+    drift = failures[0]
+    raise UnverifiedError(f"hop {drift.hop}: {drift.error}{more}; every attempt is in {conversion.manifest_path}",
+                          stage=drift.hop, conversion=conversion)
+
+
+def _parents_first(route: Route, artifacts: Sequence[Artifact]) -> tuple[Artifact, ...]:
+    """Artifacts ordered so that each comes after the one it was made from (then in route order)."""
+    made_from = {a.format: a.made_from for a in artifacts}
+
+    def depth(fmt: Format) -> int:
+        return 0 if fmt == route.source or fmt not in made_from else 1 + depth(made_from[fmt])
+
+    formats = [route.source, *(h.dst for h in route.hops)]
+    return tuple(sorted(artifacts, key=lambda a: (depth(a.format), formats.index(a.format) if a.format in formats
+                                                  else len(formats), a.key)))
+
+
+def _detours(pipeline: Pipeline, outcomes: list[HopOutcome], route: Route, prepared: Prepared,
+             routes: dict[Format, str]) -> list[HopOutcome]:
+    """For each target whose route has a hop with no candidate that verified, try one longer route."""
+    walked = [o for top in outcomes for o in top.walk()]
+    failed = {o.hop.name for o in walked if o.failure is not None}
+    if not failed:
+        return []
+    made = {o.hop.dst: o.node for o in walked if o.node is not None and o.failure is None and o.artifacts}
+    made[route.source] = Node(route.source, "source", prepared.path, prepared.signature, ran=pipeline.source_outputs)
+    existing = {o.hop.dst for o in walked if o.artifacts}
+    extra = []
+    for target in route.targets:
+        if target in made:
             continue
-        src_path, src_signature = made[hop.src]
-        out_dir = stage / hop.dst.value
-        notify(ProgressEvent("start", hop.name))
-        started = time.perf_counter()
-        try:
-            result = run_isolated(HopRequest(hop, src_path, src_signature, out_dir, options),
-                                  stage=hop.name, timeout=options.timeout, hide_gpu=True, work_dir=stage)
-        except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
-            shutil.rmtree(out_dir, ignore_errors=True)
-            detail = getattr(exc, "detail", "")
-            failures.append(HopFailure(hop.name, str(exc).removeprefix(f"{hop.name}: "), detail))
-            notify(ProgressEvent("failed", hop.name, time.perf_counter() - started, str(exc)))
+        detour = pipeline.detour(target, failed, made, existing)
+        if detour is None:
             continue
-        seconds = time.perf_counter() - started
-        for i, produced in enumerate(result.produced):
-            digest, size = sha256_of(produced.path)
-            artifacts.append(Artifact(
-                format=hop.dst, path=produced.path.relative_to(stage).as_posix(), sha256=digest, bytes=size,
-                made_from=hop.src, hop=hop.name, tool=result.tool, seconds=seconds,
-                options=result.options, signature=produced.signature, precision=produced.precision,
-                fallback=result.fallback, notes=result.notes,
-            ))
-            if i == 0:
-                made[hop.dst] = (produced.path, produced.signature)
-        notify(ProgressEvent("done", hop.name, seconds))
-    return artifacts, failures
+        chain = detour.walk()
+        if chain[-1].hop.dst != target or any(o.failure is not None for o in chain):
+            pipeline.discard(detour)
+            continue
+        longer = " -> ".join([*(f.value for f in route.path_to(chain[0].hop.src)), *(o.hop.dst.value for o in chain)])
+        for outcome in walked:  # the detour's artifact replaces the direct route's closest one
+            if outcome.hop.dst == target:
+                if outcome.attempt_dir is not None:
+                    shutil.rmtree(outcome.attempt_dir, ignore_errors=True)
+                outcome.attempt_dir, outcome.artifacts = None, []
+                if outcome.failure is not None:
+                    outcome.failure = replace(outcome.failure, kept=None, resolved_by=longer)
+        routes[target] = longer
+        made.update({o.hop.dst: o.node for o in chain if o.node is not None})
+        existing |= {o.hop.dst for o in chain}
+        extra.append(detour)
+    return extra

@@ -16,6 +16,19 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 """Weights at or over this many bytes go to ONNX external data (protobuf's limit is 2 GiB)."""
 
 
+CHECK_SAMPLES = 2
+"""Samples each artifact is run on as it is made (convert's checks); verify uses SAMPLES."""
+CHECK_SEED = 0
+CHECK_INT_HIGH = 2
+"""Integer inputs of the checks are 0 or 1: inside any embedding table, before any ONNX artifact
+exists to read its size from (verify reads it and uses the whole range)."""
+
+
+def parallel_steps() -> int:
+    """How many child steps (hops and checks) convert runs at once: one per core, BRIDGE_PARALLEL_STEPS overrides."""
+    return max(1, int(os.environ.get("BRIDGE_PARALLEL_STEPS") or os.cpu_count() or 1))
+
+
 def external_data_threshold() -> int:
     """The external data threshold; BRIDGE_EXTERNAL_DATA_THRESHOLD lowers it (tests use this)."""
     return int(os.environ.get("BRIDGE_EXTERNAL_DATA_THRESHOLD", EXTERNAL_DATA_THRESHOLD))

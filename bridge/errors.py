@@ -10,8 +10,10 @@
     │   ├── UnsupportedRouteError    no chain of hops joins the two formats
     │   ├── MissingExtraError        an optional framework is not installed
     │   └── HopError                 a hop failed (exception, crash, timeout); carries its stage
-    │       └── RuntimeLoadError     a runtime could not load or run an artifact
-    │           └── DeviceUnavailableError  the device asked for is not here (no GPU, a CPU-only runtime)
+    │       ├── RuntimeLoadError     a runtime could not load or run an artifact
+    │       │   └── DeviceUnavailableError  the device asked for is not here (no GPU, a CPU-only runtime)
+    │       ├── NotApplicableError   a hop's candidate does not apply to this model (the next is tried)
+    │       └── UnverifiedError      no candidate of a hop made an artifact that agrees with its parent: exit 1
     └── DriftError                   not raised by the library (a Report carries drift); the CLI's exit 1
 
 Anything else escaping the library is a bug and is shown with its traceback.
@@ -71,6 +73,16 @@ class RuntimeLoadError(HopError):
 
 class DeviceUnavailableError(RuntimeLoadError):
     """The device asked for is not present here, or the runtime cannot use it. Verify reports it as unavailable."""
+
+
+class NotApplicableError(HopError):
+    """A hop's candidate has nothing to do for this model (a rewrite that finds nothing to rewrite)."""
+
+
+class UnverifiedError(HopError):
+    """A hop kept the closest of its candidates' artifacts, and none agreed with its parent (exit code 1, like drift)."""
+
+    exit_code = EXIT_DRIFT
 
 
 class DriftError(BridgeError):

@@ -43,12 +43,16 @@ class ExampleInputs:
             if self.named and given.name != spec.name:
                 names = ", ".join(s.name for s in signature.inputs)
                 raise InputError(f"{origin}: input {given.name!r} is not an input of {model}; its inputs are {names}")
-            _check_fits(origin, given.name, tuple(int(d) for d in given.shape if isinstance(d, int)), given.dtype, spec)
+            _check_fits(origin, given.name, tuple(int(d) for d in given.shape if isinstance(d, int)), given.dtype, spec,
+                        samples=False)
 
 
-def _check_fits(origin: str, name: str, shape: Sequence[int], dtype: str, spec: TensorSpec) -> None:
+def _check_fits(origin: str, name: str, shape: Sequence[int], dtype: str, spec: TensorSpec, *, samples: bool = True) -> None:
     if len(shape) != spec.rank or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape, strict=False)):
-        raise InputError(f"{origin}: input {name!r} has shape {list(shape)} but the model expects {list(spec.shape)}; fix the file")
+        model = [d if isinstance(d, int) else "N" for d in spec.shape]
+        fix = (f"give one sample shaped {model} or several as [samples, {', '.join(map(str, model))}]" if samples
+               else f"give it shape {model}")
+        raise InputError(f"{origin}: input {name!r} has shape {list(shape)} but the model expects {model}; {fix}")
     if _kind(dtype) != _kind(spec.dtype):
         raise InputError(f"{origin}: input {name!r} is {dtype} but the model expects {spec.dtype}; save it as {spec.dtype}")
 
@@ -130,16 +134,18 @@ def save_npz(arrays: Mapping[str, NDArray[Any]], path: Path) -> str:
 
 
 def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
-             int_highs: Mapping[str, int] | None = None) -> dict[str, NDArray[Any]]:
+             int_highs: Mapping[str, int] | None = None, batch: int = 1) -> dict[str, NDArray[Any]]:
     """Reproducible inputs for every source input: ``[samples, *shape]`` arrays.
 
     Floats are standard normal; integers are uniform in ``[0, high)`` where high is the
-    model's embedding size when known (`int_highs`), else `int_high`; symbolic dims become 1.
+    model's embedding size when known (`int_highs`), else `int_high`; a symbolic first dimension
+    becomes `batch`, other symbolic dims 1.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, NDArray[Any]] = {}
     for spec in signature.inputs:
-        shape = (samples, *[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape])
+        dims = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(spec.shape)]
+        shape = (samples, *dims)
         dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
         if dtype.kind == "f":
             out[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -152,7 +158,11 @@ def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
 
 
 def check_inputs(arrays: Mapping[str, NDArray[Any]], signature: Signature, origin: Path) -> dict[str, NDArray[Any]]:
-    """Validate a verify inputs file (leading sample axis) against the source signature."""
+    """Validate a verify inputs file against the source signature; returns ``[samples, *shape]`` arrays.
+
+    Each array is either one sample, shaped exactly like the model's input, or several with a
+    leading sample axis; which one is decided by its rank against the input's.
+    """
     expected = {s.name for s in signature.inputs}
     missing, extra = expected - set(arrays), set(arrays) - expected
     if missing or extra:
@@ -160,11 +170,21 @@ def check_inputs(arrays: Mapping[str, NDArray[Any]], signature: Signature, origi
             f"{origin}: input names {sorted(arrays)} do not fit the model's inputs {sorted(expected)}; "
             "key the arrays by the source input names"
         )
-    counts = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise InputError(f"{origin}: every array needs the same leading sample axis ([samples, *shape])")
+    stacked: dict[str, NDArray[Any]] = {}
     for spec in signature.inputs:
         array = arrays[spec.name]
+        if array.ndim == spec.rank:
+            array = array[np.newaxis]  # one sample, shaped like the model's input
+        elif array.ndim != spec.rank + 1:
+            model = [d if isinstance(d, int) else "N" for d in spec.shape]
+            raise InputError(
+                f"{origin}: input {spec.name!r} has shape {list(array.shape)}; give one sample shaped {model} "
+                f"or several as [samples, {', '.join(map(str, model))}]"
+            )
         _check_fits(str(origin), spec.name, array.shape[1:], array.dtype.name, spec)
-    return {s.name: arrays[s.name].astype(np.dtype(s.dtype) if s.dtype != "bfloat16" else np.float32, copy=False)
+        stacked[spec.name] = array
+    counts = {a.shape[0] for a in stacked.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise InputError(f"{origin}: the inputs hold different numbers of samples ({sorted(counts)}); give each the same")
+    return {s.name: stacked[s.name].astype(np.dtype(s.dtype) if s.dtype != "bfloat16" else np.float32, copy=False)
             for s in signature.inputs}

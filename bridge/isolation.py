@@ -107,8 +107,14 @@ def _rebuild_error(error: StepError, stage: str, log_text: str) -> errors.Bridge
 
 
 def _first_line(message: str) -> str:
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else "(no message)"
+    """The message's first line; when it only announces what follows ("Graph execution error:"), with the last."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no message)"
+    first = lines[0]
+    if first.endswith(":") and len(lines) > 1:
+        first = f"{first} {lines[-1]}"
+    return first[:300]
 
 
 def _die_with_parent() -> None:

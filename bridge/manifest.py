@@ -1,7 +1,9 @@
 """`manifest.json`: the typed record of what `bridge convert` wrote (schema in docs/schemas.md).
 
 The manifest is written last and atomically, and lists only complete files whose sha256 it
-recorded, so a reader can trust every path it names.
+recorded. It is written and read through bridge.records, so a damaged or edited manifest is an
+InputError naming the field, never a KeyError. Every artifact says how it was made: the candidate
+kept, every attempt with its outcome, and the check that ran it against its parent.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge import records
 from bridge.errors import InputError
 from bridge.formats import Format
-from bridge.signature import Signature
+from bridge.signature import Signature, TensorSpec
 from bridge.staging import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_SCHEMA = "bridge.manifest/1"
+MANIFEST_SCHEMA = "bridge.manifest/2"
+READABLE_SCHEMAS = ("bridge.manifest/1", MANIFEST_SCHEMA)
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -36,8 +40,6 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-
-
 @dataclass(frozen=True)
 class Tool:
     """The library a hop wrapped, and its version."""
@@ -45,8 +47,58 @@ class Tool:
     name: str
     version: str
 
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version}
+
+# Attempt outcomes.
+PASSED, DRIFT, UNRUNNABLE, FAILED, NOT_CHECKED = "passed", "drift", "unrunnable", "failed", "not checked"
+NOT_APPLICABLE = "not applicable"
+
+
+@dataclass(frozen=True)
+class CheckedOutput:
+    """One output of a checked artifact against the same output of its parent."""
+
+    name: str
+    max_abs: float | None
+    atol: float
+    rtol: float
+    passed: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """An artifact run in its own runtime right after it was made, and compared with its parent."""
+
+    passed: bool
+    runtime: str
+    outputs: tuple[CheckedOutput, ...]
+    source_max_abs: float | None = None
+    """The worst max abs difference from the source (cumulative), when the source ran."""
+    seconds: float = 0.0
+
+    def worst(self) -> CheckedOutput | None:
+        """The output furthest over (or closest to) its tolerance."""
+        def ratio(o: CheckedOutput) -> float:
+            return float("inf") if o.max_abs is None else o.max_abs / max(o.atol, 1e-30)
+
+        return max(self.outputs, key=ratio, default=None)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One candidate tried for a hop, and what came of it."""
+
+    candidate: str
+    outcome: str
+    """``passed``, ``drift`` (ran, over tolerance), ``unrunnable`` (written but would not load or run),
+    ``failed`` (the converter raised or crashed), ``not applicable`` (the candidate has nothing to do for this
+    model), or ``not checked`` (``--no-check``)."""
+    message: str = ""
+    """The first line of the error, or the drift figure."""
+    max_abs: float | None = None
+    output: str | None = None
+    """The output the figure is for."""
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,9 +114,15 @@ class Artifact:
     tool: Tool
     seconds: float
     options: dict[str, Any]
-    signature: Signature
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     precision: str = "float32"
-    fallback: str | None = None
+    candidate: str = ""
+    """The candidate kept (registry.HopSpec.candidates)."""
+    kept_because: str = ""
+    attempts: tuple[Attempt, ...] = ()
+    check: Check | None = None
+    """None when convert ran with --no-check, or when the artifact cannot run here (the note says why)."""
     notes: tuple[str, ...] = ()
 
     @property
@@ -72,40 +130,14 @@ class Artifact:
         """A short unique name: the format, with the precision when it is not float32."""
         return self.format.value if self.precision == "float32" else f"{self.format.value}-{self.precision}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.format.value,
-            "path": self.path,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "made_from": self.made_from.value,
-            "hop": self.hop,
-            "tool": self.tool.to_json(),
-            "seconds": round(self.seconds, 3),
-            "options": self.options,
-            "precision": self.precision,
-            "fallback": self.fallback,
-            "notes": list(self.notes),
-            **self.signature.to_json(),
-        }
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.inputs, self.outputs)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Artifact:
-        return cls(
-            format=Format(data["format"]),
-            path=str(data["path"]),
-            sha256=str(data["sha256"]),
-            bytes=int(data["bytes"]),
-            made_from=Format(data["made_from"]),
-            hop=str(data["hop"]),
-            tool=Tool(**data["tool"]),
-            seconds=float(data["seconds"]),
-            options=dict(data.get("options") or {}),
-            signature=Signature.from_json(data),
-            precision=str(data.get("precision", "float32")),
-            fallback=data.get("fallback"),
-            notes=tuple(data.get("notes") or ()),
-        )
+    @property
+    def verified(self) -> bool:
+        """It ran in its runtime and agreed with its parent when it was made."""
+        return self.check is not None and self.check.passed
 
 
 @dataclass(frozen=True)
@@ -118,51 +150,42 @@ class Source:
     """How the model file is stored: ``exported_program``, ``torchscript``, ``pickled_module``, or the format."""
     sha256: str
     bytes: int
-    signature: Signature
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     origin: str = ""
     """The `bridge.sources.SourceKind` it came from: ``model_file``, ``factory``, ``live_object``, ..."""
     materialized: str | None = None
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
     notes: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "format": self.format.value,
-            "kind": self.kind,
-            "origin": self.origin,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "materialized": self.materialized,
-            "notes": list(self.notes),
-            **self.signature.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Source:
-        return cls(
-            path=str(data["path"]),
-            format=Format(data["format"]),
-            kind=str(data["kind"]),
-            origin=str(data.get("origin") or ""),
-            sha256=str(data["sha256"]),
-            bytes=int(data["bytes"]),
-            signature=Signature.from_json(data),
-            materialized=data.get("materialized"),
-            notes=tuple(data.get("notes") or ()),
-        )
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.inputs, self.outputs)
 
 
 @dataclass(frozen=True)
 class HopFailure:
-    """A hop that did not produce its artifact; what came before it is kept."""
+    """A hop that did not produce a verified artifact; what came before it is kept."""
 
     hop: str
     error: str
     detail: str = ""
+    attempts: tuple[Attempt, ...] = ()
+    kept: str | None = None
+    """The key of the closest artifact kept although it did not verify, or None when none was made."""
+    resolved_by: str | None = None
+    """The longer route that made a verified artifact of the same format instead; the hop's failure is then not the run's."""
 
-    def to_json(self) -> dict[str, str]:
-        return {"hop": self.hop, "error": self.error, "detail": self.detail}
+
+@dataclass(frozen=True)
+class ChecksRecord:
+    """The fixed inputs every artifact was checked on as it was made."""
+
+    seed: int
+    samples: int
+    sha256: str
+    batches: tuple[int, ...] = (1,)
+    """The batch sizes each artifact ran at: 1, and 2 as well when the source's batch is symbolic."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +198,8 @@ class Manifest:
     bridge_version: str
     tool_versions: dict[str, str] = field(default_factory=dict)
     failures: tuple[HopFailure, ...] = ()
+    checks: ChecksRecord | None = None
+    """None when convert ran with --no-check."""
     schema: str = MANIFEST_SCHEMA
 
     def artifact(self, key: str) -> Artifact:
@@ -186,15 +211,9 @@ class Manifest:
         raise InputError(f"no {key!r} artifact in this conversion (it has: {have}); convert with --to {key.split('-')[0]}")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema,
-            "bridge_version": self.bridge_version,
-            "source": self.source.to_json(),
-            "route": list(self.route),
-            "tool_versions": dict(self.tool_versions),
-            "artifacts": [a.to_json() for a in self.artifacts],
-            "failures": [f.to_json() for f in self.failures],
-        }
+        data: dict[str, Any] = records.to_json(self)
+        first = ("schema", "bridge_version", "source", "route", "tool_versions", "checks")
+        return {**{k: data[k] for k in first}, **{k: v for k, v in data.items() if k not in first}}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -205,28 +224,25 @@ class Manifest:
         return path
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        return cls(
-            schema=str(data.get("schema", MANIFEST_SCHEMA)),
-            bridge_version=str(data.get("bridge_version", "")),
-            source=Source.from_json(data["source"]),
-            route=tuple(data.get("route") or ()),
-            tool_versions=dict(data.get("tool_versions") or {}),
-            artifacts=tuple(Artifact.from_json(a) for a in data.get("artifacts", [])),
-            failures=tuple(HopFailure(**f) for f in data.get("failures", [])),
-        )
+    def from_json(cls, data: Any) -> Manifest:
+        """Read manifest data; a value that does not fit raises records.RecordError naming the field."""
+        manifest = records.from_json(cls, data)
+        return manifest
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
-        """Read DIR/manifest.json; an InputError names what is wrong with it."""
+        """Read DIR/manifest.json; an InputError names the file and what is wrong with it."""
         path = directory / MANIFEST_NAME
         if not path.is_file():
             raise InputError(f"{directory}: no {MANIFEST_NAME}; run `bridge convert` to make one")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            manifest = cls.from_json(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{path}: not a valid bridge manifest ({exc}); convert the model again") from exc
-        if not manifest.schema.startswith("bridge.manifest/"):
-            raise InputError(f"{path}: unknown manifest schema {manifest.schema!r}")
-        return manifest
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not valid JSON ({exc}); convert the model again") from exc
+        schema = data.get("schema") if isinstance(data, dict) else None
+        if schema not in READABLE_SCHEMAS:
+            raise InputError(f"{path}: unknown manifest schema {schema!r} (this bridge reads {', '.join(READABLE_SCHEMAS)})")
+        try:
+            return cls.from_json(data)
+        except records.RecordError as exc:
+            raise InputError(f"{path}: not a valid bridge manifest: {exc}; convert the model again") from exc

@@ -15,7 +15,7 @@ from bridge.formats import Format, RunnerSpec
 from bridge.inputs import ExampleInputs
 from bridge.manifest import Tool
 from bridge.options import ConvertOptions
-from bridge.registry import HopSpec
+from bridge.registry import Candidate, HopSpec
 from bridge.signature import Signature, TensorSpec
 
 
@@ -44,7 +44,6 @@ class HopResponse:
     tool: Tool
     options: dict[str, Any]
     """The options the wrapped library was called with, as recorded in the manifest."""
-    fallback: str | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -60,6 +59,7 @@ class HopRequest(StepRequest[HopResponse]):
     signature: Signature
     out_dir: Path
     options: ConvertOptions
+    candidate: Candidate
 
 
 # --- materialize: build a factory's model and save it -----------------------------------------

@@ -46,9 +46,20 @@ class ConvertOptions:
     trust_pickle: bool = False
     trust_code: bool = False
     torch_exporter: str = "dynamo"
-    """``dynamo`` or ``torchscript``: which torch.onnx exporter the torch -> onnx hop uses."""
+    """``torchscript`` pins the torch -> onnx hop to its TorchScript candidate (and saves a factory's module as TorchScript)."""
+    check: bool = True
+    """Run every artifact in its runtime as it is made and compare it with its parent (``--no-check`` turns it off)."""
+    prefer: tuple[str, ...] = ()
+    """Candidate names to try first, in the hops that have them (``--prefer``)."""
+    only: tuple[str, ...] = ()
+    """Candidate names to use alone, in the hops that have them (``--only``)."""
+    atol: float | None = None
+    rtol: float | None = None
+    tol: Mapping[str, float] = field(default_factory=dict)
+    """Tolerances of the checks, as verify takes them; None means the defaults for each output's dtype."""
 
     def __post_init__(self) -> None:
+        _check_tolerances(self.atol, self.rtol, self.tol)
         if self.torch_exporter not in TORCH_EXPORTERS:
             raise InputError(f"torch_exporter {self.torch_exporter!r}: use one of {', '.join(TORCH_EXPORTERS)}")
         if self.opset is not None and not 7 <= self.opset <= 30:
@@ -85,6 +96,8 @@ class VerifyOptions:
     """Where the inputs used are saved with their sha256 (default ``DIR/verify/inputs.npz``)."""
     trust_pickle: bool = False
     trust_code: bool = False
+    allow_unavailable: bool = False
+    """Pass even when an artifact ran on none of the devices asked for (otherwise exit 2)."""
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -94,9 +107,7 @@ class VerifyOptions:
         unknown = [d for d in self.devices if d not in DEVICES]
         if unknown or not self.devices:
             raise InputError(f"device {unknown[0] if unknown else '(none)'!r}: use {' or '.join(DEVICES)}")
-        for name, value in (("--atol", self.atol), ("--rtol", self.rtol), *((f"--tol {k}", v) for k, v in self.tol.items())):
-            if value is not None and not value >= 0:
-                raise InputError(f"{name} {value}: a tolerance must be a number >= 0")
+        _check_tolerances(self.atol, self.rtol, self.tol)
         if self.int_high is not None and self.int_high < 1:
             raise InputError(f"--int-high {self.int_high}: give a bound of at least 1")
 
@@ -105,6 +116,12 @@ class VerifyOptions:
         """`base` (or the defaults) with `changes` applied; None values leave a field as it is."""
         built: Self = _build(cls, base, changes)
         return built
+
+
+def _check_tolerances(atol: float | None, rtol: float | None, tol: Mapping[str, float]) -> None:
+    for name, value in (("--atol", atol), ("--rtol", rtol), *((f"--tol {k}", v) for k, v in tol.items())):
+        if value is not None and not value >= 0:
+            raise InputError(f"{name} {value}: a tolerance must be a number >= 0")
 
 
 def _build(cls: type[Any], base: Any, changes: Mapping[str, Any]) -> Any:
@@ -118,6 +135,9 @@ def _build(cls: type[Any], base: Any, changes: Mapping[str, Any]) -> Any:
             given[key] = parse_formats(given[key])
     if "from_format" in given:
         given["from_format"] = Format.parse(given["from_format"])
+    for key in ("prefer", "only"):
+        if key in given:
+            given[key] = tuple(n.strip() for n in ([given[key]] if isinstance(given[key], str) else given[key]) if n.strip())
     if "devices" in given:
         given["devices"] = tuple(given["devices"]) if not isinstance(given["devices"], str) else (given["devices"],)
     for key in ("inputs", "save_inputs"):

@@ -1,7 +1,10 @@
-"""The hop registry: which hops exist, what each needs, and how to load it without importing it.
+"""The hop registry: which hops exist, what each needs, its candidates, and how to load it without importing it.
 
 A hop is named by its module and class as strings, so listing hops (``bridge formats``) imports
-no framework. Tests may build a registry of their own; `DEFAULT_REGISTRY` is the one bridge uses.
+no framework. Each hop declares, as data, the ordered candidate ways to make its artifact
+(`Candidate`): convert tries them in order and keeps the first whose artifact runs and agrees
+with its parent (docs/formats.md). Tests may build a registry of their own; `DEFAULT_REGISTRY`
+is the one bridge uses.
 """
 
 from __future__ import annotations
@@ -9,14 +12,29 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import MissingExtraError, UnsupportedRouteError
 from bridge.formats import Format
 
 if TYPE_CHECKING:
     from bridge.hops.base import Hop
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way a hop can make its artifact: a name users can pin (``--prefer``, ``--only``) and the settings it applies."""
+
+    name: str
+    description: str
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Read by the hop's implementation (a backend, an exporter, a decomposition)."""
+    applies_to: tuple[str, ...] = ()
+    """File suffixes of the parent artifact it applies to (``.pt2``); empty for every file."""
+
+
+DEFAULT_CANDIDATE = Candidate("default", "the hop's one way")
 
 
 @dataclass(frozen=True)
@@ -37,10 +55,22 @@ class HopSpec:
     """Lower wins when two routes have the same number of hops."""
     distribution: str = ""
     """The pip distribution whose version the manifest records for the artifacts this hop makes."""
+    candidates: tuple[Candidate, ...] = (DEFAULT_CANDIDATE,)
+    """The ways to make the artifact, in the order they are tried."""
 
     def __post_init__(self) -> None:
         if not self.distribution:
             object.__setattr__(self, "distribution", self.tool)
+        names = [c.name for c in self.candidates]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"hop {self.name}: candidates need unique names, got {names}")
+
+    def candidate(self, name: str) -> Candidate:
+        """The candidate called `name`, or an UnsupportedRouteError naming the ones there are."""
+        for candidate in self.candidates:
+            if candidate.name == name:
+                return candidate
+        raise UnsupportedRouteError(f"hop {self.name} has no candidate {name!r}; it has {', '.join(c.name for c in self.candidates)}")
 
     @property
     def name(self) -> str:
@@ -98,17 +128,50 @@ class HopRegistry:
 
 
 _TORCH = ("torch", "onnxscript")
+
+_TORCH_TO_ONNX = (
+    Candidate("dynamo", "torch.onnx.export(dynamo=True) of the ExportedProgram or module", {"exporter": "dynamo"}),
+    Candidate("dynamo-decomposed", "the same after ExportedProgram.run_decompositions(): RNNs and other composite "
+              "ops lowered to elementwise ops before export (an ExportedProgram only)", {"exporter": "dynamo", "decompose": True},
+              applies_to=(".pt2",)),
+    Candidate("torchscript", "torch.onnx.export(dynamo=False), the TorchScript exporter (a .pt2 through its module)",
+              {"exporter": "torchscript"}),
+)
+_ONNX2TF_BACKENDS = (
+    Candidate("flatbuffer_direct", "onnx2tf's flatbuffer_direct backend", {"backend": "flatbuffer_direct"}),
+    Candidate("tf_converter", "onnx2tf's tf_converter backend (TensorFlow's own converter)", {"backend": "tf_converter"}),
+)
+_ONNX_TO_TFLITE = (
+    *_ONNX2TF_BACKENDS,
+    Candidate("saved_model", "onnx2tf's SavedModel, then TensorFlow's TFLiteConverter.from_saved_model",
+              {"backend": "flatbuffer_direct", "via_saved_model": True}),
+)
+_ONNX_TO_TF = (
+    *_ONNX2TF_BACKENDS,
+    Candidate("batch_free_reshape", "flatbuffer_direct on a copy whose Reshape targets built from an input's batch size "
+              "(Shape -> Concat, as torch.onnx writes x.view(x.size(0), -1)) use -1 instead",
+              {"backend": "flatbuffer_direct", "batch_free_reshape": True}),
+    Candidate("static_shapes", "flatbuffer_direct on a copy with every symbolic input dimension fixed to 1 and the "
+              "shape arithmetic folded (onnxsim): the SavedModel takes that shape only",
+              {"backend": "flatbuffer_direct", "static_shapes": True}),
+)
+_ONNX_TO_TORCH = (
+    Candidate("export", "onnx2torch, saved with torch.export (.pt2)", {"save": "export"}),
+    Candidate("trace", "onnx2torch, saved with torch.jit.trace (TorchScript .pt)", {"save": "trace"}),
+)
 _ONNX2TF = ("onnx2tf", "tensorflow", "onnx")
 _TF2ONNX = ("tf2onnx", "tensorflow", "onnx")
 
 DEFAULT_REGISTRY = HopRegistry(
     (
         HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx",
-                distribution="torch"),
-        HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf"),
-        HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf"),
+                distribution="torch", candidates=_TORCH_TO_ONNX),
+        HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf",
+                candidates=_ONNX_TO_TFLITE),
+        HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",
+                candidates=_ONNX_TO_TF),
         HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"),
-                "torch", "onnx2torch"),
+                "torch", "onnx2torch", candidates=_ONNX_TO_TORCH),
         HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx"),
         HopSpec(Format.KERAS, Format.ONNX, "bridge.hops.keras_to_onnx:KerasToOnnx", _TF2ONNX, "tf", "tf2onnx",
                 preference=1),

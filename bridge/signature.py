@@ -61,6 +61,11 @@ class TensorSpec:
         return len(self.shape)
 
     @property
+    def dynamic_batch(self) -> bool:
+        """Its first dimension is symbolic or unknown."""
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+    @property
     def source_shape(self) -> tuple[Dim, ...]:
         """The shape in the source's layout."""
         inverse = invert(self.perm)

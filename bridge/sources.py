@@ -156,7 +156,7 @@ class SourceResolver(abc.ABC):
         materialized = path.relative_to(context.stage).as_posix() if path.is_relative_to(context.stage) else None
         record = Source(
             path=identified.display, format=fmt, kind=kind, origin=self.kind.value, sha256=digest, bytes=size,
-            signature=signature, materialized=materialized, notes=(note,) if note else (),
+            inputs=signature.inputs, outputs=signature.outputs, materialized=materialized, notes=(note,) if note else (),
         )
         return Prepared(record, path, specs)
 

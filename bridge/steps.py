@@ -61,10 +61,10 @@ def hop(request: HopRequest) -> HopResponse:
 
     hop_impl = request.hop.load()
     request.out_dir.mkdir(parents=True, exist_ok=True)
-    result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options))
+    result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate))
     return HopResponse(
         produced=result.produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
-        options=result.options, fallback=result.fallback, notes=result.notes,
+        options=result.options, notes=result.notes,
     )
 
 

@@ -139,7 +139,7 @@ def test_bad_input_with_force_leaves_the_existing_output_as_it_was(corpus: Path,
 
 @pytest.mark.parametrize("name, says", [
     ("inputs_bad_name.npz", ("input names ['not_x']", "['x']", "key the arrays by the source input names")),
-    ("inputs_bad_shape.npz", ("shape [1, 7]", "expects [1, 4]", "fix the file")),
+    ("inputs_bad_shape.npz", ("shape [1, 7]", "expects [1, 4]", "give one sample shaped [1, 4] or several as [samples, 1, 4]")),
     ("inputs_bad_dtype.npz", ("is int64", "expects float32", "save it as float32")),
 ], ids=["names", "shape", "dtype"])
 def test_verify_refuses_inputs_that_do_not_fit(name: str, says: tuple[str, ...], corpus: Path, tiny_converted: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bridge.messages import Produced
 from bridge.options import ConvertOptions
+from bridge.registry import DEFAULT_CANDIDATE, Candidate
 from bridge.signature import Signature
 
 __all__ = ["Hop", "HopJob", "HopResult", "Produced"]
@@ -28,6 +29,8 @@ class HopJob:
     signature: Signature
     out_dir: Path
     options: ConvertOptions
+    candidate: Candidate = DEFAULT_CANDIDATE
+    """Which of the hop's ways to use (its `settings` are the hop's to read)."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,6 @@ class HopResult:
     produced: tuple[Produced, ...]
     options: dict[str, Any] = field(default_factory=dict)
     """The options the wrapped library was called with, as recorded in the manifest."""
-    fallback: str | None = None
-    """Set when the preferred path failed and another was used: what failed and what ran instead."""
     notes: tuple[str, ...] = ()
 
 

@@ -1,4 +1,4 @@
-"""What the two onnx2tf hops share: the call, the fallback, and reading the layout it recorded.
+"""What the two onnx2tf hops share: the call (one backend per candidate), and reading the layout it recorded.
 
 onnx2tf makes rank 3-5 *inputs* channels-last (its documented rule, unless an input is named in
 ``keep_ncw_or_nchw_or_ncdhw_input_names``). For *outputs* it records, in
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import HopError
+from bridge.errors import HopError, NotApplicableError
 from bridge.signature import Dim, Signature, channels_last_perm, identity
 
 REPORT_NAME = "model_tensor_correspondence_report.json"
@@ -26,23 +26,112 @@ DIRECT, TF_CONVERTER = "flatbuffer_direct", "tf_converter"
 class Onnx2tfRun:
     folder: Path
     backend: str
-    fallback: str | None
     kwargs: dict[str, Any]
 
 
-def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool) -> Onnx2tfRun:
-    """Call onnx2tf with the direct backend, falling back to tf_converter only if it fails.
+def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool, backend: str,
+                static_shapes: dict[str, list[int]] | None = None, batch_free_reshape: bool = False) -> Onnx2tfRun:
+    """Call onnx2tf with one backend (the hop's candidate chooses it).
 
     onnx2tf rewrites its input file in place (onnxsim, op names), so it is given a private copy:
     the user's source and the ONNX artifact whose sha256 the manifest records stay as they were.
     It names what it writes after the input's stem, so the copy is always ``model.onnx``.
+    `static_shapes` fixes each named input's shape and folds the shape arithmetic of the copy
+    (onnxsim) before onnx2tf sees it; `batch_free_reshape` rewrites the copy's Reshape targets that
+    carry an input's batch size (`rewrite_batch_reshapes`).
     """
+    import onnx2tf
+
     private = folder.with_name(f".{folder.name}-input")
     try:
         copy = _private_copy(onnx_path, private)
-        return _convert(copy, onnx_path.name, folder, saved_model=saved_model)
+        rewritten = _prepare_copy(copy, static_shapes, batch_free_reshape)
+        kwargs: dict[str, Any] = {
+            "input_onnx_file_path": str(copy),
+            "output_folder_path": str(folder),
+            "copy_onnx_input_output_names_to_tflite": True,
+            "non_verbose": True,
+            "tflite_backend": backend,
+        }
+        if backend == DIRECT:
+            kwargs["flatbuffer_direct_output_saved_model"] = saved_model
+        if static_shapes:
+            kwargs["overwrite_input_shape"] = [f"{name}:{','.join(str(d) for d in shape)}" for name, shape in static_shapes.items()]
+        onnx2tf.convert(**kwargs)
+        recorded = _recordable(kwargs)
+        if rewritten:
+            recorded["rewritten_before_onnx2tf"] = rewritten
+        return Onnx2tfRun(folder, backend, recorded)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _prepare_copy(copy: Path, static_shapes: dict[str, list[int]] | None, batch_free_reshape: bool) -> str:
+    """Apply the candidate's rewrites to onnx2tf's private copy; what was done, for the manifest ('' for nothing)."""
+    if not static_shapes and not batch_free_reshape:
+        return ""
+    import onnx
+
+    model = onnx.load(str(copy))
+    done = []
+    if static_shapes:
+        import onnxsim
+
+        model, valid = onnxsim.simplify(model, overwrite_input_shapes=static_shapes)
+        if not valid:
+            raise HopError(f"{copy.name}: onnxsim could not fold the model at the input shapes {static_shapes}")
+        done.append("shapes folded with onnxsim at the fixed input shapes")
+    if batch_free_reshape:
+        count = rewrite_batch_reshapes(model)
+        if count == 0:
+            raise NotApplicableError("no Reshape in this model takes its target from an input's batch size: nothing to rewrite")
+        done.append(f"{count} Reshape target(s) built from an input's batch size written with -1")
+    onnx.save(model, str(copy))
+    return "; ".join(done)
+
+
+def rewrite_batch_reshapes(model: Any) -> int:
+    """Rewrite ``Reshape(x, Concat(Shape(input)[0:1], constants))`` as ``Reshape(x, [-1, constants])``; how many.
+
+    torch.onnx writes ``x.view(x.size(0), -1)`` this way; onnx2tf's SavedModel path loses the
+    Shape slice and fails on every call. With -1 the reshape keeps the batch whatever it is. Only
+    targets with exactly one unknown are rewritten; the hop's check verifies the result.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    graph_inputs = {i.name for i in graph.input}
+    count = 0
+    for node in graph.node:
+        concat = producers.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        if concat is None or concat.op_type != "Concat":
+            continue
+        parts = []
+        for name in concat.input:
+            shape = producers.get(name)
+            attrs = {a.name: helper.get_attribute_value(a) for a in shape.attribute} if shape is not None else {}
+            if shape is not None and shape.op_type == "Shape" and shape.input[0] in graph_inputs \
+                    and attrs.get("start", 0) == 0 and attrs.get("end") == 1:
+                parts.append(np.array([-1], dtype=np.int64))
+            elif name in constants:
+                parts.append(constants[name].astype(np.int64).reshape(-1))
+            else:
+                break
+        else:
+            target = np.concatenate(parts)
+            if int((target == -1).sum()) != 1:
+                continue
+            name = f"{node.input[1]}__batch_free"
+            graph.initializer.append(numpy_helper.from_array(target, name))
+            node.input[1] = name
+            count += 1
+    return count
 
 
 def _private_copy(onnx_path: Path, directory: Path) -> Path:
@@ -63,36 +152,13 @@ def _private_copy(onnx_path: Path, directory: Path) -> Path:
     return copy
 
 
-def _convert(onnx_path: Path, name: str, folder: Path, *, saved_model: bool) -> Onnx2tfRun:
-    import onnx2tf
-
-    base: dict[str, Any] = {
-        "input_onnx_file_path": str(onnx_path),
-        "output_folder_path": str(folder),
-        "copy_onnx_input_output_names_to_tflite": True,
-        "non_verbose": True,
-    }
-    direct = {**base, "tflite_backend": DIRECT, "flatbuffer_direct_output_saved_model": saved_model}
-    try:
-        onnx2tf.convert(**direct)
-        return Onnx2tfRun(folder, DIRECT, None, _recordable(direct))
-    except Exception as exc:  # noqa: BLE001 - the direct backend cannot lower every model: fall back, recorded
-        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
-    shutil.rmtree(folder, ignore_errors=True)
-    fallback_kwargs = {**base, "tflite_backend": TF_CONVERTER}
-    try:
-        onnx2tf.convert(**fallback_kwargs)
-    except Exception as exc:  # noqa: BLE001 - both backends failed: the hop fails with both reasons
-        raise HopError(
-            f"onnx2tf could not convert {name}: {DIRECT} failed ({reason}); "
-            f"{TF_CONVERTER} failed ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})"
-        ) from exc
-    return Onnx2tfRun(folder, TF_CONVERTER, f"{DIRECT} could not lower the model ({reason}); used {TF_CONVERTER}",
-                      _recordable(fallback_kwargs))
-
-
 def _recordable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in ("input_onnx_file_path", "output_folder_path")}
+
+
+def example_shapes(signature: Signature) -> dict[str, list[int]]:
+    """Every input's shape with symbolic dimensions set to 1 (for a static-shape conversion)."""
+    return {s.name: [d if isinstance(d, int) else 1 for d in s.shape] for s in signature.inputs}
 
 
 def channels_last_outputs(folder: Path) -> set[str]:

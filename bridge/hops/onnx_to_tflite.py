@@ -1,4 +1,5 @@
-"""onnx -> tflite with onnx2tf's ``flatbuffer_direct`` backend (``tf_converter`` as recorded fallback)."""
+"""onnx -> tflite with onnx2tf: its ``flatbuffer_direct`` or ``tf_converter`` backend, or its SavedModel
+followed by TensorFlow's TFLite converter; the hop's candidates (bridge/registry.py) choose."""
 
 from __future__ import annotations
 
@@ -7,25 +8,39 @@ import shutil
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
+from bridge.hops.onnx_to_tf import move_saved_model
+from bridge.hops.tf_to_tflite import saved_model_to_tflite, tflite_name
 from bridge.runtimes.base import read_signature
 from bridge.signature import carry_layout
 
 
 class OnnxToTflite(Hop):
     def convert(self, job: HopJob) -> HopResult:
+        settings = job.candidate.settings
+        via_saved_model = bool(settings.get("via_saved_model"))
         work = job.out_dir / "onnx2tf"
-        run = run_onnx2tf(job.src, work, saved_model=False)
-        produced = []
-        notes: tuple[str, ...] = ()
+        run = run_onnx2tf(job.src, work, saved_model=via_saved_model, backend=str(settings["backend"]))
+        precisions = ("float32", "float16") if job.options.fp16 else ("float32",)
         channels_last = channels_last_outputs(work)
         kept = inputs_kept_by_rule(job.src)
-        for precision in ("float32", "float16") if job.options.fp16 else ("float32",):
-            written = work / f"model_{precision}.tflite"
-            target = job.out_dir / ("model.tflite" if precision == "float32" else "model_float16.tflite")
-            shutil.move(written, target)
-            child = read_signature(Format.TFLITE, target)
-            perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
-            produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
+        produced = []
+        notes: tuple[str, ...] = ()
+        if via_saved_model:
+            saved_model = move_saved_model(work, job.out_dir / "saved_model")
+            sm_signature = read_signature(Format.TF, saved_model)
+            perms, notes = hop_perms(job.signature, sm_signature, channels_last, kept, "onnx->tflite")
+            through = carry_layout(job.signature, sm_signature, perms)
+            produced = [saved_model_to_tflite(saved_model, job.out_dir / tflite_name(p), through, p) for p in precisions]
+            shutil.rmtree(saved_model)
+        else:
+            for precision in precisions:
+                target = job.out_dir / tflite_name(precision)
+                shutil.move(work / f"model_{precision}.tflite", target)
+                child = read_signature(Format.TFLITE, target)
+                perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
+                produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
         shutil.rmtree(work)
-        return HopResult(tuple(produced), options={**run.kwargs, "fp16": job.options.fp16}, fallback=run.fallback,
-                         notes=notes)
+        options = {**run.kwargs, "fp16": job.options.fp16}
+        if via_saved_model:
+            options["then"] = "tf.lite.TFLiteConverter.from_saved_model"
+        return HopResult(tuple(produced), options=options, notes=notes)

@@ -1,4 +1,4 @@
-"""onnx -> torch with onnx2torch, saved as an ExportedProgram (.pt2; TorchScript if export fails).
+"""onnx -> torch with onnx2torch, saved as an ExportedProgram (.pt2) or, as the next candidate, TorchScript (.pt).
 
 onnx2torch 1.5.15 lacks converters for some ops past opset 17 (ReduceMean at 18, which the dynamo
 exporter emits), so newer models are first converted down with ``onnx.version_converter``.
@@ -50,17 +50,14 @@ class OnnxToTorch(Hop):
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
         module = onnx2torch.convert(model).eval()
         args = example_tensors(job.signature.inputs)
-        fallback = None
-        try:
-            target = job.out_dir / "model.pt2"
-            torch.export.save(torch.export.export(module, args), str(target))
-        except Exception as exc:  # noqa: BLE001 - recorded fallback to TorchScript
-            fallback = f"torch.export could not capture the onnx2torch module ({type(exc).__name__}); saved TorchScript (torch.jit.trace)"
+        if job.candidate.settings.get("save") == "trace":
             target = job.out_dir / "model.pt"
             torch.jit.save(torch.jit.trace(module, args), str(target))
+        else:
+            target = job.out_dir / "model.pt2"
+            torch.export.save(torch.export.export(module, args), str(target))
         specs = tuple(TensorSpec(s.name, tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype)
                       for s in job.signature.inputs)
         child = TorchRunner(target, LoadOptions(input_specs=specs)).signature()
         options = {"target_opset": min(opset, defaults.ONNX2TORCH_MAX_OPSET), "saved_as": target.suffix}
-        return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options,
-                         fallback=fallback, notes=tuple(notes))
+        return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options, notes=tuple(notes))

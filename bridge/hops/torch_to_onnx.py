@@ -1,4 +1,4 @@
-"""torch -> onnx with ``torch.onnx.export(dynamo=True)``; the TorchScript exporter as recorded fallback."""
+"""torch -> onnx with ``torch.onnx.export``: its candidates (bridge/registry.py) choose the exporter and decomposition."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class TorchToOnnxOptions:
     dynamic_batch: bool
     external_data: bool
     exporter: str
-    """``dynamo`` (torch.onnx.export(dynamo=True)) or ``torchscript`` (dynamo=False), as asked."""
+    """``dynamo`` (torch.onnx.export(dynamo=True)) or ``torchscript`` (dynamo=False), from the candidate."""
+    decompose: bool
+    """The ExportedProgram was lowered with run_decompositions() before export (candidate dynamo-decomposed)."""
 
 
 def _names(inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> dict[str, list[str]]:
@@ -58,40 +60,37 @@ class TorchToOnnx(Hop):
 
         from bridge.runtimes.torch_runner import example_tensors, load_module
 
-        module, kind, program = load_module(job.src, trust_pickle=job.options.trust_pickle)
+        module, _, program = load_module(job.src, trust_pickle=job.options.trust_pickle)
         inputs, outputs = job.signature.inputs, job.signature.outputs
         args = example_tensors(inputs)
         weight_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values() if hasattr(p, "numel"))
+        settings = job.candidate.settings
         options = TorchToOnnxOptions(
             opset=job.options.opset or defaults.ONNX_OPSET,
             dynamic_batch=job.options.dynamic_batch,
             external_data=weight_bytes >= defaults.external_data_threshold(),
-            exporter=job.options.torch_exporter,
+            exporter=str(settings.get("exporter", "dynamo")),
+            decompose=bool(settings.get("decompose", False)),
         )
         out = job.out_dir / "model.onnx"
-        fallback = None
         if options.exporter == "torchscript":
             if program is not None:
-                raise HopError(
-                    f"{job.src}: the TorchScript exporter cannot export an ExportedProgram (.pt2); "
-                    "convert from the model's code (package.module:factory) or a TorchScript .pt, or drop --torch-exporter"
-                )
+                # The program's module runs as the program does; the TorchScript exporter traces it. Such a
+                # module refuses train(), which the exporter calls to switch to eval: it is in eval already.
+                module = program.module()
+                module.train = lambda mode=True: module
             _export_torchscript(module, args, out, options, inputs, outputs)
         else:
-            try:
-                _export_dynamo(program if program is not None else module, args, out, options, inputs, outputs,
-                               from_program=program is not None)
-            except Exception as exc:  # noqa: BLE001 - torch.export raises many types; the fallback is recorded
-                reason = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
-                fallback = (f"torch.export could not capture the model ({type(exc).__name__}: {reason}); "
-                            "used the TorchScript exporter (dynamo=False)")
-                for stale in job.out_dir.iterdir():
-                    stale.unlink()
-                _export_torchscript(module, args, out, options, inputs, outputs)
+            if options.decompose and program is not None:
+                program = program.run_decompositions()
+            elif options.decompose:
+                raise HopError(f"{job.src}: dynamo-decomposed works on an ExportedProgram (.pt2); this is a {job.src.suffix} file")
+            _export_dynamo(program if program is not None else module, args, out, options, inputs, outputs,
+                           from_program=program is not None)
         model = onnx.load(str(out), load_external_data=False)
         signature = carry_layout(job.signature, onnx_signature(model))
         notes = []
         if options.dynamic_batch and any(isinstance(s.shape[0], int) for s in signature.inputs if s.rank):
             notes.append("--dynamic-batch: the batch dimension stayed static in the ONNX graph "
                          "(a .pt2 keeps the shapes it was exported with; export it with a dynamic batch Dim)")
-        return HopResult((Produced(out, signature),), options=asdict(options), fallback=fallback, notes=tuple(notes))
+        return HopResult((Produced(out, signature),), options=asdict(options), notes=tuple(notes))

@@ -125,10 +125,18 @@ class Report:
     devices: tuple[Comparison, ...] = ()
     bridge_version: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    uncompared: tuple[str, ...] = ()
+    """Artifacts that were compared on no device (every run unavailable): a failure unless `allow_unavailable`."""
+    allow_unavailable: bool = False
 
     @property
     def errors(self) -> tuple[Representation, ...]:
         return tuple(r for r in self.representations if r.status == ERROR)
+
+    @property
+    def compared_nothing(self) -> bool:
+        """No comparison was made at all, or some artifact was never compared, and that was not allowed."""
+        return not self.allow_unavailable and (not self.comparisons or bool(self.uncompared))
 
     @property
     def comparisons(self) -> tuple[Comparison, ...]:
@@ -140,21 +148,27 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return not self.errors and not self.drift_failures
+        return not self.errors and not self.drift_failures and not self.compared_nothing
 
     def __bool__(self) -> bool:
         return self.passed
 
     @property
     def exit_code(self) -> int:
-        """0 all within tolerance; 2 a representation could not run; 1 drift over tolerance."""
-        if self.errors:
+        """0 all within tolerance; 2 a representation could not run or nothing was compared; 1 drift over tolerance."""
+        if self.errors or self.compared_nothing:
             return EXIT_USER_ERROR
         return EXIT_DRIFT if self.drift_failures else EXIT_OK
 
     def summary(self) -> str:
         """One line per problem; ``verified: N comparisons within tolerance`` when none."""
         lines = [f"{r.label} could not run: {r.error}" for r in self.errors]
+        if self.compared_nothing:
+            unavailable = "; ".join(f"{r.label}: {r.error}" for r in self.representations if r.status == UNAVAILABLE)
+            what = (f"{', '.join(self.uncompared)} compared on no device" if self.uncompared and self.comparisons
+                    else "nothing was compared")
+            lines.append(f"{what} ({unavailable or 'no representation ran'}); choose a device that is here, "
+                         "or pass --allow-unavailable to accept it")
         for comparison in self.drift_failures:
             worst = comparison.failing[0] if comparison.failing else None
             detail = worst.describe() if worst else "no outputs to compare"
@@ -175,6 +189,8 @@ class Report:
             "hops": [c.to_json() for c in self.hops],
             "cumulative": [c.to_json() for c in self.cumulative],
             "devices": [c.to_json() for c in self.devices],
+            "uncompared": list(self.uncompared),
+            "allow_unavailable": self.allow_unavailable,
             "notes": list(self.notes),
         }
 

@@ -31,6 +31,7 @@ from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
 from bridge.sources import SourceKind, is_reference
 from bridge.verification.compare import (
+    OutputDrift,
     ToleranceRules,
     compare_output,
     from_source_layout,
@@ -208,6 +209,7 @@ def verify(
     save_inputs: str | Path | None = None,
     trust_pickle: bool | None = None,
     trust_code: bool | None = None,
+    allow_unavailable: bool | None = None,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
@@ -219,7 +221,7 @@ def verify(
     options = VerifyOptions.build(
         options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
         rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
-        trust_pickle=trust_pickle, trust_code=trust_code,
+        trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
     )
     notify = progress or (lambda message: None)
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
@@ -255,17 +257,23 @@ def verify(
                 for device in options.devices:
                     slot = Slot(subject, runner, device, primary=index == 0)
                     notify(f"run {slot.name} on {device}")
-                    rep, result = _run_one(slot, feeds_path, Path(tmp), count, options, notes)
+                    rep, result = run_representation(slot, feeds_path, Path(tmp), count, runs=options.latency_runs,
+                                                     warmup=options.warmup, timeout=options.timeout,
+                                                     trust_pickle=options.trust_pickle, trust_code=options.trust_code,
+                                                     notes=notes)
                     representations.append(rep)
                     slots.append(slot)
                     if result is not None:
                         outputs[_key(slot.name, device)] = result
     rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
     hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
+    compared = {c.dst for c in (*hops, *cumulative)}
+    uncompared = tuple(dict.fromkeys(s.name for s in slots if s.subject.name not in (SOURCE, EAGER) and s.name not in compared))
     report = Report(
         manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
         hops=tuple(hops), cumulative=tuple(cumulative), devices=tuple(device_checks),
         bridge_version=__version__, notes=() if generated else (f"inputs from {options.inputs}",),
+        uncompared=uncompared, allow_unavailable=options.allow_unavailable,
     )
     if reports is not None:
         report.write_all(reports)
@@ -285,8 +293,13 @@ def _integrity_notes(subject: Subject) -> tuple[str, ...]:
     return ()
 
 
-def _run_one(slot: Slot, feeds_path: Path, tmp: Path, samples: int, options: VerifyOptions,
-             notes: tuple[str, ...]) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
+                       timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
+                       notes: tuple[str, ...] = (), tag: str = "") -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+    """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
+
+    Returns its report row and its outputs in the source's names and layout (None when it did not run).
+    """
     subject, device, runner = slot.subject, slot.device, slot.runner
 
     def row(status: str, **more: Any) -> Representation:
@@ -302,14 +315,14 @@ def _run_one(slot: Slot, feeds_path: Path, tmp: Path, samples: int, options: Ver
         return row(ERROR, error=f"the {runner.runtime} runtime needs {', '.join(missing)}: pip install 'bridge[{runner.extra}]'"), None
     if subject.factory is None and not subject.path.exists():
         return row(ERROR, error=f"{subject.path}: missing; convert again"), None
-    out_path = tmp / f"{slot.name.replace(':', '_')}.{device}.outputs.npz"
+    out_path = work / f"{slot.name.replace(':', '_')}.{device}{tag}.outputs.npz"
     stage = f"run {slot.name} on {device}"
     try:
         result = run_isolated(RunRequest(
-            runner, subject.path, device, feeds_path, out_path, samples, options.latency_runs, options.warmup,
+            runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
             input_specs=_concrete(subject.signature), factory=subject.factory,
-            trust_pickle=options.trust_pickle, trust_code=options.trust_code,
-        ), stage=stage, timeout=options.timeout, hide_gpu=device == "cpu")
+            trust_pickle=trust_pickle, trust_code=trust_code,
+        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu")
     except DeviceUnavailableError as exc:
         return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: ")), None
     except BridgeError as exc:
@@ -329,18 +342,25 @@ def _concrete(signature: Signature) -> tuple[Any, ...]:
                  for s in signature.inputs)
 
 
-def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, NDArray[Any]],
-             actual: Mapping[str, NDArray[Any]], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
+def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], actual: Mapping[str, NDArray[Any]],
+                    source: Signature, rules: ToleranceRules, precision: str) -> tuple[OutputDrift, ...]:
+    """Every source output of `dst` against `src`, with the tolerance for its dtype (or the precision's)."""
     drifts = []
     for spec in source.outputs:
         dtype = "float16" if precision == "float16" else spec.dtype
         tolerance = rules.for_output(spec.name, dtype)
         if spec.name not in expected or spec.name not in actual:
-            missing = dst.name if spec.name not in actual else src.name
+            missing = dst if spec.name not in actual else src
             drifts.append(missing_output(spec.name, tolerance, f"{missing} has no output for source output {spec.name!r}"))
             continue
         drifts.append(compare_output(spec.name, expected[spec.name], actual[spec.name], tolerance))
-    return Comparison(kind, src.name, dst.name, device, tuple(drifts))
+    return tuple(drifts)
+
+
+def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, NDArray[Any]],
+             actual: Mapping[str, NDArray[Any]], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
+    drifts = compare_outputs(src.name, dst.name, expected, actual, source, rules, precision)
+    return Comparison(kind, src.name, dst.name, device, drifts)
 
 
 def _compare_all(slots: Sequence[Slot], outputs: Mapping[str, dict[str, NDArray[Any]]], source: Signature,

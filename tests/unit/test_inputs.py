@@ -27,8 +27,18 @@ def test_an_inputs_file_is_checked_against_the_signature(tmp_path: Path) -> None
     assert set(check_inputs(good, SIGNATURE, tmp_path / "i.npz")) == {"x", "ids"}
     with pytest.raises(InputError, match="do not fit the model's inputs"):
         check_inputs({"x": good["x"]}, SIGNATURE, tmp_path / "i.npz")
-    with pytest.raises(InputError, match="input 'ids' has shape"):
+    with pytest.raises(InputError, match=r"input 'ids' has shape \[1, 6\].*one sample shaped \[1, 5\] or several as \[samples, 1, 5\]"):
         check_inputs({**good, "ids": np.zeros((2, 1, 6), np.int64)}, SIGNATURE, tmp_path / "i.npz")
+    with pytest.raises(InputError, match=r"has shape \[2, 2, 1, 5\]"):
+        check_inputs({**good, "ids": np.zeros((2, 2, 1, 5), np.int64)}, SIGNATURE, tmp_path / "i.npz")
+
+
+def test_one_sample_shaped_like_the_model_is_a_set_of_one(tmp_path: Path) -> None:
+    one = {"x": np.ones((1, 3), np.float32), "ids": np.zeros((1, 5), np.int64)}
+    stacked = check_inputs(one, SIGNATURE, tmp_path / "i.npz")
+    assert stacked["x"].shape == (1, 1, 3) and stacked["ids"].shape == (1, 1, 5)
+    with pytest.raises(InputError, match="different numbers of samples"):
+        check_inputs({"x": np.ones((3, 1, 3), np.float32), "ids": np.zeros((2, 1, 5), np.int64)}, SIGNATURE, tmp_path / "i")
 
 
 def test_save_and_load_round_trip_with_digest(tmp_path: Path) -> None:

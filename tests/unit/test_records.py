@@ -22,17 +22,19 @@ SIGNATURE = Signature((TensorSpec("x", ("batch", 3, 8, 8), "float32", "input", (
 
 
 def test_a_hop_request_survives_json_exactly() -> None:
-    request = HopRequest(DEFAULT_REGISTRY.by_name("onnx->tflite"), Path("/a/model.onnx"), SIGNATURE, Path("/b"),
-                         ConvertOptions(opset=17, via=(Format.ONNX,), timeout=2.5))
+    hop = DEFAULT_REGISTRY.by_name("onnx->tflite")
+    request = HopRequest(hop, Path("/a/model.onnx"), SIGNATURE, Path("/b"),
+                         ConvertOptions(opset=17, via=(Format.ONNX,), timeout=2.5, tol={"y": 0.5}), hop.candidates[2])
     again = from_json(HopRequest, json.loads(json.dumps(to_json(request))))
     assert again == request
     assert isinstance(again.src, Path) and again.options.via == (Format.ONNX,)
+    assert again.candidate.settings == {"backend": "flatbuffer_direct", "via_saved_model": True}
     assert again.signature.inputs[0].shape == ("batch", 3, 8, 8) and again.signature.inputs[0].perm == (0, 2, 3, 1)
 
 
 def test_a_response_with_nested_records() -> None:
     response = HopResponse((Produced(Path("/o/model.tflite"), SIGNATURE, "float16"),), Tool("onnx2tf", "2.6.9"),
-                           {"tflite_backend": "flatbuffer_direct", "nested": {"a": [1, 2]}}, None, ("a note",))
+                           {"tflite_backend": "flatbuffer_direct", "nested": {"a": [1, 2]}}, ("a note",))
     assert from_json(HopResponse, to_json(response)) == response
 
 

@@ -1,0 +1,403 @@
+"""Running a route's hops as checked hops: candidates in order, each artifact checked as it is made.
+
+For each hop the candidates (registry.HopSpec.candidates, reordered by ``--prefer``, narrowed by
+``--only``) are tried in order. A candidate is kept when its artifact loads, runs and agrees with
+its parent (bridge.checking); otherwise the next is tried. When none agrees, the closest is kept
+and the hop is recorded as failed with the figures of every attempt; when none even ran, the hop
+fails as before and its descendants are not run. A target whose direct route has no candidate
+that verifies is tried once more by a longer route (another chain of hops to the same format).
+
+Speed: checks run in child processes beside the hops that follow. A hop starts from its parent's
+first candidate as soon as it is written, while the parent's check runs; if that check fails, the
+work started from it is discarded and redone from the candidate that is kept. At most
+`defaults.parallel_steps()` child processes run at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from bridge import defaults
+from bridge.checking import (
+    CheckInputs,
+    Outputs,
+    Ran,
+    closeness,
+    judge,
+    make_check_inputs,
+    run_subject,
+    subject_for,
+    tolerance_rules,
+)
+from bridge.errors import InputError, NotApplicableError, UnsupportedRouteError, UserError
+from bridge.formats import Format
+from bridge.isolation import run_isolated
+from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
+from bridge.messages import HopRequest, HopResponse
+from bridge.options import ConvertOptions
+from bridge.registry import Candidate, HopRegistry, HopSpec
+from bridge.route import Route, plan
+from bridge.runtimes.registry import RunnerRegistry
+from bridge.signature import Signature
+from bridge.verification.run import Subject
+
+ATTEMPTS_DIR = ".attempts"
+
+
+class _ParentDidNotRun(Exception):
+    """A check needs its parent's outputs, and the parent (the source) could not run."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of the pipeline: ``start``/``done``/``failed`` of a step, or ``fallback`` when a candidate is passed over."""
+
+    kind: str
+    step: str
+    seconds: float = 0.0
+    message: str = ""
+
+
+def spawn[T](function: Callable[[], T]) -> Future[T]:
+    """Run `function` in a thread of its own; its result or exception comes back through the future.
+
+    A thread per task, not a pool: tasks wait on each other (a hop on its parent's check), and a
+    bounded pool could fill with waiters. The child-process gate bounds the real work.
+    """
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
+
+
+@dataclass
+class Node:
+    """An artifact that was made (or the source), and the future of its check run."""
+
+    format: Format
+    key: str
+    path: Path
+    signature: Signature
+    precision: str = "float32"
+    ran: Future[Ran] | None = None
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    """Set when its check failed: work started from it is discarded."""
+
+    def outputs(self) -> tuple[Outputs, ...] | None:
+        return self.ran.result().outputs if self.ran is not None else None
+
+
+@dataclass
+class HopOutcome:
+    """What one hop ended with: the artifacts kept (primary first) or a failure, and its descendants."""
+
+    hop: HopSpec
+    artifacts: list[Artifact]
+    failure: HopFailure | None
+    node: Node | None
+    attempt_dir: Path | None
+    children: list[HopOutcome] = field(default_factory=list)
+
+    def walk(self) -> list[HopOutcome]:
+        return [self, *(o for child in self.children for o in child.walk())]
+
+
+@dataclass
+class _Made:
+    """One candidate's output before judgement."""
+
+    candidate: Candidate
+    response: HopResponse
+    directory: Path
+    seconds: float
+    nodes: list[Node]
+
+
+class Pipeline:
+    """The hops of one convert, run as checked hops into a staging directory."""
+
+    def __init__(self, stage: Path, source_signature: Signature, options: ConvertOptions, registry: HopRegistry,
+                 runners: RunnerRegistry, notify: Callable[[Event], None]) -> None:
+        self.stage = stage
+        self.options = options
+        self.registry = registry
+        self.runners = runners
+        self._signature = source_signature
+        self._rules = tolerance_rules(options)
+        self._failure_details: dict[str, str] = {}
+        self._notify_lock = threading.Lock()
+        self._notify = notify
+        self._gate = threading.BoundedSemaphore(defaults.parallel_steps())
+        self._counter = 0
+        self._counter_lock = threading.Lock()
+        self.inputs: CheckInputs | None = None
+        self.source_outputs: Future[Ran] | None = None
+        only = set(options.only) | ({"torchscript"} if options.torch_exporter == "torchscript" else set())
+        self._only = tuple(sorted(only))
+        known = {c.name for hop in registry for c in hop.candidates}
+        unknown = [n for n in (*options.prefer, *self._only) if n not in known]
+        if unknown:
+            raise InputError(f"no hop has a candidate {unknown[0]!r}; the candidates are {', '.join(sorted(known))} "
+                             "(bridge convert MODEL --to FORMAT --candidates lists them per hop)")
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def checks(self) -> ChecksRecord | None:
+        return self.inputs.record if self.inputs is not None else None
+
+    def candidates_for(self, hop: HopSpec) -> tuple[Candidate, ...]:
+        """The candidates of `hop` in the order they will be tried (``--only``, then ``--prefer``, then declared order)."""
+        only = tuple(c for c in hop.candidates if c.name in self._only)
+        if only:
+            return only
+        preferred = tuple(c for name in self.options.prefer for c in hop.candidates if c.name == name)
+        return (*preferred, *(c for c in hop.candidates if c not in preferred))
+
+    def run(self, route: Route, source_path: Path, source_signature: Signature) -> list[HopOutcome]:
+        """Run every hop of `route` from the source; returns the outcome tree of each first-level hop."""
+        source = Node(route.source, "source", source_path, source_signature)
+        if self.options.check:
+            self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR)
+            subject = subject_for("source", route.source, source_path, source_signature)
+            source.ran = spawn(partial(self._run_check, subject))
+            self.source_outputs = source.ran
+        children = self._children_of(route)
+        futures = [spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
+        try:
+            return [f.result() for f in futures]
+        except _ParentDidNotRun:
+            ran = source.ran.result() if source.ran is not None else None
+            runtime, error = (ran.runtime, ran.error) if ran is not None else ("its runtime", "")
+            raise InputError(f"{source_path}: the source could not run in {runtime} ({error}), so nothing made from "
+                             "it can be checked; fix the model, or pass --no-check to convert unchecked") from None
+
+    def detour(self, target: Format, failed: set[str], made: dict[Format, Node], existing: set[Format]) -> HopOutcome | None:
+        """A longer route to `target` from an artifact that verified, avoiding the hops that failed; None if there is none."""
+        usable = HopRegistry(tuple(h for h in self.registry if h.name not in failed and (h.dst == target or h.dst not in existing)))
+        best: Route | None = None
+        for fmt in made:
+            try:
+                route = plan(fmt, [target], registry=usable)
+            except UnsupportedRouteError:
+                continue
+            if best is None or len(route.hops) < len(best.hops):
+                best = route
+        if best is None:
+            return None
+        self._event("fallback", target.value, message=f"trying the longer route {best.describe()}")
+        first = best.hops[0]
+        return self.branch(first, made[first.src], self._children_of(best))
+
+    def _run_check(self, subject: Subject) -> Ran:
+        assert self.inputs is not None
+        inputs = self.inputs
+        return self._gated(partial(run_subject, subject, inputs, self.runners, self.options))
+
+    # --- one hop ------------------------------------------------------------------------------
+
+    def branch(self, hop: HopSpec, parent: Node, children: Callable[[Format], list[HopSpec]]) -> HopOutcome:
+        """Make `hop`'s artifact from `parent` (trying its candidates), then every hop below it."""
+        attempts: list[Attempt] = []
+        tried: list[tuple[_Made, Check | None]] = []
+        started_children: list[Future[HopOutcome]] = []
+        for index, candidate in enumerate(self.candidates_for(hop)):
+            if parent.abandoned.is_set():
+                break
+            made = self._produce(hop, candidate, parent, attempts)
+            if made is None:
+                continue
+            if not self.options.check:
+                attempts.append(Attempt(candidate.name, NOT_CHECKED, seconds=round(made.seconds, 3)))
+                return self._keep(hop, made, parent, None, attempts, children,
+                                  "not checked (--no-check): the first candidate that converted")
+            primary = made.nodes[0]
+            if index == 0:  # speculate: the hops below start from the first candidate while it is checked
+                started_children = [spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
+            check, attempt = self._judge(hop, made, primary, parent)
+            attempts.append(replace(attempt, candidate=candidate.name, seconds=round(made.seconds + attempt.seconds, 3)))
+            tried.append((made, check))
+            if attempt.outcome == PASSED:
+                why = "the first candidate, verified" if index == 0 else f"verified after {index} candidate(s) did not"
+                outcome = self._keep(hop, made, parent, check, attempts, children, why, started_children)
+                self._discard_others(tried, made)
+                return outcome
+            primary.abandoned.set()
+            for future in started_children:
+                self.discard(future.result())
+            started_children = []
+            self._event("fallback", hop.name, message=f"{candidate.name}: {attempt.message}")
+        return self._give_up(hop, parent, tried, attempts, children)
+
+    def _produce(self, hop: HopSpec, candidate: Candidate, parent: Node, attempts: list[Attempt]) -> _Made | None:
+        if candidate.applies_to and parent.path.suffix.lower() not in candidate.applies_to:
+            attempts.append(Attempt(candidate.name, NOT_APPLICABLE, f"for {', '.join(candidate.applies_to)} files only"))
+            return None
+        directory = self._attempt_dir(hop, candidate)
+        step = f"{hop.name} [{candidate.name}]"
+        self._event("start", step)
+        started = time.perf_counter()
+        try:
+            response = self._gated(lambda: run_isolated(
+                HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate),
+                stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage,
+            ))
+        except NotApplicableError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            attempts.append(Attempt(candidate.name, NOT_APPLICABLE, str(exc).removeprefix(f"{hop.name}: "),
+                                    seconds=round(time.perf_counter() - started, 3)))
+            self._event("done", step, time.perf_counter() - started, "not applicable")
+            return None
+        except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
+            seconds = time.perf_counter() - started
+            shutil.rmtree(directory, ignore_errors=True)
+            message = str(exc).removeprefix(f"{hop.name}: ")
+            attempts.append(Attempt(candidate.name, FAILED, message.splitlines()[0][:400] if message else "",
+                                    seconds=round(seconds, 3)))
+            self._failure_details[hop.name] = getattr(exc, "detail", "")
+            self._event("failed", step, seconds, message)
+            return None
+        seconds = time.perf_counter() - started
+        self._event("done", step, seconds)
+        nodes = [Node(hop.dst, self._key(hop.dst, p.precision), p.path, p.signature, p.precision) for p in response.produced]
+        return _Made(candidate, response, directory, seconds, nodes)
+
+    def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
+        subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)
+        node.ran = spawn(partial(self._run_check, subject))
+        ran = node.ran.result()
+        parent_outputs = parent.outputs()
+        if parent_outputs is None:
+            raise _ParentDidNotRun(parent.key)
+        source = self.source_outputs.result().outputs if self.source_outputs is not None else None
+        precision = "float16" if "float16" in (node.precision, parent.precision) else "float32"
+        batches = self.inputs.record.batches if self.inputs is not None else (1,)
+        return judge(node.key, parent.key, ran, parent_outputs, source, self._signature, precision, self._rules, batches)
+
+    def _keep(self, hop: HopSpec, made: _Made, parent: Node, check: Check | None, attempts: list[Attempt],
+              children: Callable[[Format], list[HopSpec]], why: str,
+              started: Sequence[Future[HopOutcome]] = ()) -> HopOutcome:
+        primary = made.nodes[0]
+        artifacts = [self._artifact(hop, made, primary, check, attempts, why)]
+        failure = None
+        for extra in made.nodes[1:]:  # a second precision of the same artifact: checked, not a candidate of its own
+            extra_check, extra_attempt = self._judge_extra(hop, made, extra, parent)
+            artifacts.append(self._artifact(hop, made, extra, extra_check, (), why, note=extra_attempt))
+            if extra_check is not None and not extra_check.passed:
+                failure = HopFailure(hop.name, f"{extra.key}: {extra_attempt}", kept=extra.key)
+        futures = list(started) or [spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
+        return HopOutcome(hop, artifacts, failure, primary, made.directory, [f.result() for f in futures])
+
+    def _judge_extra(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, str]:
+        if not self.options.check:
+            return None, ""
+        check, attempt = self._judge(hop, made, node, parent)
+        if node.ran is not None and node.ran.result().unavailable:
+            return None, f"not checked here: {node.ran.result().error}"
+        return check, attempt.message
+
+    def _give_up(self, hop: HopSpec, parent: Node, tried: list[tuple[_Made, Check | None]], attempts: list[Attempt],
+                 children: Callable[[Format], list[HopSpec]]) -> HopOutcome:
+        runnable = [(made, check) for made, check in tried if check is not None]
+        if parent.abandoned.is_set():
+            self._discard_others(tried, None)
+            return HopOutcome(hop, [], HopFailure(hop.name, "not kept: its parent's candidate did not verify"), None, None)
+        if not runnable:
+            self._discard_others(tried, None)
+            real = [a for a in attempts if a.outcome != NOT_APPLICABLE]
+            last = real[-1].message if real else "no candidate applies to this model"
+            error = (last if len(real) == 1 else f"no candidate made an artifact that runs ({len(real)} tried); last: {last}")
+            return HopOutcome(hop, [], HopFailure(hop.name, error, self._failure_details.get(hop.name, ""), tuple(attempts)),
+                              None, None, self._not_run(hop, children))
+        made, check = min(runnable, key=lambda pair: closeness(pair[1]))
+        self._discard_others(tried, made)
+        assert check is not None
+        worst = check.worst()
+        figure = f"{worst.name} max abs {worst.max_abs:.3g} (atol {worst.atol:g})" if worst and worst.max_abs is not None else "no figure"
+        why = f"the closest of {len(tried)} candidate(s) that ran; none verified"
+        kept = self._keep(hop, made, parent, check, attempts, children, why)
+        kept.failure = HopFailure(hop.name, f"no candidate agrees with its parent; kept the closest ({made.candidate.name}): "
+                                            f"{figure}", attempts=tuple(attempts), kept=kept.artifacts[0].key)
+        return kept
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _artifact(self, hop: HopSpec, made: _Made, node: Node, check: Check | None, attempts: Sequence[Attempt],
+                  why: str, note: str = "") -> Artifact:
+        digest, size = sha256_of(node.path)
+        notes = (*made.response.notes, *((note,) if note and check is None else ()))
+        return Artifact(
+            format=hop.dst, path=node.path.relative_to(made.directory).as_posix(), sha256=digest, bytes=size,
+            made_from=hop.src, hop=hop.name, tool=made.response.tool, seconds=round(made.seconds, 3),
+            options=made.response.options, inputs=node.signature.inputs, outputs=node.signature.outputs,
+            precision=node.precision, candidate=made.candidate.name, kept_because=why, attempts=tuple(attempts),
+            check=check, notes=tuple(notes),
+        )
+
+    def discard(self, outcome: HopOutcome) -> None:
+        for each in outcome.walk():
+            if each.attempt_dir is not None:
+                shutil.rmtree(each.attempt_dir, ignore_errors=True)
+
+    def _discard_others(self, tried: list[tuple[_Made, Check | None]], keep: _Made | None) -> None:
+        for made, _ in tried:
+            if made is not keep:
+                shutil.rmtree(made.directory, ignore_errors=True)
+
+    def _attempt_dir(self, hop: HopSpec, candidate: Candidate) -> Path:
+        with self._counter_lock:
+            self._counter += 1
+            number = self._counter
+        return self.stage / ATTEMPTS_DIR / f"{number:03d}-{hop.src.value}-{hop.dst.value}-{candidate.name}"
+
+    def _gated[T](self, function: Callable[[], T]) -> T:
+        with self._gate:
+            return function()
+
+    def _event(self, kind: str, step: str, seconds: float = 0.0, message: str = "") -> None:
+        with self._notify_lock:
+            self._notify(Event(kind, step, seconds, message))
+
+    @staticmethod
+    def _key(fmt: Format, precision: str) -> str:
+        return fmt.value if precision == "float32" else f"{fmt.value}-{precision}"
+
+    @staticmethod
+    def _children_of(route: Route) -> Callable[[Format], list[HopSpec]]:
+        return lambda fmt: [h for h in route.hops if h.src == fmt]
+
+    def _not_run(self, hop: HopSpec, children: Callable[[Format], list[HopSpec]]) -> list[HopOutcome]:
+        """Every hop below `hop`, recorded as not run because `hop` made nothing to start from."""
+        return [HopOutcome(h, [], HopFailure(h.name, f"not run: no {h.src.value} artifact to start from"), None, None,
+                           self._not_run(h, children)) for h in children(hop.dst)]
+
+
+def publish_attempts(stage: Path, outcomes: Sequence[HopOutcome]) -> list[Artifact]:
+    """Move each kept artifact from its attempt directory to ``STAGE/FORMAT/`` and return them with final paths."""
+    artifacts: list[Artifact] = []
+    for outcome in (o for top in outcomes for o in top.walk()):
+        if outcome.attempt_dir is None or not outcome.artifacts:
+            continue
+        final = stage / outcome.hop.dst.value
+        shutil.rmtree(final, ignore_errors=True)
+        outcome.attempt_dir.rename(final)
+        artifacts.extend(replace(a, path=f"{outcome.hop.dst.value}/{a.path}") for a in outcome.artifacts)
+    shutil.rmtree(stage / ATTEMPTS_DIR, ignore_errors=True)
+    return artifacts
+
+
+def failures_of(outcomes: Sequence[HopOutcome]) -> list[HopFailure]:
+    return [o.failure for top in outcomes for o in top.walk() if o.failure is not None]
