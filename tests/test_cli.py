@@ -94,7 +94,7 @@ def test_convert_json_prints_the_manifest_it_wrote(zoo_model: Callable[[str], Pa
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     assert printed == json.loads((out / "manifest.json").read_text())
-    assert printed["schema"] == "bridge.manifest/1"
+    assert printed["schema"] == "bridge.manifest/2"
     assert [a["format"] for a in printed["artifacts"]] == ["onnx"]
     assert result.stderr == ""  # --json silences progress
 

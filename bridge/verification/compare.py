@@ -89,6 +89,14 @@ def _nonfinite(expected: NDArray[Any], actual: NDArray[Any]) -> str | None:
     return ", ".join(found) or None
 
 
+def _same_nonfinite(expected: NDArray[Any], actual: NDArray[Any]) -> bool:
+    """NaN where the other has NaN, and Inf of the same sign where the other has it, and nowhere else."""
+    nan_e, nan_a = np.isnan(expected), np.isnan(actual)
+    inf_e, inf_a = np.isinf(expected), np.isinf(actual)
+    same_inf = bool(np.all(np.sign(expected[inf_e]) == np.sign(actual[inf_e]))) if inf_e.any() else True
+    return bool(np.array_equal(nan_e, nan_a) and np.array_equal(inf_e, inf_a) and same_inf)
+
+
 def _looks_like_scores(array: NDArray[Any]) -> bool:
     return array.ndim == 2 and array.shape[-1] >= 2 and array.dtype.kind == "f"
 
@@ -99,38 +107,48 @@ def missing_output(name: str, tolerance: Tolerance, error: str) -> OutputDrift:
     return OutputDrift(name, nan, nan, nan, nan, nan, None, None, None, False, tolerance, error=error)
 
 
-def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tolerance: Tolerance) -> OutputDrift:
-    """Metrics for one output over every sample; both arrays are ``[samples, *shape]``."""
+def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tolerance: Tolerance, *,
+                   same_nonfinite_agrees: bool = False) -> OutputDrift:
+    """Metrics for one output over every sample; both arrays are ``[samples, *shape]``.
+
+    NaN or Inf on either side fails, except with `same_nonfinite_agrees` (convert's checks), where
+    a NaN or an Inf of the same sign at the same place on both sides agrees: the source computed it.
+    """
     if expected.shape != actual.shape:
         return missing_output(name, tolerance, f"shape {list(actual.shape[1:])} does not match {list(expected.shape[1:])}")
-    e = expected.astype(np.float64)
-    a = actual.astype(np.float64)
-    nonfinite = _nonfinite(e, a) if e.dtype.kind == "f" else None
-    finite = np.isfinite(e) & np.isfinite(a)
-    diff = np.abs(a - e)[finite] if nonfinite else np.abs(a - e).ravel()
-    if diff.size == 0:
-        diff = np.zeros(1)
-    scale = np.maximum(np.abs(e), defaults.REL_FLOOR)
-    rel = (np.abs(a - e) / scale)[finite] if nonfinite else (np.abs(a - e) / scale).ravel()
-    ef, af = np.where(finite, e, 0).ravel(), np.where(finite, a, 0).ravel()
-    norms = float(np.linalg.norm(ef) * np.linalg.norm(af))
-    cosine = float(ef @ af / norms) if norms > 0 else (1.0 if not ef.any() and not af.any() else 0.0)
-    top1 = top5 = None
-    if _looks_like_scores(expected[0]):
-        rows_e = e.reshape(-1, e.shape[-1])
-        rows_a = a.reshape(-1, a.shape[-1])
-        top1 = float(np.mean(rows_e.argmax(-1) == rows_a.argmax(-1)))
-        if rows_e.shape[-1] >= defaults.TOP5:
-            k = defaults.TOP5
-            te = np.argsort(-rows_e, axis=-1)[:, :k]
-            ta = np.argsort(-rows_a, axis=-1)[:, :k]
-            top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta, strict=False)]))
-    within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
-    return OutputDrift(
-        name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,
-        rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
-        nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance,
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN and Inf are reported, not warned about
+        e = expected.astype(np.float64)
+        a = actual.astype(np.float64)
+        nonfinite = _nonfinite(e, a) if e.dtype.kind == "f" else None
+        if nonfinite and same_nonfinite_agrees and _same_nonfinite(e, a):
+            nonfinite = None
+            keep = np.isfinite(e)
+            e, a = np.where(keep, e, 0.0), np.where(keep, a, 0.0)
+        finite = np.isfinite(e) & np.isfinite(a)
+        diff = np.abs(a - e)[finite] if nonfinite else np.abs(a - e).ravel()
+        if diff.size == 0:
+            diff = np.zeros(1)
+        scale = np.maximum(np.abs(e), defaults.REL_FLOOR)
+        rel = (np.abs(a - e) / scale)[finite] if nonfinite else (np.abs(a - e) / scale).ravel()
+        ef, af = np.where(finite, e, 0).ravel(), np.where(finite, a, 0).ravel()
+        norms = float(np.linalg.norm(ef) * np.linalg.norm(af))
+        cosine = float(ef @ af / norms) if norms > 0 else (1.0 if not ef.any() and not af.any() else 0.0)
+        top1 = top5 = None
+        if _looks_like_scores(expected[0]):
+            rows_e = e.reshape(-1, e.shape[-1])
+            rows_a = a.reshape(-1, a.shape[-1])
+            top1 = float(np.mean(rows_e.argmax(-1) == rows_a.argmax(-1)))
+            if rows_e.shape[-1] >= defaults.TOP5:
+                k = defaults.TOP5
+                te = np.argsort(-rows_e, axis=-1)[:, :k]
+                ta = np.argsort(-rows_a, axis=-1)[:, :k]
+                top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta, strict=False)]))
+        within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
+        return OutputDrift(
+            name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,
+            rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
+            nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance,
+        )
 
 
 @dataclass(frozen=True)

@@ -343,7 +343,8 @@ def _concrete(signature: Signature) -> tuple[Any, ...]:
 
 
 def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], actual: Mapping[str, NDArray[Any]],
-                    source: Signature, rules: ToleranceRules, precision: str) -> tuple[OutputDrift, ...]:
+                    source: Signature, rules: ToleranceRules, precision: str,
+                    same_nonfinite_agrees: bool = False) -> tuple[OutputDrift, ...]:
     """Every source output of `dst` against `src`, with the tolerance for its dtype (or the precision's)."""
     drifts = []
     for spec in source.outputs:
@@ -353,7 +354,8 @@ def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], ac
             missing = dst if spec.name not in actual else src
             drifts.append(missing_output(spec.name, tolerance, f"{missing} has no output for source output {spec.name!r}"))
             continue
-        drifts.append(compare_output(spec.name, expected[spec.name], actual[spec.name], tolerance))
+        drifts.append(compare_output(spec.name, expected[spec.name], actual[spec.name], tolerance,
+                                     same_nonfinite_agrees=same_nonfinite_agrees))
     return tuple(drifts)
 
 

@@ -42,6 +42,17 @@ def test_nan_and_shape_mismatch_always_fail() -> None:
     assert not missing_output("y", TOL, "gone").passed
 
 
+def test_checks_let_nonfinite_values_agree_only_where_both_sides_have_them() -> None:
+    expected = np.array([[np.nan, 1.0, np.inf]])
+    same = compare_output("y", expected, np.array([[np.nan, 1.0 + 1e-6, np.inf]]), TOL, same_nonfinite_agrees=True)
+    assert same.passed and same.max_abs == pytest.approx(1e-6)
+    assert not compare_output("y", expected, expected.copy(), TOL).passed  # verify: a NaN always fails
+    moved = compare_output("y", expected, np.array([[1.0, np.nan, np.inf]]), TOL, same_nonfinite_agrees=True)
+    assert not moved.passed and moved.nonfinite
+    sign = compare_output("y", expected, np.array([[np.nan, 1.0, -np.inf]]), TOL, same_nonfinite_agrees=True)
+    assert not sign.passed
+
+
 def test_top1_and_top5_for_class_scores() -> None:
     rng = np.random.default_rng(0)
     expected = rng.standard_normal((4, 1, 10))
