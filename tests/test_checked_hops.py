@@ -39,7 +39,11 @@ def _verify(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], di
 
 
 def _python(code: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, cwd=cwd, capture_output=True)
+    """Run `code` as a script file in `cwd` (TorchScript's compiler reads class sources from files)."""
+    script = cwd / "make_model.py"
+    script.write_text(textwrap.dedent(code), encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_gru_from_a_pt2_keeps_a_candidate_that_matches_pytorch(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
@@ -223,11 +227,13 @@ def test_candidates_are_listed_and_pinned(zoo_model: Callable[[str], Path], tmp_
 def test_verify_on_an_absent_device_compares_nothing_and_exits_2(converted_cnn: Path, tmp_path: Path) -> None:
     if Path("/proc/driver/nvidia/version").exists():
         pytest.skip("a GPU is present: CUDA runs here")
-    result, report = _verify(converted_cnn, "--device", "cuda")
+    path = tmp_path / "cuda.json"
+    result = run_bridge("verify", str(converted_cnn), "--device", "cuda", "--samples", "2", "--json", str(path))
+    report = json.loads(path.read_text())
     assert result.returncode == 2 and report["exit_code"] == 2 and not report["passed"]
     assert "nothing was compared" in result.stderr and "--allow-unavailable" in result.stderr
-    allowed, report = _verify(converted_cnn, "--device", "cuda", "--allow-unavailable")
-    assert allowed.returncode == 0 and report["passed"]
+    allowed = run_bridge("verify", str(converted_cnn), "--device", "cuda", "--samples", "2", "--allow-unavailable")
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_model_shaped_inputs_verify_exactly_like_a_sample_axis(converted_cnn: Path, tmp_path: Path) -> None:
