@@ -46,7 +46,7 @@ def main(out_dir: str, name: str, inputs_path: str, specs_path: str, warmup: str
     from bridge.verification.timing import LatencyStats, measure
 
     warmup_n, blocks_n, runs_n, pause_s = int(warmup), int(blocks), int(block_runs), float(pause)
-    subject = next(s for s in subjects_of(Manifest.read(Path(out_dir)), Path(out_dir)) if s.name == name)
+    subject = next(s for s in subjects_of(Manifest.read(Path(out_dir)), Path(out_dir))[0] if s.name == name)
     with np.load(inputs_path) as data:
         source_inputs = {k: data[k] for k in data.files}
     samples = next(iter(source_inputs.values())).shape[0]

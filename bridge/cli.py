@@ -2,14 +2,18 @@
 
 Each command builds the library's option records from its flags, calls the library, and prints
 what it returns. Exit codes (docs/tolerances.md): 0 done / verified; 1 drift over tolerance;
-2 bad input or usage, an unsupported route, a failed hop, a representation that could not run
-(one line on stderr; the traceback with --debug). Nothing here imports a framework: the library
+2 bad input or usage (one line on stderr; the traceback with --debug); 3 an internal error (the
+traceback in a file); 130 Ctrl-C; 143 SIGTERM. Nothing here imports a framework: the library
 modules are imported inside the commands.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +24,7 @@ import click
 
 from bridge import __version__, defaults
 from bridge.cli_params import FormatList, InputShape, OutputTolerance
-from bridge.errors import BridgeError, HopError
+from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion, ProgressEvent
@@ -30,11 +34,25 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the same cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 class BridgeGroup(click.Group):
-    """click's group, with usage errors written the way bridge writes every error: one line, exit 2."""
+    """click's group, with every way out given its one exit code (docs/tolerances.md).
+
+    Usage errors are one line and exit 2, like every user error; Ctrl-C exits 130 and SIGTERM 143,
+    after the running child steps are ended and the partial output removed; anything unexpected is
+    a bug in bridge: one line, the traceback in a file whose path is printed, exit 3.
+    """
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().main(*args, **kwargs)
         except click.UsageError as exc:
@@ -44,9 +62,38 @@ class BridgeGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"bridge: error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("bridge: interrupted", err=True)
-            sys.exit(130)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            _interrupted("interrupted", EXIT_INTERRUPTED)
+        except Terminated:
+            _interrupted("terminated", EXIT_TERMINATED)
+        except Exception as exc:  # noqa: BLE001 - a bug: reported in one line, the traceback kept in a file
+            _internal_error(exc)
+
+
+def _interrupted(what: str, code: int) -> None:
+    from bridge.isolation import end_all
+
+    end_all()
+    click.echo(f"bridge: {what}; no partial output was kept", err=True)
+    sys.exit(code)
+
+
+def _internal_error(exc: BaseException) -> None:
+    from bridge.isolation import end_all
+
+    end_all()
+    report = Path(tempfile.gettempdir()) / f"bridge-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    text = f"bridge {__version__}, Python {sys.version.split()[0]}, argv {sys.argv}\n\n{traceback.format_exc()}"
+    try:
+        report.write_text(text, encoding="utf-8")
+        where = f"the traceback is in {report}"
+    except OSError:
+        where = "the traceback could not be saved"
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    click.echo(f"bridge: internal error (a bug in bridge, not in your model): {type(exc).__name__}: {first}", err=True)
+    click.echo(f"bridge: {where}; please report it to bridge's maintainers with that file and `bridge --version`",
+               err=True)
+    sys.exit(EXIT_INTERNAL)
 
 
 def _fail(message: str, debug: bool, detail: str = "") -> None:
@@ -253,6 +300,10 @@ def _print_conversion(conversion: Conversion) -> None:
 @click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), help="Devices (default: cpu and cuda).")
 @click.option("--allow-unavailable", is_flag=True,
               help="Pass even when an artifact could run on none of the devices asked for (default: exit 2).")
+@click.option("--allow-changed", is_flag=True,
+              help="Verify artifacts changed since convert (their sha256 differs from the manifest's; default: exit 2).")
+@click.option("--factory", metavar="PACKAGE.MODULE:FACTORY",
+              help="Rebuild a factory source and check the saved program against it; only this reference is imported.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True,
               help="Timed runs per representation.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
@@ -261,7 +312,8 @@ def _print_conversion(conversion: Conversion) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @_debug_option
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
-           devices: tuple[str, ...], allow_unavailable: bool, latency_runs: int, json_path: Path | None, junit_path: Path | None,
+           devices: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
+           latency_runs: int, json_path: Path | None, junit_path: Path | None,
            markdown_path: Path | None, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it."""
     from bridge.options import VerifyOptions
@@ -275,6 +327,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices or None, atol=kw["atol"],
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
             trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
+            allow_changed=allow_changed, factory=factory,
         )
         reports = ReportPaths(json_path, junit_path, markdown_path)
         reports.check()
@@ -310,6 +363,8 @@ def _print_report(report: Report, quiet: bool) -> None:
             click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if not quiet:
         click.echo(f"inputs: {report.inputs.path} (sha256 {report.inputs.sha256[:12]}, {report.inputs.samples} samples)")
+        for note in report.notes:
+            click.echo(f"note: {note}")
 
 
 @main.command()

@@ -20,6 +20,7 @@ from bridge import __version__, staging
 from bridge.errors import HopError, UnverifiedError
 from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
+from bridge.isolation import end_all
 from bridge.manifest import Artifact, HopFailure, Manifest
 from bridge.options import ConvertOptions, parse_formats
 from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
@@ -49,6 +50,8 @@ class Conversion:
     route: Route
     source_object: Any = field(default=None, compare=False, repr=False)
     """The live nn.Module or Keras model when one was passed in (not stored anywhere)."""
+    factory: str | None = None
+    """The ``package.module:factory`` this process was given as the source: verify may rebuild it."""
 
     def __repr__(self) -> str:
         keys = ", ".join(a.key for a in self.artifacts)
@@ -154,6 +157,7 @@ def convert(
         plan(identified.format, parse_targets(to, identified.format, registry), via=options.via, registry=registry)
     final_dir = Path(out_dir) if out_dir is not None else identified.default_out_dir
     stage = staging.prepare(final_dir, force=force)
+    pipeline: Pipeline | None = None
     try:
         context = SourceContext(options, specs, stage, runners,
                                 lambda kind, step, seconds: notify(ProgressEvent(kind, step, seconds)))
@@ -179,9 +183,15 @@ def convert(
         manifest.write(stage)
         staging.publish(stage, final_dir)
     except BaseException:
+        # Nothing may write into the staging directory while it is removed: stop starting work, end
+        # the child steps that run, let the tasks waiting on them return, then remove it.
+        end_all()
+        if pipeline is not None:
+            pipeline.cancel()
+            end_all()
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    conversion = Conversion(final_dir, manifest, route, source_object=identified.live)
+    conversion = Conversion(final_dir, manifest, route, source_object=identified.live, factory=identified.reference)
     if strict:
         raise_for_failures(conversion)
     return conversion

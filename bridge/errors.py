@@ -16,7 +16,8 @@
     │       └── UnverifiedError      no candidate of a hop made an artifact that agrees with its parent: exit 1
     └── DriftError                   not raised by the library (a Report carries drift); the CLI's exit 1
 
-Anything else escaping the library is a bug and is shown with its traceback.
+Exit codes: 0 pass, 1 drift (DriftError, UnverifiedError), 2 UserError, 3 anything else (a bug
+in bridge: the CLI prints one line and writes the traceback to a file), 130 Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_DRIFT = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 3
+"""A bug in bridge: one line on stderr, the traceback in a file whose path is printed."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT): running child steps ended, partial output removed."""
+EXIT_TERMINATED = 143
+"""SIGTERM: as for Ctrl-C."""
 
 
 class BridgeError(Exception):

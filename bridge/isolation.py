@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ from bridge import errors, records
 from bridge.messages import REQUESTS, StepError, StepRequest
 
 LOG_TAIL_LINES = 25
+
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def end_all() -> None:
+    """Kill every child step still running (their whole process groups), and wait for them.
+
+    Called when bridge is interrupted (Ctrl-C, SIGTERM) before it removes its partial output, so
+    no child writes into a directory that is being removed, and none outlives bridge.
+    """
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill_group(proc)
 
 # Quiet, deterministic children: no TF banner, no oneDNN notice, one BLAS thread pool each.
 _CHILD_ENV = {
@@ -56,10 +72,15 @@ def run_isolated[R](
         env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid())}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        cmd = [sys.executable, "-m", "bridge.isolation", task, str(req_path), str(res_path)]
+        # -P: the working directory is not put on the child's sys.path, so a folder that holds a
+        # `torch.py` or a `bridge` package cannot run code in it; a step that imports a factory the
+        # user named gets the directories it needs in its request.
+        cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(req_path), str(res_path)]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
+            with _running_lock:
+                _running.add(proc)
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -72,6 +93,9 @@ def run_isolated[R](
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                with _running_lock:
+                    _running.discard(proc)
         log_text = log_path.read_text(errors="replace")
         if res_path.is_file():
             envelope = json.loads(res_path.read_text(encoding="utf-8"))

@@ -22,7 +22,11 @@ from bridge.staging import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "bridge.manifest/2"
-READABLE_SCHEMAS = ("bridge.manifest/1", MANIFEST_SCHEMA)
+SCHEMA_FILE = Path(__file__).with_name("manifest_schema.json")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+DTYPES = frozenset({"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
+                    "uint8", "uint16", "uint32", "uint64", "bool"})
+"""The tensor dtypes bridge feeds and reads; anything else in a manifest is refused."""
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -231,18 +235,76 @@ class Manifest:
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
-        """Read DIR/manifest.json; an InputError names the file and what is wrong with it."""
+        """Read DIR/manifest.json as untrusted input: JSON Schema, then types, then meaning.
+
+        Any problem is an InputError that names the file, the field and what was expected.
+        """
         path = directory / MANIFEST_NAME
         if not path.is_file():
             raise InputError(f"{directory}: no {MANIFEST_NAME}; run `bridge convert` to make one")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise InputError(f"{path}: {path.stat().st_size} bytes, larger than any manifest bridge writes; not a bridge manifest")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not valid JSON ({exc}); convert the model again") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise InputError(f"{path}: not valid JSON ({reason}); convert the model again") from exc
         schema = data.get("schema") if isinstance(data, dict) else None
-        if schema not in READABLE_SCHEMAS:
-            raise InputError(f"{path}: unknown manifest schema {schema!r} (this bridge reads {', '.join(READABLE_SCHEMAS)})")
+        if schema != MANIFEST_SCHEMA:
+            raise InputError(f"{path}: manifest schema {str(schema)[:80]!r}, but this bridge reads {MANIFEST_SCHEMA}; "
+                             "convert the model again with this bridge")
         try:
-            return cls.from_json(data)
+            records.validate(data, SCHEMA_FILE)
+            manifest = cls.from_json(data)
         except records.RecordError as exc:
-            raise InputError(f"{path}: not a valid bridge manifest: {exc}; convert the model again") from exc
+            raise InputError(f"{path}: {exc}; convert the model again") from exc
+        _check_meaning(manifest, directory, path)
+        return manifest
+
+
+def _check_meaning(manifest: Manifest, directory: Path, path: Path) -> None:
+    """What a schema cannot say: known dtypes, permutations, paths inside the folder, a consistent route."""
+    def fail(where: str, problem: str) -> None:
+        raise InputError(f"{path}: {where}: {problem}; convert the model again")
+
+    def tensors(where: str, specs: tuple[TensorSpec, ...]) -> None:
+        for i, spec in enumerate(specs):
+            if spec.dtype not in DTYPES:
+                fail(f"{where}[{i}].dtype", f"{spec.dtype[:40]!r} is not a dtype bridge knows ({', '.join(sorted(DTYPES))})")
+            if sorted(spec.perm) != list(range(spec.rank)):
+                fail(f"{where}[{i}].perm", f"{list(spec.perm)[:8]} is not a permutation of the {spec.rank} axes of shape "
+                                           f"{list(spec.shape)[:8]}")
+
+    tensors("source.inputs", manifest.source.inputs)
+    tensors("source.outputs", manifest.source.outputs)
+    if manifest.source.materialized is None:
+        fail("source.materialized", "missing: the source must be inside the folder (bridge reads nothing outside it)")
+    else:
+        inside(directory, manifest.source.materialized, path, "source.materialized")
+    formats = {manifest.source.format}
+    keys: set[str] = set()
+    for i, artifact in enumerate(manifest.artifacts):
+        where = f"artifacts[{i}]"
+        tensors(f"{where}.inputs", artifact.inputs)
+        tensors(f"{where}.outputs", artifact.outputs)
+        inside(directory, artifact.path, path, f"{where}.path")
+        if artifact.key in keys:
+            fail(f"{where}", f"a second {artifact.key!r} artifact")
+        if artifact.made_from not in formats:
+            fail(f"{where}.made_from", f"{artifact.made_from.value!r}, which no earlier artifact of this folder is")
+        if artifact.hop != f"{artifact.made_from.value}->{artifact.format.value}":
+            fail(f"{where}.hop", f"{artifact.hop[:40]!r} does not join {artifact.made_from.value} to {artifact.format.value}")
+        keys.add(artifact.key)
+        formats.add(artifact.format)
+
+
+def inside(directory: Path, relative: str, manifest_path: Path, where: str) -> Path:
+    """`relative` resolved inside `directory` (symlinks followed), or an InputError naming the field."""
+    from bridge.safety import escapes
+
+    root = directory.resolve()
+    target = (root / relative).resolve()
+    if escapes(relative) or (target != root and root not in target.parents):
+        raise InputError(f"{manifest_path}: {where}: {relative[:200]!r} is outside {directory}; "
+                         "bridge reads nothing outside the folder it is given (convert the model again)")
+    return target

@@ -88,6 +88,8 @@ class MaterializeRequest(StepRequest[MaterializeResponse]):
     dynamic_batch: bool = False
     torchscript: bool = False
     """Trace a PyTorch module to TorchScript (for the TorchScript exporter) instead of torch.export."""
+    import_paths: tuple[Path, ...] = ()
+    """Directories put first on the child's sys.path to import the factory (the user's working directory)."""
 
 
 # --- inspect: load an artifact and read its signature ---------------------------------------
@@ -98,6 +100,8 @@ class InspectResponse:
     signature: Signature
     kind: str
     """For torch files: ``exported_program``, ``torchscript`` or ``pickled_module``; else the format."""
+    companions: tuple[str, ...] = ()
+    """Files beside the artifact that it needs, relative to its directory (ONNX external data)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class RunRequest(StepRequest[RunResponse]):
     input_specs: tuple[TensorSpec, ...] | None = None
     factory: str | None = None
     """For the eager source: build the model with this ``package.module:factory`` instead of loading `path`."""
+    import_paths: tuple[Path, ...] = ()
+    """Directories put first on the child's sys.path to import the factory (the user's working directory)."""
     trust_pickle: bool = False
     trust_code: bool = False
 

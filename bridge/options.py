@@ -98,6 +98,10 @@ class VerifyOptions:
     trust_code: bool = False
     allow_unavailable: bool = False
     """Pass even when an artifact ran on none of the devices asked for (otherwise exit 2)."""
+    allow_changed: bool = False
+    """Verify artifacts whose bytes differ from the manifest's sha256 (otherwise exit 2 before anything runs)."""
+    factory: str | None = None
+    """The ``package.module:factory`` the user names: only then is a factory source rebuilt and run eagerly."""
 
     def __post_init__(self) -> None:
         if self.samples < 1:

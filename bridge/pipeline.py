@@ -19,10 +19,11 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future, TimeoutError
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bridge import defaults
 from bridge.checking import (
@@ -53,6 +54,10 @@ ATTEMPTS_DIR = ".attempts"
 
 class _ParentDidNotRun(Exception):
     """A check needs its parent's outputs, and the parent (the source) could not run."""
+
+
+class Cancelled(BaseException):
+    """The pipeline was cancelled (Ctrl-C, SIGTERM, an error elsewhere): start nothing more."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,9 @@ class Pipeline:
         self._notify_lock = threading.Lock()
         self._notify = notify
         self._gate = threading.BoundedSemaphore(defaults.parallel_steps())
+        self._cancelled = threading.Event()
+        self._tasks: list[Future[Any]] = []
+        self._tasks_lock = threading.Lock()
         self._counter = 0
         self._counter_lock = threading.Lock()
         self.inputs: CheckInputs | None = None
@@ -173,10 +181,10 @@ class Pipeline:
         if self.options.check:
             self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR)
             subject = subject_for("source", route.source, source_path, source_signature)
-            source.ran = spawn(partial(self._run_check, subject))
+            source.ran = self._spawn(partial(self._run_check, subject))
             self.source_outputs = source.ran
         children = self._children_of(route)
-        futures = [spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
+        futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
         try:
             return [f.result() for f in futures]
         except _ParentDidNotRun:
@@ -226,7 +234,7 @@ class Pipeline:
                                   "not checked (--no-check): the first candidate that converted")
             primary = made.nodes[0]
             if index == 0:  # speculate: the hops below start from the first candidate while it is checked
-                started_children = [spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
+                started_children = [self._spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
             check, attempt = self._judge(hop, made, primary, parent)
             attempts.append(replace(attempt, candidate=candidate.name, seconds=round(made.seconds + attempt.seconds, 3)))
             tried.append((made, check))
@@ -277,7 +285,7 @@ class Pipeline:
 
     def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
         subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)
-        node.ran = spawn(partial(self._run_check, subject))
+        node.ran = self._spawn(partial(self._run_check, subject))
         ran = node.ran.result()
         parent_outputs = parent.outputs()
         if parent_outputs is None:
@@ -298,7 +306,7 @@ class Pipeline:
             artifacts.append(self._artifact(hop, made, extra, extra_check, (), why, note=extra_attempt))
             if extra_check is not None and not extra_check.passed:
                 failure = HopFailure(hop.name, f"{extra.key}: {extra_attempt}", kept=extra.key)
-        futures = list(started) or [spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
+        futures = list(started) or [self._spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
         return HopOutcome(hop, artifacts, failure, primary, made.directory, [f.result() for f in futures])
 
     def _judge_extra(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, str]:
@@ -364,8 +372,37 @@ class Pipeline:
         return self.stage / ATTEMPTS_DIR / f"{number:03d}-{hop.src.value}-{hop.dst.value}-{candidate.name}"
 
     def _gated[T](self, function: Callable[[], T]) -> T:
+        if self._cancelled.is_set():
+            raise Cancelled()
         with self._gate:
+            if self._cancelled.is_set():
+                raise Cancelled()
             return function()
+
+    def _spawn[T](self, function: Callable[[], T]) -> Future[T]:
+        future = spawn(function)
+        with self._tasks_lock:
+            self._tasks.append(future)
+        return future
+
+    def cancel(self, wait: float = 5.0) -> None:
+        """Start nothing more, and wait (up to `wait` seconds) for the running tasks to notice.
+
+        The caller ends the running child processes (isolation.end_all) so that the tasks waiting
+        on them return at once; then nothing writes into the staging directory any more.
+        """
+        self._cancelled.set()
+        deadline = time.monotonic() + wait
+        with self._tasks_lock:
+            tasks = list(self._tasks)
+        for task in tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                task.exception(timeout=remaining)
+            except (TimeoutError, CancelledError):
+                break
 
     def _event(self, kind: str, step: str, seconds: float = 0.0, message: str = "") -> None:
         with self._notify_lock:

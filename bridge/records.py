@@ -165,6 +165,35 @@ def _read_record(cls: type, data: JSON, path: str) -> Any:
         raise RecordError(path, str(exc)) from exc
 
 
+def validate(data: JSON, schema_file: Path) -> None:
+    """Check `data` against the JSON Schema in `schema_file`; the first problem is a RecordError naming its field."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is None:
+        return
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    raise RecordError(where, _schema_problem(error))
+
+
+def _schema_problem(error: Any) -> str:
+    value, rule, kind = _show(error.instance), error.validator_value, str(error.validator)
+    if kind == "type":
+        return f"expected {rule if isinstance(rule, str) else ' or '.join(map(str, rule))}, got {value}"
+    if kind in ("maximum", "minimum"):
+        return f"{value} is {'greater' if kind == 'maximum' else 'less'} than the {kind} {rule}"
+    if kind == "pattern":
+        return f"{value} does not match {rule!r}"
+    if kind in ("enum", "const"):
+        return f"{value} is not one of {rule if kind == 'enum' else [rule]}"
+    if kind in ("maxLength", "minLength", "maxItems"):
+        return f"{'longer than' if kind == 'maxLength' else 'shorter than' if kind == 'minLength' else 'more items than'} {rule}"
+    return " ".join(str(error.message).split())[:200]
+
+
 def _show(data: JSON) -> str:
     text = repr(data)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -38,7 +38,7 @@ def check_archive(path: Path) -> None:
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{path}: a damaged zip archive ({exc}); export the model again") from exc
     for name in names:
-        if _escapes(name):
+        if escapes(name):
             raise UnsafeInputError(
                 f"{path}: archive entry {name!r} points outside the archive's directory; "
                 "refusing to extract it (the file was tampered with or badly made)"
@@ -48,7 +48,8 @@ def check_archive(path: Path) -> None:
 _KIND = {".pt2": "PyTorch ExportedProgram", ".keras": "Keras archive", ".pt": "PyTorch file", ".pth": "PyTorch file"}
 
 
-def _escapes(name: str) -> bool:
+def escapes(name: str) -> bool:
+    """Whether a relative name points outside its directory: absolute, a drive, or a `..` part."""
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
     return posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in posix.parts or ".." in windows.parts
 
@@ -99,7 +100,7 @@ def check_onnx_external_data(model: Any, model_path: Path) -> None:
         if getattr(tensor, "data_location", 0) != 1:  # onnx.TensorProto.EXTERNAL
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not location or _escapes(location):
+        if not location or escapes(location):
             raise UnsafeInputError(
                 f"{model_path}: tensor {tensor.name!r} reads external data from {location!r}, outside the "
                 "model's directory; refusing to load it (keep external data files beside the model)"

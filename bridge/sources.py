@@ -14,6 +14,7 @@ import abc
 import enum
 import pkgutil
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,11 +150,13 @@ class SourceResolver(abc.ABC):
         path, fmt, kind, note, specs = self.build(identified, context)
         if identified.format is not None and fmt != identified.format:
             raise InputError(f"{identified.display}: --from {identified.format.value} but it builds a {fmt.value} model; drop --from")
-        signature, kind = self.describe(path, fmt, kind, specs, context)
+        signature, kind, companions = self.describe(path, fmt, kind, specs, context)
         if specs is not None:
             specs.check_against(signature, path)
+        if not path.is_relative_to(context.stage):
+            path = copy_into(path, companions, context.stage / "source")
         digest, size = sha256_of(path)
-        materialized = path.relative_to(context.stage).as_posix() if path.is_relative_to(context.stage) else None
+        materialized = path.relative_to(context.stage).as_posix()
         record = Source(
             path=identified.display, format=fmt, kind=kind, origin=self.kind.value, sha256=digest, bytes=size,
             inputs=signature.inputs, outputs=signature.outputs, materialized=materialized, notes=(note,) if note else (),
@@ -161,21 +164,22 @@ class SourceResolver(abc.ABC):
         return Prepared(record, path, specs)
 
     def describe(self, path: Path, fmt: Format, kind: str, specs: ExampleInputs | None,
-                 context: SourceContext) -> tuple[Signature, str]:
+                 context: SourceContext) -> tuple[Signature, str, tuple[str, ...]]:
         """The signature of the saved model, read in a child process by its format's reference runtime.
 
-        A ``.pt2`` is read from its archive's JSON instead (milliseconds, no torch import).
+        Also how it is stored, and the files beside it that it needs (ONNX external data). A ``.pt2``
+        is read from its archive's JSON instead (milliseconds, no torch import).
         """
         if fmt == Format.TORCH and path.suffix.lower() == ".pt2":
             fast = pt2.read_signature(path)
             if fast is not None:
-                return fast, "exported_program"
+                return fast, "exported_program", ()
         response = run_isolated(
             InspectRequest(context.runners.primary(fmt), path, specs.specs if specs else None,
                            trust_pickle=context.options.trust_pickle, trust_code=context.options.trust_code),
             stage=f"load {fmt.value}", timeout=context.options.timeout, hide_gpu=True,
         )
-        return response.signature, response.kind
+        return response.signature, response.kind, response.companions
 
 
 class ModelFileResolver(SourceResolver):
@@ -244,7 +248,7 @@ class FactoryResolver(SourceResolver):
         started = time.perf_counter()
         response = run_isolated(
             MaterializeRequest(identified.reference, context.stage / "source", context.specs, context.options.dynamic_batch,
-                               torchscript=context.options.torch_exporter == "torchscript"),
+                               torchscript=context.options.torch_exporter == "torchscript", import_paths=(Path.cwd(),)),
             stage="materialize", timeout=context.options.timeout, hide_gpu=True,
         )
         context.notify("done", "materialize", time.perf_counter() - started)
@@ -271,6 +275,24 @@ class LiveObjectResolver(SourceResolver):
                             torchscript=context.options.torch_exporter == "torchscript")
         context.notify("done", "materialize", time.perf_counter() - started)
         return saved.path, saved.format, saved.kind, saved.note, context.specs
+
+
+def copy_into(path: Path, companions: tuple[str, ...], directory: Path) -> Path:
+    """Copy the source (and the files beside it that it needs) into the output folder.
+
+    The folder then holds everything verify runs: it reads nothing outside the folder it is given
+    (docs/safety.md), and a folder made on one machine verifies on another.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / path.name
+    if path.is_dir():
+        shutil.copytree(path, target, symlinks=False)
+        return target
+    shutil.copyfile(path, target)
+    for name in companions:
+        (target.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path.parent / name, target.parent / name)
+    return target
 
 
 def live_format(model: Any) -> Format | None:

@@ -7,6 +7,7 @@ returns its typed response; frameworks are imported here, through the hops and r
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import DeviceUnavailableError
@@ -73,6 +74,7 @@ def materialize(request: MaterializeRequest) -> MaterializeResponse:
     from bridge.hops.materialize import materialize as save
     from bridge.sources import factory_example_inputs, load_factory
 
+    sys.path[:0] = [str(p) for p in request.import_paths]
     model = load_factory(request.reference)
     specs = request.example_inputs or factory_example_inputs(request.reference)
     return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript)
@@ -86,7 +88,7 @@ def inspect(request: InspectRequest) -> InspectResponse:
     options = LoadOptions(input_specs=request.input_specs, trust_pickle=request.trust_pickle, trust_code=request.trust_code)
     runner = load_runner_class(request.runner)(request.path, options)
     try:
-        return InspectResponse(runner.signature(), runner.kind or request.runner.format.value)
+        return InspectResponse(runner.signature(), runner.kind or request.runner.format.value, runner.companions())
     finally:
         runner.close()
 
@@ -101,6 +103,7 @@ def run_samples(request: RunRequest) -> RunResponse:
     from bridge.verification.timing import measure
 
     spec = request.runner
+    sys.path[:0] = [str(p) for p in request.import_paths]
     if request.device not in spec.devices:
         raise DeviceUnavailableError(f"{request.device}: not available ({spec.runtime} runs on {', '.join(spec.devices)} only)")
     options = LoadOptions(device=request.device, input_specs=request.input_specs, factory=request.factory,

@@ -63,6 +63,12 @@ def converted_cnn(zoo_model: Callable[[str], Path], convert_once: Callable[..., 
 
 
 @pytest.fixture(scope="session")
+def converted_mlp(zoo_model: Callable[[str], Path], convert_once: Callable[..., Path]) -> Path:
+    """The PyTorch MLP converted to onnx and tflite: a small, real folder to tamper with."""
+    return convert_once(zoo_model("mlp"), "--to", "tflite")
+
+
+@pytest.fixture(scope="session")
 def converted_keras(zoo_model: Callable[[str], Path], convert_once: Callable[..., Path]) -> Path:
     """The Keras CNN converted to every format it reaches (onnx, tf, tflite, torch)."""
     return convert_once(zoo_model("keras_cnn"), "--to", "all")

@@ -60,6 +60,10 @@ class Runner(abc.ABC):
     def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         """Run once; feeds and outputs are keyed by the artifact's tensor names."""
 
+    def companions(self) -> tuple[str, ...]:
+        """Files beside the artifact that loading it reads, relative to its directory (ONNX external data)."""
+        return ()
+
     def synchronize(self) -> None:  # noqa: B027 - a no-op by default: only asynchronous devices wait
         """Wait for queued device work (CUDA) so timings measure the whole call."""
 

@@ -61,6 +61,11 @@ def load_onnx_checked(path: Path) -> Any:
     return model
 
 
+def external_data_files(model: Any) -> tuple[str, ...]:
+    """The external data files an ONNX model's tensors name, relative to its directory (checked inside it)."""
+    return tuple(sorted({e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}))
+
+
 def _ort_reason(exc: Exception) -> str:
     """onnxruntime's reason without its ``[ONNXRuntimeError] : 1 : FAIL : Load model from PATH failed:`` prefix."""
     text = " ".join(str(exc).split())
@@ -98,7 +103,7 @@ class OnnxruntimeRunner(Runner):
         super().__init__(path, options)
         import onnxruntime as ort
 
-        load_onnx_checked(path)
+        self._companions = external_data_files(load_onnx_checked(path))
         provider = _PROVIDERS.get(options.device.split(":")[0])
         if provider is None or provider not in ort.get_available_providers():
             providers = ", ".join(ort.get_available_providers())
@@ -120,6 +125,9 @@ class OnnxruntimeRunner(Runner):
     @property
     def provider(self) -> str:
         return self._provider
+
+    def companions(self) -> tuple[str, ...]:
+        return self._companions
 
     def signature(self) -> Signature:
         def spec(arg: Any) -> TensorSpec:

@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR, OutputError
+from bridge import records
+from bridge.defaults import Tolerance
+from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR, InputError, OutputError
 from bridge.staging import atomic_write_text
 from bridge.verification.compare import OutputDrift
 from bridge.verification.timing import LatencyStats
 
 REPORT_SCHEMA = "bridge.report/1"
+SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
+MAX_REPORT_BYTES = 256 * 1024 * 1024
 
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 
@@ -38,6 +42,8 @@ class Representation:
     notes: tuple[str, ...] = ()
     provider: str = ""
     """What actually ran it, as the runtime reports: onnxruntime's execution provider, a TF device."""
+    digest: str = ""
+    """Its file against the manifest's sha256: ``matches``, ``changed ...; allowed``, or empty (not a file)."""
 
     @property
     def label(self) -> str:
@@ -46,7 +52,7 @@ class Representation:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "format": self.format, "device": self.device, "runtime": self.runtime,
-            "provider": self.provider, "path": self.path, "status": self.status,
+            "provider": self.provider, "digest": self.digest, "path": self.path, "status": self.status,
             "latency_ms": self.latency.to_json() if self.latency else None,
             "error": self.error, "notes": list(self.notes),
         }
@@ -240,6 +246,55 @@ class Report:
             return
         ReportPaths(json=path).check()
         atomic_write_text(path, text)
+
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        """Read a JSON report written by `write` as untrusted input: an InputError names the field that is wrong."""
+        try:
+            if path.stat().st_size > MAX_REPORT_BYTES:
+                raise InputError(f"{path}: larger than any report bridge writes; not a bridge report")
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it ({exc.strerror}); give the JSON file `bridge verify --json` wrote") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise InputError(f"{path}: not valid JSON ({str(exc)[:200] or type(exc).__name__}); write the report again") from exc
+        try:
+            records.validate(data, SCHEMA_FILE)
+        except records.RecordError as exc:
+            raise InputError(f"{path}: {exc} (report schema {REPORT_SCHEMA})") from exc
+        return cls.from_json(data)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """The report from JSON that already matched the schema (`read` checks it first)."""
+        def drift(o: dict[str, Any]) -> OutputDrift:
+            def num(key: str) -> float:
+                value = o.get(key)
+                return float("nan") if value is None else float(value)
+
+            t = o["tolerance"]
+            return OutputDrift(o["name"], num("max_abs"), num("mean_abs"), num("max_rel"), num("rmse"), num("cosine"),
+                               o.get("top1_agreement"), o.get("top5_overlap"), o.get("nonfinite"), o["passed"],
+                               Tolerance(float(t["atol"]), float(t["rtol"]), str(t["source"])), o.get("error"))
+
+        def comparisons(kind: str) -> tuple[Comparison, ...]:
+            return tuple(Comparison(kind, c["src"], c["dst"], c["device"], tuple(drift(o) for o in c["outputs"]))
+                         for c in data[kind if kind != "device" else "devices"])
+
+        def representation(r: dict[str, Any]) -> Representation:
+            latency = r.get("latency_ms")
+            stats = LatencyStats(**{k: latency[k] for k in ("p50", "p90", "p99", "mean", "n", "batch")}) if latency else None
+            return Representation(r["name"], r["format"], r["device"], r["runtime"], r["path"], r["status"], stats,
+                                  r.get("error"), tuple(r.get("notes", ())), r.get("provider", ""), r.get("digest", ""))
+
+        i = data["inputs"]
+        return cls(
+            manifest=data["manifest"], inputs=InputsRecord(i["seed"], i["samples"], i["sha256"], i["path"], i["generated"]),
+            representations=tuple(representation(r) for r in data["representations"]),
+            hops=comparisons("hops"), cumulative=comparisons("cumulative"), devices=comparisons("device"),
+            bridge_version=data["bridge_version"], notes=tuple(data.get("notes", ())),
+            uncompared=tuple(data.get("uncompared", ())), allow_unavailable=bool(data.get("allow_unavailable", False)),
+        )
 
     def write_all(self, paths: ReportPaths) -> None:
         """Write every report `paths` names."""

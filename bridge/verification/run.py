@@ -24,12 +24,12 @@ from bridge import inputs as inputs_mod
 from bridge.errors import BridgeError, DeviceUnavailableError, InputError
 from bridge.formats import Format, RunnerSpec
 from bridge.isolation import run_isolated
-from bridge.manifest import MANIFEST_NAME, Manifest, sha256_of
+from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest
 from bridge.options import VerifyOptions
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
-from bridge.sources import SourceKind, is_reference
+from bridge.sources import SourceKind
 from bridge.verification.compare import (
     OutputDrift,
     ToleranceRules,
@@ -93,23 +93,55 @@ def cuda_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 
 
-def subjects_of(manifest: Manifest, out_dir: Path) -> list[Subject]:
-    """The source (and its eager module, for a factory) and every artifact, parents first."""
+def subjects_of(manifest: Manifest, out_dir: Path, *, factory: str | None = None,
+                trust_code: bool = False) -> tuple[list[Subject], tuple[str, ...]]:
+    """The source (and, when allowed, its eager module) and every artifact, parents first; and notes.
+
+    A factory source's module is rebuilt and run only when the user named the same reference
+    (`factory`) or passed `trust_code`: bridge runs no code that a folder names.
+    """
     src = manifest.source
-    src_path = out_dir / src.materialized if src.materialized else Path(src.path)
+    src_path = inside(out_dir, src.materialized or "", out_dir / MANIFEST_NAME, "source.materialized")
     subjects = []
-    from_factory = src.origin == SourceKind.FACTORY.value or (not src.origin and is_reference(src.path))
-    if src.materialized and src.format == Format.TORCH and from_factory:
-        # The factory's eager nn.Module, rebuilt in its runner: the saved program is checked against it.
-        subjects.append(Subject(EAGER, src.format, src_path, src.signature, None, "float32", "", factory=src.path))
+    notes: tuple[str, ...] = ()
+    if src.origin == SourceKind.FACTORY.value and src.format == Format.TORCH:
+        if trust_code or factory == src.path:
+            # The factory's eager nn.Module, rebuilt in its runner: the saved program is checked against it.
+            subjects.append(Subject(EAGER, src.format, src_path, src.signature, None, "float32", "", factory=src.path))
+        else:
+            notes = (f"the eager source was not rebuilt: the manifest names the factory {src.path[:200]!r}, and bridge "
+                     "runs no code that a folder names; to check the saved program against it, pass the same "
+                     f"reference (--factory {src.path[:200]}) or --trust-code",)
     parent_of_source = EAGER if subjects else None
     subjects.append(Subject(SOURCE, src.format, src_path, src.signature, parent_of_source, "float32", src.sha256))
     keys = {a.key for a in manifest.artifacts}
-    for artifact in manifest.artifacts:
+    for i, artifact in enumerate(manifest.artifacts):
         parent = artifact.made_from.value if artifact.made_from.value in keys else SOURCE
-        subjects.append(Subject(artifact.key, artifact.format, out_dir / artifact.path, artifact.signature,
+        path = inside(out_dir, artifact.path, out_dir / MANIFEST_NAME, f"artifacts[{i}].path")
+        subjects.append(Subject(artifact.key, artifact.format, path, artifact.signature,
                                 parent, artifact.precision, artifact.sha256))
-    return subjects
+    return subjects, notes
+
+
+def check_digests(subjects: Sequence[Subject], allow_changed: bool) -> dict[str, str]:
+    """Each subject's file against its manifest sha256: ``matches`` or ``changed`` (only with `allow_changed`).
+
+    A changed file is an InputError naming it and both digests, before anything runs: the folder
+    is not what convert wrote. A missing file is reported later, as that representation's error.
+    """
+    found: dict[str, str] = {}
+    for subject in subjects:
+        if subject.factory is not None or not subject.path.exists():
+            continue
+        digest, _ = sha256_of(subject.path)
+        if digest == subject.expected_sha256:
+            found[subject.name] = "matches"
+        elif allow_changed:
+            found[subject.name] = f"changed since convert (sha256 {digest}, manifest {subject.expected_sha256}); allowed"
+        else:
+            raise InputError(f"{subject.path}: changed since convert: sha256 {digest}, the manifest says "
+                             f"{subject.expected_sha256}; convert again, or pass --allow-changed if you changed it on purpose")
+    return found
 
 
 def feeds_for(subject: Subject, source_inputs: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
@@ -210,6 +242,8 @@ def verify(
     trust_pickle: bool | None = None,
     trust_code: bool | None = None,
     allow_unavailable: bool | None = None,
+    allow_changed: bool | None = None,
+    factory: str | None = None,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
@@ -222,27 +256,26 @@ def verify(
         options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
         rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
         trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
+        allow_changed=allow_changed, factory=factory,
     )
     notify = progress or (lambda message: None)
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
     manifest = Manifest.read(out_dir)
-    subjects = subjects_of(manifest, out_dir)
+    named = options.factory or getattr(target, "factory", None)
+    subjects, notes = subjects_of(manifest, out_dir, factory=named, trust_code=options.trust_code)
+    digests = check_digests(subjects, options.allow_changed)
     source_inputs, generated = _prepare_inputs(manifest, subjects, options)
     count = next(iter(source_inputs.values())).shape[0]
     inputs_path = inputs_destination(out_dir, options, reports)
-    if options.inputs is not None and options.inputs.resolve() == inputs_path.resolve():
-        digest = inputs_mod.file_sha256(inputs_path)
-    else:
-        digest = inputs_mod.save_npz(source_inputs, inputs_path)
-    record = InputsRecord(options.seed if generated else None, count, digest, str(inputs_path), generated)
+    if reports is not None:
+        reports.check()  # before any work: a report that cannot be written is known now
 
     representations: list[Representation] = []
     outputs: dict[str, dict[str, NDArray[Any]]] = {}
     slots: list[Slot] = []
     with tempfile.TemporaryDirectory(prefix="bridge-verify-") as tmp:
         for subject in subjects:
-            notes = _integrity_notes(subject)
             feeds_path = Path(tmp, f"{subject.name}.inputs.npz")
             inputs_mod.write_npz(feeds_path, feeds_for(subject, source_inputs))
             subject_runners = runners.for_format(subject.format)
@@ -260,11 +293,18 @@ def verify(
                     rep, result = run_representation(slot, feeds_path, Path(tmp), count, runs=options.latency_runs,
                                                      warmup=options.warmup, timeout=options.timeout,
                                                      trust_pickle=options.trust_pickle, trust_code=options.trust_code,
-                                                     notes=notes)
+                                                     digest=digests.get(subject.name, ""),
+                                                     import_paths=(Path.cwd(),) if named else ())
                     representations.append(rep)
                     slots.append(slot)
                     if result is not None:
                         outputs[_key(slot.name, device)] = result
+    # Written only now, with the reports: an interrupted verify leaves nothing behind.
+    if options.inputs is not None and options.inputs.resolve() == inputs_path.resolve():
+        digest = inputs_mod.file_sha256(inputs_path)
+    else:
+        digest = inputs_mod.save_npz(source_inputs, inputs_path)
+    record = InputsRecord(options.seed if generated else None, count, digest, str(inputs_path), generated)
     rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
     hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
     compared = {c.dst for c in (*hops, *cumulative)}
@@ -272,7 +312,7 @@ def verify(
     report = Report(
         manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
         hops=tuple(hops), cumulative=tuple(cumulative), devices=tuple(device_checks),
-        bridge_version=__version__, notes=() if generated else (f"inputs from {options.inputs}",),
+        bridge_version=__version__, notes=(*notes, *(() if generated else (f"inputs from {options.inputs}",))),
         uncompared=uncompared, allow_unavailable=options.allow_unavailable,
     )
     if reports is not None:
@@ -284,18 +324,10 @@ def _key(name: str, device: str) -> str:
     return f"{name}@{device}"
 
 
-def _integrity_notes(subject: Subject) -> tuple[str, ...]:
-    if subject.factory or not subject.path.exists():
-        return ()
-    digest, _ = sha256_of(subject.path)
-    if digest != subject.expected_sha256:
-        return (f"{subject.path} changed since convert (sha256 {digest[:12]} != manifest {subject.expected_sha256[:12]})",)
-    return ()
-
-
 def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
                        timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
-                       notes: tuple[str, ...] = (), tag: str = "") -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+                       digest: str = "", import_paths: tuple[Path, ...] = (),
+                       tag: str = "") -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
 
     Returns its report row and its outputs in the source's names and layout (None when it did not run).
@@ -304,7 +336,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
 
     def row(status: str, **more: Any) -> Representation:
         return Representation(slot.name, subject.format.value, device, runner.runtime, subject.location, status,
-                              notes=notes, **more)
+                              digest=digest, **more)
 
     if device not in runner.devices:
         return row(UNAVAILABLE, error=f"{device}: not available ({runner.runtime} runs on {', '.join(runner.devices)} only)"), None
@@ -320,7 +352,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
     try:
         result = run_isolated(RunRequest(
             runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
-            input_specs=_concrete(subject.signature), factory=subject.factory,
+            input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
             trust_pickle=trust_pickle, trust_code=trust_code,
         ), stage=stage, timeout=timeout, hide_gpu=device == "cpu")
     except DeviceUnavailableError as exc:
