@@ -80,7 +80,7 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
             rep, outputs = run_representation(
                 Slot(subject, runner, "cpu", primary=True), feeds_path, Path(tmp), defaults.CHECK_SAMPLES,
                 runs=0, warmup=0, timeout=options.timeout, trust_pickle=options.trust_pickle, trust_code=options.trust_code,
-                tag=str(index),
+                tag=str(index), nice=defaults.CHECK_NICE,
             )
             if rep.status != OK or outputs is None:
                 batch = f" at batch {inputs.record.batches[index]}" if index else ""

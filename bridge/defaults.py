@@ -19,6 +19,8 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 CHECK_SAMPLES = 2
 """Samples each artifact is run on as it is made (convert's checks); verify uses SAMPLES."""
 CHECK_SEED = 0
+CHECK_NICE = 5
+"""Checks run at a lower CPU priority than the hops beside them: the hops are the critical path."""
 CHECK_INT_HIGH = 2
 """Integer inputs of the checks are 0 or 1: inside any embedding table, before any ONNX artifact
 exists to read its size from (verify reads it and uses the whole range)."""

@@ -63,13 +63,17 @@ def run_isolated[R](
     timeout: float | None = None,
     hide_gpu: bool = False,
     work_dir: Path | None = None,
+    nice: int = 0,
 ) -> R:
-    """Run `request` in a child process and return its typed response, or raise the error it ended with."""
+    """Run `request` in a child process and return its typed response, or raise the error it ended with.
+
+    `nice` lowers the child's CPU priority (convert's checks yield to the hops beside them).
+    """
     task = type(request).task
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
         req_path, res_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log.txt")
         req_path.write_text(json.dumps(records.to_json(request)), encoding="utf-8")
-        env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid())}
+        env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid()), "BRIDGE_STEP_NICE": str(nice)}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         # -P: the working directory is not put on the child's sys.path, so a folder that holds a
@@ -160,6 +164,8 @@ def _die_with_parent() -> None:
 
 def _child(task: str, req_path: str, res_path: str) -> int:
     _die_with_parent()
+    if int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0) > 0:
+        os.nice(int(os.environ["BRIDGE_STEP_NICE"]))
     envelope: dict[str, Any]
     try:
         from bridge import steps

@@ -326,8 +326,8 @@ def _key(name: str, device: str) -> str:
 
 def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
                        timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
-                       digest: str = "", import_paths: tuple[Path, ...] = (),
-                       tag: str = "") -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+                       digest: str = "", import_paths: tuple[Path, ...] = (), tag: str = "",
+                       nice: int = 0) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
 
     Returns its report row and its outputs in the source's names and layout (None when it did not run).
@@ -354,7 +354,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
             runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
             input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
             trust_pickle=trust_pickle, trust_code=trust_code,
-        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu")
+        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice)
     except DeviceUnavailableError as exc:
         return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: ")), None
     except BridgeError as exc:
