@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "convert": "bridge.conversion",
     "Conversion": "bridge.conversion",
-    "ProgressEvent": "bridge.conversion",
+    "ProgressEvent": "bridge.progress",
     "verify": "bridge.verification.run",
     "Report": "bridge.verification.report",
     "ReportPaths": "bridge.verification.report",
@@ -48,11 +48,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from bridge.conversion import Conversion, ProgressEvent, convert
+    from bridge.conversion import Conversion, convert
     from bridge.errors import BridgeError, HopError, InputError, UserError
     from bridge.formats import Format
     from bridge.manifest import Artifact, Manifest, Source
     from bridge.options import ConvertOptions, VerifyOptions
+    from bridge.progress import ProgressEvent
     from bridge.signature import Signature, TensorSpec
     from bridge.verification.report import Report, ReportPaths
     from bridge.verification.run import verify

@@ -65,9 +65,12 @@ class Ran:
     unavailable: bool = False
     """It could not run on this machine at all (a float16-compute TFLite on CPU): not a verdict on the file."""
     seconds: float = 0.0
+    log: str | None = None
+    """The runtime's whole output (its first batch size), when kept."""
 
 
-def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, options: ConvertOptions) -> Ran:
+def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, options: ConvertOptions,
+                log_to: Path | None = None) -> Ran:
     """Run `subject` on the check inputs in its format's reference runtime, on CPU, in a child process."""
     started = time.perf_counter()
     runner = runners.primary(subject.format)
@@ -81,13 +84,16 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
                 Slot(subject, runner, "cpu", primary=True), feeds_path, Path(tmp), defaults.CHECK_SAMPLES,
                 runs=0, warmup=0, timeout=options.timeout, trust_pickle=options.trust_pickle, trust_code=options.trust_code,
                 tag=str(index), nice=defaults.CHECK_NICE,
+                log_to=log_to.with_name(f"{log_to.stem}{'' if index == 0 else f'.batch{inputs.record.batches[index]}'}.log")
+                if log_to is not None else None,
             )
             if rep.status != OK or outputs is None:
                 batch = f" at batch {inputs.record.batches[index]}" if index else ""
                 return Ran(runner.runtime, None, f"{rep.error or 'did not run'}{batch}",
-                           unavailable=rep.status == UNAVAILABLE, seconds=time.perf_counter() - started)
+                           unavailable=rep.status == UNAVAILABLE, seconds=time.perf_counter() - started, log=rep.log)
             results.append(outputs)
-    return Ran(runner.runtime, tuple(results), seconds=time.perf_counter() - started)
+    return Ran(runner.runtime, tuple(results), seconds=time.perf_counter() - started,
+               log=str(log_to) if log_to is not None else None)
 
 
 def tolerance_rules(options: ConvertOptions) -> ToleranceRules:

@@ -1,10 +1,11 @@
 """The ``bridge`` command: a thin layer over bridge.convert and bridge.verify.
 
 Each command builds the library's option records from its flags, calls the library, and prints
-what it returns. Exit codes (docs/tolerances.md): 0 done / verified; 1 drift over tolerance;
-2 bad input or usage (one line on stderr; the traceback with --debug); 3 an internal error (the
-traceback in a file); 130 Ctrl-C; 143 SIGTERM. Nothing here imports a framework: the library
-modules are imported inside the commands.
+what it returns (bridge.cli_output). Exit codes (docs/tolerances.md): 0 done / verified; 1 drift
+over tolerance; 2 bad input or usage (one line on stderr; the traceback with --debug); 3 an
+internal error (the traceback in a file); 130 Ctrl-C; 143 SIGTERM. Every option can also come
+from the environment as ``BRIDGE_<COMMAND>_<OPTION>`` (``BRIDGE_VERIFY_SAMPLES=16``). Nothing
+here imports a framework: the library modules are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge import __version__, defaults
-from bridge.cli_params import FormatList, InputShape, OutputTolerance
-from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError
+from bridge.cli_output import Progress, print_conversion, print_report, setup_logging
+from bridge.cli_params import FormatList, InputShape, OutputTolerance, ReportTarget
+from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError
 
 if TYPE_CHECKING:
-    from bridge.conversion import Conversion, ProgressEvent
+    from bridge.conversion import Conversion
     from bridge.options import ConvertOptions
-    from bridge.verification.report import Report
 
-F = TypeVar("F", bound=Callable[..., Any])
+SUB_CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT: dict[str, Any] = {**SUB_CONTEXT, "auto_envvar_prefix": "BRIDGE"}
+"""The group's settings: options of every command come from BRIDGE_<COMMAND>_<OPTION> too."""
 
 
 class Terminated(BaseException):
@@ -91,83 +94,85 @@ def _internal_error(exc: BaseException) -> None:
         where = "the traceback could not be saved"
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     click.echo(f"bridge: internal error (a bug in bridge, not in your model): {type(exc).__name__}: {first}", err=True)
-    click.echo(f"bridge: {where}; please report it to bridge's maintainers with that file and `bridge --version`",
-               err=True)
+    click.echo(f"bridge: {where}; please report it to bridge's maintainers with that file and `bridge env`", err=True)
     sys.exit(EXIT_INTERNAL)
-
-
-def _fail(message: str, debug: bool, detail: str = "") -> None:
-    click.echo(f"bridge: error: {message}", err=True)
-    if debug and detail:
-        click.echo(detail, err=True)
-    if debug:
-        traceback.print_exc()
 
 
 @contextmanager
 def _user_errors(debug: bool) -> Iterator[None]:
-    """Turn a BridgeError into one line on stderr and its exit code; let bugs show a traceback."""
+    """Turn a BridgeError into one line on stderr (naming the step's log when there is one) and its exit code."""
     try:
         yield
     except BridgeError as exc:
-        _fail(str(exc), debug, getattr(exc, "detail", ""))
+        log = getattr(exc, "log", None)
+        click.echo(f"bridge: error: {exc}" + (f" (log: {log})" if log and str(log) not in str(exc) else ""), err=True)
+        if debug:
+            if getattr(exc, "detail", ""):
+                click.echo(exc.detail, err=True)  # type: ignore[attr-defined]
+            traceback.print_exc()
         sys.exit(exc.exit_code)
 
 
-def _debug_option[F: Callable[..., Any]](func: F) -> F:
-    return click.option("--debug", is_flag=True, help="Show tracebacks and converter output on errors.")(func)
+def _common[F: Callable[..., Any]](func: F) -> F:
+    """-v/-q and --debug, on every command."""
+    for option in reversed([
+        click.option("-v", "--verbose", count=True, help="Log each step (-v) and its detail (-vv) on stderr."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress output; errors only."),
+        click.option("--debug", is_flag=True, help="Show tracebacks and converter output on errors."),
+    ]):
+        func = option(func)
+    return func
 
 
-class _Progress:
-    """Per-step progress: a rich status line on a terminal, plain lines otherwise, nothing with --quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self._status: Any = None
-        if self.tty and not quiet:
-            from rich.console import Console
-
-            self.console = Console(stderr=True)
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.quiet:
-            return
-        if event.kind == "fallback":
-            self._stop()
-            click.echo(f"  {event.step}: {event.message}", err=True)
-            return
-        if self.tty:
-            if event.kind == "start":
-                self._stop()
-                self._status = self.console.status(f"[bold]{event.step}[/bold] ...")
-                self._status.start()
-                return
-            self._stop()
-            mark = "[green]done[/green]" if event.kind == "done" else "[red]FAILED[/red]"
-            self.console.print(f"  {event.step:<16} {mark} {event.seconds:6.1f} s {event.message}")
-        elif event.kind != "start":
-            click.echo(f"{event.step}: {event.kind} in {event.seconds:.1f} s {event.message}".rstrip(), err=True)
-
-    def _stop(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
-
-    def message(self, text: str) -> None:
-        if not self.quiet and not self.tty:
-            click.echo(text, err=True)
+def _reports[F: Callable[..., Any]](what: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        for option in reversed([
+            click.option("--json", "json_path", type=ReportTarget(), help=f"Write the {what} as JSON to PATH, or - for stdout."),
+            click.option("--junit", "junit_path", type=ReportTarget(), help=f"Write the {what} as JUnit XML to PATH, or -."),
+            click.option("--markdown", "markdown_path", type=ReportTarget(), help=f"Write the {what} as Markdown to PATH, or -."),
+        ]):
+            func = option(func)
+        return func
+    return decorate
 
 
-@click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="bridge")
+def _one_stdout(*paths: Path | None) -> bool:
+    """Whether a report goes to stdout (then the human summary goes to stderr); refuses two on stdout."""
+    dashes = [p for p in paths if p is not None and str(p) == "-"]
+    if len(dashes) > 1:
+        raise InputError("only one of --json, --junit and --markdown can be - (stdout)")
+    return bool(dashes)
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from bridge.environment import version_line
+
+    click.echo(version_line())
+    ctx.exit()
+
+
+@click.group(cls=BridgeGroup, context_settings=CONTEXT)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show bridge's version and the stack it drives (bridge env lists everything), and exit.")
 def main() -> None:
-    """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and verify them with numbers."""
+    """Convert models between PyTorch, ONNX, TensorFlow and TFLite, and verify them with numbers.
+
+    \b
+    Examples:
+      bridge convert model.pt2 --to tflite           # every artifact checked as it is made
+      bridge verify model.bridge --json report.json  # replay fixed inputs through every artifact
+      bridge verify model.pt2 --to all               # both in one command
+      bridge env                                     # the stack, extras and devices here
+
+    Every option can be set in the environment: BRIDGE_<COMMAND>_<OPTION>, e.g. BRIDGE_VERIFY_SAMPLES=16.
+    """
 
 
 def _convert_options[F: Callable[..., Any]](func: F) -> F:
     options = [
-        click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path),
+        click.option("-o", "--output", "--out", "out_dir", type=click.Path(path_type=Path),
                      help="Output directory (default: MODEL.bridge beside the model)."),
         click.option("--from", "from_format", type=FormatList(allow_all=False),
                      help="Source format when the file name does not tell."),
@@ -186,7 +191,7 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
         click.option("--torch-exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
                      help="torchscript: only the TorchScript candidate for torch -> onnx (a factory is saved as TorchScript)."),
         click.option("--no-check", "no_check", is_flag=True,
-                     help="Do not run each artifact as it is made (today's unchecked conversion: the first candidate that converts)."),
+                     help="Do not run each artifact as it is made (the first candidate that converts is kept)."),
         click.option("--prefer", multiple=True, metavar="CANDIDATE",
                      help="Try this candidate first in the hops that have it (repeatable; see --candidates)."),
         click.option("--only", multiple=True, metavar="CANDIDATE",
@@ -211,7 +216,7 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
     )
 
 
-def _run_convert(model: str, to: str, progress: _Progress, kw: dict[str, Any]) -> Conversion:
+def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) -> Conversion:
     from bridge.conversion import convert
 
     return convert(model, to, _options_from(kw), out_dir=kw["out_dir"], force=kw["force"],
@@ -219,39 +224,63 @@ def _run_convert(model: str, to: str, progress: _Progress, kw: dict[str, Any]) -
                    progress=progress)
 
 
-@main.command()
+@main.command(context_settings=SUB_CONTEXT)
 @click.argument("model")
 @click.option("--to", "to", type=FormatList(), required=True, help="Target format(s): torch, onnx, tf, tflite, comma-separated, or 'all'.")
 @_convert_options
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--candidates", "list_candidates", is_flag=True,
               help="List each hop's candidates on the route, in the order they would be tried, and convert nothing.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_debug_option
-def convert(model: str, to: str, as_json: bool, list_candidates: bool, quiet: bool, debug: bool, **kw: Any) -> None:
+@_reports("manifest")
+@_common
+def convert(model: str, to: str, list_candidates: bool, json_path: Path | None, junit_path: Path | None,
+            markdown_path: Path | None, verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Convert MODEL (a file, SavedModel dir or package.module:factory) to --to FORMAT.
 
     Each artifact is run in its own runtime as it is made and compared with its parent; each hop
     tries its candidates in order and keeps the first that agrees. Exit 1 when a hop has no
     candidate that agrees (the closest artifact is kept, every attempt is in the manifest).
+
+    \b
+    Examples:
+      bridge convert resnet18.pt2 --to tflite
+      bridge convert model.onnx --to tf,tflite -o out/model.bridge --force
+      bridge convert mypkg.models:build --input-shape x:1,3,224,224 --to all
+      bridge convert lstm.pt2 --to tflite --candidates          # what would be tried
+      bridge convert model.pt2 --to onnx --json - | jq .artifacts # the manifest on stdout
     """
-    progress = _Progress(quiet or as_json)
+    setup_logging(verbose, quiet)
     with _user_errors(debug):
+        to_stderr = _one_stdout(json_path, junit_path, markdown_path)
         if list_candidates:
             _print_candidates(model, to, kw)
             return
+        progress = Progress(quiet or to_stderr, verbose)
         try:
             conversion = _run_convert(model, to, progress, kw)
         except HopError as exc:
             from bridge.conversion import Conversion
 
-            if isinstance(exc.conversion, Conversion) and not as_json:
-                _print_conversion(exc.conversion)
+            if isinstance(exc.conversion, Conversion):
+                _write_reports(exc.conversion, json_path, junit_path, markdown_path)
+                print_conversion(exc.conversion, to_stderr=True)
             raise
-        if as_json:
-            click.echo(conversion.manifest.dumps(), nl=False)
-            return
-        _print_conversion(conversion)
+        finally:
+            progress.close()
+        _write_reports(conversion, json_path, junit_path, markdown_path)
+        print_conversion(conversion, to_stderr=to_stderr)
+
+
+def _write_reports(conversion: Conversion, *paths: Path | None) -> None:
+    from bridge.staging import atomic_write_text
+
+    for path, kind in zip(paths, ("json", "junit", "markdown"), strict=True):
+        if path is None:
+            continue
+        text = conversion.render(kind)
+        if str(path) == "-":
+            click.echo(text, nl=False)
+        else:
+            atomic_write_text(path, text)
 
 
 def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
@@ -266,34 +295,11 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
             click.echo("  (none: --only names no candidate of this hop)")
 
 
-def _print_conversion(conversion: Conversion) -> None:
-    click.echo(f"route: {'; '.join(conversion.manifest.route)}")
-    for artifact in conversion.artifacts:
-        passed_over = [a for a in artifact.attempts if a.candidate != artifact.candidate and a.outcome != "not applicable"]
-        if passed_over and artifact.precision == "float32":
-            tried = "; ".join(f"{a.candidate} {a.outcome}: {a.message}" for a in passed_over)
-            worst = artifact.check.worst() if artifact.check is not None else None
-            figure = f", max abs {worst.max_abs:.2g}" if worst is not None and worst.max_abs is not None else ""
-            click.echo(f"{artifact.hop.replace('->', ' -> ')}: {tried}; kept {artifact.candidate}{figure}", err=True)
-    for failure in conversion.failures:
-        resolved = f"; made instead by the longer route {failure.resolved_by}" if failure.resolved_by else ""
-        click.echo(f"{failure.hop.replace('->', ' -> ')}: {failure.error}{resolved}", err=True)
-    for artifact in conversion.artifacts:
-        if artifact.check is None:
-            state = "not checked"
-        else:
-            worst = artifact.check.worst()
-            figure = f", max abs {worst.max_abs:.2g}" if worst is not None and worst.max_abs is not None else ""
-            state = f"{'verified' if artifact.check.passed else 'DID NOT VERIFY'} ({artifact.candidate}{figure})"
-        click.echo(f"  {artifact.key:<15} {conversion.out_dir / artifact.path}  {state}")
-    click.echo(f"manifest: {conversion.manifest_path}")
-
-
-@main.command()
+@main.command(context_settings=SUB_CONTEXT)
 @click.argument("target", required=False)
 @click.option("--to", "to", type=FormatList(), help="With a MODEL: convert to this format first, then verify.")
 @_convert_options
-@click.option("--inputs", type=click.Path(path_type=Path), help=".npz of inputs ([samples, *shape] per source input) to replay.")
+@click.option("--inputs", type=click.Path(path_type=Path), help=".npz of inputs per source input: one sample, or [samples, *shape].")
 @click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for generated inputs.")
 @click.option("--samples", type=click.IntRange(min=1), default=defaults.SAMPLES, show_default=True, help="Number of generated samples.")
 @click.option("--int-high", type=click.IntRange(min=1), help="Exclusive upper bound for generated integer inputs.")
@@ -306,23 +312,30 @@ def _print_conversion(conversion: Conversion) -> None:
               help="Rebuild a factory source and check the saved program against it; only this reference is imported.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True,
               help="Timed runs per representation.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report here.")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write a JUnit XML report here.")
-@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), help="Write a Markdown summary here.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-@_debug_option
+@_reports("report")
+@_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
            devices: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
-           latency_runs: int, json_path: Path | None, junit_path: Path | None,
-           markdown_path: Path | None, quiet: bool, debug: bool, **kw: Any) -> None:
-    """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it."""
+           latency_runs: int, json_path: Path | None, junit_path: Path | None, markdown_path: Path | None,
+           verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
+    """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
+
+    \b
+    Examples:
+      bridge verify model.bridge                      # every representation, cpu and cuda
+      bridge verify model.bridge --device cpu --inputs real.npz --junit results.xml
+      bridge verify model.bridge --json - | jq .passed
+      bridge verify resnet18.pt2 --to all -o out.bridge --force
+    """
     from bridge.options import VerifyOptions
     from bridge.verification.report import ReportPaths
     from bridge.verification.run import output_dir_for
     from bridge.verification.run import verify as run_verify
 
-    progress = _Progress(quiet)
+    setup_logging(verbose, quiet)
     with _user_errors(debug):
+        to_stderr = _one_stdout(json_path, junit_path, markdown_path)
+        progress = Progress(quiet or to_stderr, verbose)
         options = VerifyOptions.build(
             inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices or None, atol=kw["atol"],
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
@@ -335,42 +348,27 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
         if subject is None:
             assert target is not None and to is not None
             subject = _run_convert(target, to, progress, kw)
-            _print_conversion(subject)
-        report = run_verify(subject, options, reports=reports, progress=progress.message)
-        _print_report(report, quiet)
+            print_conversion(subject, to_stderr=to_stderr)
+        try:
+            report = run_verify(subject, options, reports=reports, progress=progress)
+        finally:
+            progress.close()
+        print_report(report, quiet, to_stderr=to_stderr)
         if report.exit_code:
-            click.echo(f"bridge: {'error' if report.errors else 'drift'}: " + report.summary().replace("\n", "\nbridge: "), err=True)
+            click.echo(f"bridge: {'error' if report.exit_code == 2 else 'drift'}: "
+                       + report.summary().replace("\n", "\nbridge: "), err=True)
         sys.exit(report.exit_code)
 
 
-def _print_report(report: Report, quiet: bool) -> None:
-    from bridge.verification.report import TABLE_HEADERS, table_rows
+@main.command(context_settings=SUB_CONTEXT)
+@_common
+def formats(verbose: int, quiet: bool, debug: bool) -> None:
+    """List formats, their runtimes and the hops, and which are usable in this install.
 
-    rows = table_rows(report)
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"bridge verify: {'passed' if report.passed else 'FAILED'}")
-        for header in TABLE_HEADERS:
-            table.add_column(header)
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(TABLE_HEADERS)]
-        for row in [list(TABLE_HEADERS), *rows]:
-            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    if not quiet:
-        click.echo(f"inputs: {report.inputs.path} (sha256 {report.inputs.sha256[:12]}, {report.inputs.samples} samples)")
-        for note in report.notes:
-            click.echo(f"note: {note}")
-
-
-@main.command()
-@_debug_option
-def formats(debug: bool) -> None:
-    """List formats, their runtimes and the hops, and which are usable in this install."""
+    \b
+    Examples:
+      bridge formats
+    """
     from bridge.formats import FORMATS
     from bridge.registry import DEFAULT_REGISTRY
 
@@ -390,27 +388,85 @@ def formats(debug: bool) -> None:
         click.echo(f"  {hop.name:<14} {hop.tool:<24} {state(hop.missing(), hop.extra)}")
 
 
-@main.group()
+@main.command(context_settings=SUB_CONTEXT)
+@click.option("--json", "json_path", type=ReportTarget(), help="Write it as JSON to PATH, or - for stdout.")
+def env(json_path: Path | None) -> None:
+    """List the stack bridge drives, which extras and devices are usable here, and Python.
+
+    \b
+    Examples:
+      bridge env
+      bridge env --json -
+    """
+    import dataclasses
+    import json
+
+    from bridge.environment import environment
+
+    found = environment()
+    if json_path is not None:
+        text = json.dumps({**dataclasses.asdict(found), "extras": found.extras()}, indent=2) + "\n"
+        if str(json_path) == "-":
+            click.echo(text, nl=False)
+            return
+        from bridge.staging import atomic_write_text
+
+        atomic_write_text(json_path, text)
+    click.echo(f"bridge {found.bridge}, Python {found.python} on {found.platform}")
+    click.echo("stack:")
+    for name, version in found.distributions:
+        click.echo(f"  {name:<16} {version or 'not installed'}")
+    click.echo("extras:")
+    for extra, ok in found.extras().items():
+        click.echo(f"  {extra:<16} {'usable' if ok else 'incomplete: pip install ' + repr(f'bridge[{extra}]')}")
+    missing = [f"{u.name} (needs {', '.join(u.missing)})" for u in (*found.hops, *found.runtimes) if u.missing]
+    for line in missing:
+        click.echo(f"  missing: {line}")
+    click.echo("devices:")
+    click.echo("  cpu              usable")
+    click.echo(f"  cuda             {'NVIDIA driver ' + found.cuda if found.cuda else 'no NVIDIA driver on this machine'}")
+
+
+@main.group(context_settings=SUB_CONTEXT)
 def zoo() -> None:
-    """Reference models to try bridge on."""
+    """Reference models to try bridge on.
+
+    \b
+    Examples:
+      bridge zoo list
+      bridge zoo export resnet18 -o models
+    """
 
 
-@zoo.command("list")
+@zoo.command("list", context_settings=SUB_CONTEXT)
 def zoo_list() -> None:
-    """One model a line: name, source format, description."""
+    """One model a line: name, source format, description.
+
+    \b
+    Examples:
+      bridge zoo list
+    """
     from bridge.zoo import MODELS
 
     for model in MODELS:
         click.echo(f"{model.name:<20} {model.source:<6} {model.description}")
 
 
-@zoo.command("export")
+@zoo.command("export", context_settings=SUB_CONTEXT)
 @click.argument("name")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True)
+@click.option("-o", "--output", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Directory to write the model and its example inputs into.")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
-@_debug_option
-def zoo_export(name: str, out_dir: Path, force: bool, debug: bool) -> None:
-    """Write zoo model NAME in its source format, with its example inputs."""
+@_common
+def zoo_export(name: str, out_dir: Path, force: bool, verbose: int, quiet: bool, debug: bool) -> None:
+    """Write zoo model NAME in its source format, with its example inputs.
+
+    \b
+    Examples:
+      bridge zoo export cnn -o demo
+      bridge zoo export resnet18 -o models --force
+    """
+    setup_logging(verbose, quiet)
     with _user_errors(debug):
         from bridge.zoo.export import export
 

@@ -6,6 +6,7 @@ Each type turns the text into the value the library takes (formats, ``NAME:SHAPE
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -69,3 +70,12 @@ class OutputTolerance(click.ParamType[tuple[str, float]]):
         if not sep or not name or not atol >= 0:
             self.fail(f"{value!r}: expected OUTPUT=ATOL with ATOL >= 0, e.g. output_0=1e-3", param, ctx)
         return name, atol
+
+
+class ReportTarget(click.ParamType[Path]):
+    """A file to write a report to, or ``-`` for standard output."""
+
+    name = "PATH|-"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        return value if isinstance(value, Path) else Path(str(value))

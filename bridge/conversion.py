@@ -24,21 +24,12 @@ from bridge.isolation import end_all
 from bridge.manifest import Artifact, HopFailure, Manifest
 from bridge.options import ConvertOptions, parse_formats
 from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
+from bridge.progress import Notifier, ProgressEvent, log
 from bridge.registry import DEFAULT_REGISTRY, Candidate, HopRegistry, HopSpec
 from bridge.route import Route, plan, reachable
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
 from bridge.sources import DEFAULT_RESOLVERS, Prepared, SourceContext, SourceResolver, resolver_for
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """What the pipeline is doing, for a progress display: ``start``, ``done`` or ``failed`` of a step."""
-
-    kind: str
-    step: str
-    seconds: float = 0.0
-    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +69,12 @@ class Conversion:
     @property
     def manifest_path(self) -> Path:
         return self.out_dir / "manifest.json"
+
+    def render(self, kind: str) -> str:
+        """The conversion as a report: ``json`` (the manifest), ``junit`` (a test case per check) or ``markdown``."""
+        from bridge.conversion_report import render
+
+        return render(self, kind)
 
 
 def parse_targets(to: str | Format | Sequence[str | Format], source: Format, registry: HopRegistry) -> tuple[Format, ...]:
@@ -149,7 +146,7 @@ def convert(
         timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
         check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol,
     )
-    notify = progress or (lambda event: None)
+    notify = Notifier(progress)
     specs = parse_example_inputs(example_inputs, input_shapes)
     resolver = resolver_for(model, resolvers)
     identified = resolver.identify(model, options)
@@ -159,13 +156,12 @@ def convert(
     stage = staging.prepare(final_dir, force=force)
     pipeline: Pipeline | None = None
     try:
-        context = SourceContext(options, specs, stage, runners,
-                                lambda kind, step, seconds: notify(ProgressEvent(kind, step, seconds)))
+        context = SourceContext(options, specs, stage, runners, notify)
         prepared = resolver.prepare(identified, context)
         targets = parse_targets(to, prepared.format, registry)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
-        pipeline = Pipeline(stage, prepared.signature, options, registry, runners,
-                            lambda e: notify(ProgressEvent(e.kind, e.step, e.seconds, e.message)))
+        log.info("route: %s", route.describe())
+        pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify)
         outcomes = pipeline.run(route, prepared.path, prepared.signature)
         routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
         if options.check and not options.via:
@@ -222,7 +218,7 @@ def candidates(
             context = SourceContext(options, parse_example_inputs(example_inputs, input_shapes), Path(tmp), runners)
             fmt = resolver.prepare(identified, context).format
     route = plan(fmt, parse_targets(to, fmt, registry), via=options.via, registry=registry)
-    pipeline = Pipeline(Path(), Signature(), options, registry, runners, lambda event: None)
+    pipeline = Pipeline(Path(), Signature(), options, registry, runners, Notifier(None))
     return [(hop, pipeline.candidates_for(hop)) for hop in route.hops]
 
 
@@ -234,11 +230,14 @@ def raise_for_failures(conversion: Conversion) -> None:
     first = next((f for f in failures if f.kept is None), None)
     more = f" ({len(failures) - 1} more failed or skipped)" if len(failures) > 1 else ""
     if first is not None:
-        raise HopError(f"hop {first.hop} failed: {first.error}{more}; completed artifacts are in {conversion.out_dir}",
-                       stage=first.hop, detail=first.detail, conversion=conversion)
+        log = str(conversion.out_dir / first.log) if first.log else None
+        raise HopError(f"hop {first.hop} failed: {first.error}{more}; completed artifacts are in {conversion.out_dir}"
+                       + (f"; full log: {log}" if log else ""), stage=first.hop, detail=first.detail,
+                       conversion=conversion, log=log)
     drift = failures[0]
     raise UnverifiedError(f"hop {drift.hop}: {drift.error}{more}; every attempt is in {conversion.manifest_path}",
-                          stage=drift.hop, conversion=conversion)
+                          stage=drift.hop, conversion=conversion,
+                          log=str(conversion.out_dir / drift.log) if drift.log else None)
 
 
 def _parents_first(route: Route, artifacts: Sequence[Artifact]) -> tuple[Artifact, ...]:

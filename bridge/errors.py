@@ -66,12 +66,15 @@ class MissingExtraError(UserError):
 class HopError(UserError):
     """A hop failed. `stage` names the hop (``torch->onnx``), `detail` holds the tail of its output."""
 
-    def __init__(self, message: str, *, stage: str = "", detail: str = "", conversion: object = None) -> None:
+    def __init__(self, message: str, *, stage: str = "", detail: str = "", conversion: object = None,
+                 log: str | None = None) -> None:
         super().__init__(message)
         self.stage = stage
         self.detail = detail
         self.conversion = conversion
         """From `bridge.convert`: the partial Conversion, whose completed artifacts were published."""
+        self.log = log
+        """The file holding the step's whole output (the converter's own log), when it was kept."""
 
 
 class RuntimeLoadError(HopError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from bridge import errors, records
 from bridge.messages import REQUESTS, StepError, StepRequest
+from bridge.progress import log as logger
 
 LOG_TAIL_LINES = 25
 
@@ -64,10 +66,13 @@ def run_isolated[R](
     hide_gpu: bool = False,
     work_dir: Path | None = None,
     nice: int = 0,
+    log_to: Path | None = None,
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
     `nice` lowers the child's CPU priority (convert's checks yield to the hops beside them).
+    `log_to` keeps the child's whole output (stdout and stderr) in that file, success or failure;
+    a failure names it.
     """
     task = type(request).task
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
@@ -80,6 +85,7 @@ def run_isolated[R](
         # `torch.py` or a `bridge` package cannot run code in it; a step that imports a factory the
         # user named gets the directories it needs in its request.
         cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(req_path), str(res_path)]
+        logger.debug("%s: child %s (log %s)", stage, task, log_to or "not kept")
         with log_path.open("wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
@@ -89,10 +95,10 @@ def run_isolated[R](
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
+                log_text = log_path.read_text(errors="replace")
                 raise errors.HopError(
                     f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
-                    stage=stage,
-                    detail=tail(log_path.read_text(errors="replace")),
+                    stage=stage, detail=tail(log_text), log=_keep_log(log_path, log_to),
                 ) from None
             except BaseException:
                 _kill_group(proc)
@@ -101,10 +107,11 @@ def run_isolated[R](
                 with _running_lock:
                     _running.discard(proc)
         log_text = log_path.read_text(errors="replace")
+        kept = _keep_log(log_path, log_to)
         if res_path.is_file():
             envelope = json.loads(res_path.read_text(encoding="utf-8"))
             if "error" in envelope:
-                raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text)
+                raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, kept)
             response: R = records.from_json(type(request).response, envelope["response"])
             return response
         if code < 0:
@@ -112,7 +119,16 @@ def run_isolated[R](
             reason = f"crashed with signal {name}"
         else:
             reason = f"exited with code {code} before writing a result"
-        raise errors.HopError(f"{stage}: {reason}", stage=stage, detail=tail(log_text))
+        raise errors.HopError(f"{stage}: {reason}", stage=stage, detail=tail(log_text), log=kept)
+
+
+def _keep_log(log_path: Path, log_to: Path | None) -> str | None:
+    """Move the child's log to `log_to` (creating its directory); its new path, or None when not kept."""
+    if log_to is None:
+        return None
+    log_to.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(log_path, log_to)
+    return str(log_to)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -123,15 +139,16 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _rebuild_error(error: StepError, stage: str, log_text: str) -> errors.BridgeError:
+def _rebuild_error(error: StepError, stage: str, log_text: str, log: str | None) -> errors.BridgeError:
     cls = getattr(errors, error.type, None)
     if isinstance(cls, type) and issubclass(cls, errors.HopError):
-        return cls(error.message, stage=error.stage or stage, detail=error.detail or tail(log_text))
+        return cls(error.message, stage=error.stage or stage, detail=error.detail or tail(log_text), log=log)
     if isinstance(cls, type) and issubclass(cls, errors.BridgeError):
         return cls(error.message)
     # An unexpected exception inside a converter: the hop failed; keep its traceback as detail.
     detail = error.traceback or tail(log_text)
-    return errors.HopError(f"{stage}: {error.type}: {_first_line(error.message)}", stage=stage, detail=tail(detail))
+    return errors.HopError(f"{stage}: {error.type}: {_first_line(error.message)}", stage=stage, detail=tail(detail),
+                           log=log)
 
 
 def _first_line(message: str) -> str:

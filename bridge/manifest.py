@@ -79,6 +79,8 @@ class Check:
     source_max_abs: float | None = None
     """The worst max abs difference from the source (cumulative), when the source ran."""
     seconds: float = 0.0
+    log: str | None = None
+    """The runtime's whole output for the check, relative to the folder (``logs/...``)."""
 
     def worst(self) -> CheckedOutput | None:
         """The output furthest over (or closest to) its tolerance."""
@@ -103,6 +105,8 @@ class Attempt:
     output: str | None = None
     """The output the figure is for."""
     seconds: float = 0.0
+    log: str | None = None
+    """The converter's whole output for this attempt, relative to the folder (``logs/...``)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,8 @@ class Artifact:
     attempts: tuple[Attempt, ...] = ()
     check: Check | None = None
     """None when convert ran with --no-check, or when the artifact cannot run here (the note says why)."""
+    log: str | None = None
+    """The converter's whole output for the kept candidate, relative to the folder (``logs/...``)."""
     notes: tuple[str, ...] = ()
 
     @property
@@ -179,6 +185,8 @@ class HopFailure:
     """The key of the closest artifact kept although it did not verify, or None when none was made."""
     resolved_by: str | None = None
     """The longer route that made a verified artifact of the same format instead; the hop's failure is then not the run's."""
+    log: str | None = None
+    """The last attempt's whole converter output, relative to the folder (``logs/...``)."""
 
 
 @dataclass(frozen=True)

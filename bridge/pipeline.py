@@ -43,6 +43,7 @@ from bridge.isolation import run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
 from bridge.messages import HopRequest, HopResponse
 from bridge.options import ConvertOptions
+from bridge.progress import Notifier
 from bridge.registry import Candidate, HopRegistry, HopSpec
 from bridge.route import Route, plan
 from bridge.runtimes.registry import RunnerRegistry
@@ -50,6 +51,8 @@ from bridge.signature import Signature
 from bridge.verification.run import Subject
 
 ATTEMPTS_DIR = ".attempts"
+LOGS_DIR = "logs"
+"""Every child step's whole output, kept in the output folder (``logs/NNN-SRC-DST-CANDIDATE.log``)."""
 
 
 class _ParentDidNotRun(Exception):
@@ -58,16 +61,6 @@ class _ParentDidNotRun(Exception):
 
 class Cancelled(BaseException):
     """The pipeline was cancelled (Ctrl-C, SIGTERM, an error elsewhere): start nothing more."""
-
-
-@dataclass(frozen=True)
-class Event:
-    """Progress of the pipeline: ``start``/``done``/``failed`` of a step, or ``fallback`` when a candidate is passed over."""
-
-    kind: str
-    step: str
-    seconds: float = 0.0
-    message: str = ""
 
 
 def spawn[T](function: Callable[[], T]) -> Future[T]:
@@ -129,13 +122,14 @@ class _Made:
     directory: Path
     seconds: float
     nodes: list[Node]
+    log: str | None = None
 
 
 class Pipeline:
     """The hops of one convert, run as checked hops into a staging directory."""
 
     def __init__(self, stage: Path, source_signature: Signature, options: ConvertOptions, registry: HopRegistry,
-                 runners: RunnerRegistry, notify: Callable[[Event], None]) -> None:
+                 runners: RunnerRegistry, notify: Notifier) -> None:
         self.stage = stage
         self.options = options
         self.registry = registry
@@ -143,7 +137,6 @@ class Pipeline:
         self._signature = source_signature
         self._rules = tolerance_rules(options)
         self._failure_details: dict[str, str] = {}
-        self._notify_lock = threading.Lock()
         self._notify = notify
         self._gate = threading.BoundedSemaphore(defaults.parallel_steps())
         self._cancelled = threading.Event()
@@ -181,7 +174,7 @@ class Pipeline:
         if self.options.check:
             self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR)
             subject = subject_for("source", route.source, source_path, source_signature)
-            source.ran = self._spawn(partial(self._run_check, subject))
+            source.ran = self._spawn(partial(self._run_check, subject, "check-source"))
             self.source_outputs = source.ran
         children = self._children_of(route)
         futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
@@ -210,10 +203,15 @@ class Pipeline:
         first = best.hops[0]
         return self.branch(first, made[first.src], self._children_of(best))
 
-    def _run_check(self, subject: Subject) -> Ran:
+    def _run_check(self, subject: Subject, log_name: str) -> Ran:
         assert self.inputs is not None
         inputs = self.inputs
-        return self._gated(partial(run_subject, subject, inputs, self.runners, self.options))
+        log_to = self.stage / LOGS_DIR / f"{log_name}.log"
+        return self._gated(partial(run_subject, subject, inputs, self.runners, self.options, log_to))
+
+    def relative(self, path: str | None) -> str | None:
+        """A log's path relative to the folder (as the manifest records it)."""
+        return Path(path).relative_to(self.stage).as_posix() if path else None
 
     # --- one hop ------------------------------------------------------------------------------
 
@@ -229,14 +227,15 @@ class Pipeline:
             if made is None:
                 continue
             if not self.options.check:
-                attempts.append(Attempt(candidate.name, NOT_CHECKED, seconds=round(made.seconds, 3)))
+                attempts.append(Attempt(candidate.name, NOT_CHECKED, seconds=round(made.seconds, 3), log=made.log))
                 return self._keep(hop, made, parent, None, attempts, children,
                                   "not checked (--no-check): the first candidate that converted")
             primary = made.nodes[0]
             if index == 0:  # speculate: the hops below start from the first candidate while it is checked
                 started_children = [self._spawn(partial(self.branch, h, primary, children)) for h in children(hop.dst)]
             check, attempt = self._judge(hop, made, primary, parent)
-            attempts.append(replace(attempt, candidate=candidate.name, seconds=round(made.seconds + attempt.seconds, 3)))
+            attempts.append(replace(attempt, candidate=candidate.name, seconds=round(made.seconds + attempt.seconds, 3),
+                                    log=made.log))
             tried.append((made, check))
             if attempt.outcome == PASSED:
                 why = "the first candidate, verified" if index == 0 else f"verified after {index} candidate(s) did not"
@@ -258,15 +257,17 @@ class Pipeline:
         step = f"{hop.name} [{candidate.name}]"
         self._event("start", step)
         started = time.perf_counter()
+        log_to = self.stage / LOGS_DIR / f"{directory.name}.log"
+        log = self.relative(str(log_to))
         try:
             response = self._gated(lambda: run_isolated(
                 HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate),
-                stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage,
+                stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
             ))
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             attempts.append(Attempt(candidate.name, NOT_APPLICABLE, str(exc).removeprefix(f"{hop.name}: "),
-                                    seconds=round(time.perf_counter() - started, 3)))
+                                    seconds=round(time.perf_counter() - started, 3), log=log))
             self._event("done", step, time.perf_counter() - started, "not applicable")
             return None
         except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
@@ -274,18 +275,18 @@ class Pipeline:
             shutil.rmtree(directory, ignore_errors=True)
             message = str(exc).removeprefix(f"{hop.name}: ")
             attempts.append(Attempt(candidate.name, FAILED, message.splitlines()[0][:400] if message else "",
-                                    seconds=round(seconds, 3)))
+                                    seconds=round(seconds, 3), log=log if getattr(exc, "log", None) else None))
             self._failure_details[hop.name] = getattr(exc, "detail", "")
             self._event("failed", step, seconds, message)
             return None
         seconds = time.perf_counter() - started
         self._event("done", step, seconds)
         nodes = [Node(hop.dst, self._key(hop.dst, p.precision), p.path, p.signature, p.precision) for p in response.produced]
-        return _Made(candidate, response, directory, seconds, nodes)
+        return _Made(candidate, response, directory, seconds, nodes, log)
 
     def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
         subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)
-        node.ran = self._spawn(partial(self._run_check, subject))
+        node.ran = self._spawn(partial(self._run_check, subject, f"{made.directory.name}.check-{node.key}"))
         ran = node.ran.result()
         parent_outputs = parent.outputs()
         if parent_outputs is None:
@@ -293,7 +294,9 @@ class Pipeline:
         source = self.source_outputs.result().outputs if self.source_outputs is not None else None
         precision = "float16" if "float16" in (node.precision, parent.precision) else "float32"
         batches = self.inputs.record.batches if self.inputs is not None else (1,)
-        return judge(node.key, parent.key, ran, parent_outputs, source, self._signature, precision, self._rules, batches)
+        check, attempt = judge(node.key, parent.key, ran, parent_outputs, source, self._signature, precision, self._rules,
+                               batches)
+        return (replace(check, log=self.relative(ran.log)) if check is not None else None), attempt
 
     def _keep(self, hop: HopSpec, made: _Made, parent: Node, check: Check | None, attempts: list[Attempt],
               children: Callable[[Format], list[HopSpec]], why: str,
@@ -328,8 +331,9 @@ class Pipeline:
             real = [a for a in attempts if a.outcome != NOT_APPLICABLE]
             last = real[-1].message if real else "no candidate applies to this model"
             error = (last if len(real) == 1 else f"no candidate made an artifact that runs ({len(real)} tried); last: {last}")
-            return HopOutcome(hop, [], HopFailure(hop.name, error, self._failure_details.get(hop.name, ""), tuple(attempts)),
-                              None, None, self._not_run(hop, children))
+            last_log = next((a.log for a in reversed(attempts) if a.log), None)
+            return HopOutcome(hop, [], HopFailure(hop.name, error, self._failure_details.get(hop.name, ""), tuple(attempts),
+                                                  log=last_log), None, None, self._not_run(hop, children))
         made, check = min(runnable, key=lambda pair: closeness(pair[1]))
         self._discard_others(tried, made)
         assert check is not None
@@ -338,7 +342,7 @@ class Pipeline:
         why = f"the closest of {len(tried)} candidate(s) that ran; none verified"
         kept = self._keep(hop, made, parent, check, attempts, children, why)
         kept.failure = HopFailure(hop.name, f"no candidate agrees with its parent; kept the closest ({made.candidate.name}): "
-                                            f"{figure}", attempts=tuple(attempts), kept=kept.artifacts[0].key)
+                                            f"{figure}", attempts=tuple(attempts), kept=kept.artifacts[0].key, log=made.log)
         return kept
 
     # --- helpers ------------------------------------------------------------------------------
@@ -352,7 +356,7 @@ class Pipeline:
             made_from=hop.src, hop=hop.name, tool=made.response.tool, seconds=round(made.seconds, 3),
             options=made.response.options, inputs=node.signature.inputs, outputs=node.signature.outputs,
             precision=node.precision, candidate=made.candidate.name, kept_because=why, attempts=tuple(attempts),
-            check=check, notes=tuple(notes),
+            check=check, log=made.log, notes=tuple(notes),
         )
 
     def discard(self, outcome: HopOutcome) -> None:
@@ -405,8 +409,7 @@ class Pipeline:
                 break
 
     def _event(self, kind: str, step: str, seconds: float = 0.0, message: str = "") -> None:
-        with self._notify_lock:
-            self._notify(Event(kind, step, seconds, message))
+        self._notify(kind, step, seconds, message)
 
     @staticmethod
     def _key(fmt: Format, precision: str) -> str:

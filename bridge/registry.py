@@ -9,8 +9,8 @@ is the one bridge uses.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
+import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -87,8 +87,7 @@ class HopSpec:
             raise MissingExtraError(
                 f"hop {self.name} needs {', '.join(missing)}: pip install 'bridge[{self.extra}]'"
             )
-        module_name, _, class_name = self.target.partition(":")
-        hop_class = getattr(importlib.import_module(module_name), class_name)
+        hop_class = pkgutil.resolve_name(self.target)
         hop: Hop = hop_class()
         return hop
 

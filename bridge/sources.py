@@ -120,8 +120,8 @@ class SourceContext:
     specs: ExampleInputs | None
     stage: Path
     runners: RunnerRegistry = DEFAULT_RUNNERS
-    notify: Callable[[str, str, float], None] = lambda kind, step, seconds: None
-    """``notify(kind, step, seconds)`` with kind ``start`` or ``done``, for progress displays."""
+    notify: Callable[..., None] = lambda kind, step, seconds=0.0, message="": None
+    """``notify(kind, step, seconds, message)`` (a bridge.progress.Notifier), for progress displays and the log."""
 
 
 class SourceResolver(abc.ABC):
@@ -178,6 +178,7 @@ class SourceResolver(abc.ABC):
             InspectRequest(context.runners.primary(fmt), path, specs.specs if specs else None,
                            trust_pickle=context.options.trust_pickle, trust_code=context.options.trust_code),
             stage=f"load {fmt.value}", timeout=context.options.timeout, hide_gpu=True,
+            log_to=context.stage / "logs" / "source-inspect.log",
         )
         return response.signature, response.kind, response.companions
 
@@ -250,6 +251,7 @@ class FactoryResolver(SourceResolver):
             MaterializeRequest(identified.reference, context.stage / "source", context.specs, context.options.dynamic_batch,
                                torchscript=context.options.torch_exporter == "torchscript", import_paths=(Path.cwd(),)),
             stage="materialize", timeout=context.options.timeout, hide_gpu=True,
+            log_to=context.stage / "logs" / "source-materialize.log",
         )
         context.notify("done", "materialize", time.perf_counter() - started)
         return response.path, response.format, response.kind, response.note, context.specs or response.example_inputs

@@ -37,6 +37,23 @@ def render() -> str:
         "representation that could not run, nothing compared); 3 an internal error; 130 Ctrl-C;",
         "143 SIGTERM. See [tolerances.md](tolerances.md) and [safety.md](safety.md).",
         "",
+        "Conventions shared by the commands:",
+        "",
+        "- `-o/--output DIR` (`--out` is kept as an alias) names the output directory.",
+        "- `--json`, `--junit` and `--markdown` take a file, or `-` for stdout; with `-`, the human",
+        "  summary goes to stderr so that stdout holds the report alone (`bridge verify DIR --json - | jq`).",
+        "  `convert` writes its manifest (JSON), a test case per artifact's check (JUnit) or a summary",
+        "  (Markdown); `verify` its report.",
+        "- `-v` logs each step on stderr, `-vv` its detail (the `bridge` logger); `-q` leaves errors only.",
+        "  Every child step's whole output (each hop's converter, each check) is kept in the output",
+        "  folder as `logs/*.log`, and verify's runs in `DIR/verify/logs/`; the manifest and every",
+        "  failure message name the log.",
+        "- Every option can come from the environment: `BRIDGE_<COMMAND>_<OPTION>`, for example",
+        "  `BRIDGE_VERIFY_SAMPLES=16` or `BRIDGE_CONVERT_OPSET=17` (flags take `1`/`0`).",
+        "- Shell completion: `eval \"$(_BRIDGE_COMPLETE=bash_source bridge)\"` in `~/.bashrc`,",
+        "  `eval \"$(_BRIDGE_COMPLETE=zsh_source bridge)\"` in `~/.zshrc`,",
+        "  `_BRIDGE_COMPLETE=fish_source bridge | source` in fish's config.",
+        "",
     ]
     for path, ctx in _walk(main, None, "bridge"):
         lines += [f"## `{path}`", "", "```text", ctx.command.get_help(ctx).rstrip(), "```", ""]

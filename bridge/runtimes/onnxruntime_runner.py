@@ -15,18 +15,23 @@ from bridge.signature import Signature, TensorSpec
 if TYPE_CHECKING:
     pass
 
-_ORT_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(bfloat16)": "bfloat16",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int16)": "int16",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
+def ort_dtype(type_name: str) -> str:
+    """onnxruntime's ``tensor(float)`` as a numpy dtype name (``float32``), through onnx's own type table.
+
+    Every ONNX element type onnx knows is covered (uint16/32/64, float8, string among them);
+    bfloat16, which numpy lacks, keeps its name.
+    """
+    import onnx
+
+    element = type_name.removeprefix("tensor(").removesuffix(")")
+    try:
+        code = onnx.TensorProto.DataType.Value(element.upper())
+    except ValueError:
+        return type_name
+    if code == onnx.TensorProto.BFLOAT16:
+        return "bfloat16"
+    return str(onnx.helper.tensor_dtype_to_np_dtype(code).name)
+
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -131,7 +136,7 @@ class OnnxruntimeRunner(Runner):
 
     def signature(self) -> Signature:
         def spec(arg: Any) -> TensorSpec:
-            return TensorSpec(arg.name, dims(arg.shape), _ORT_DTYPES.get(arg.type, arg.type))
+            return TensorSpec(arg.name, dims(arg.shape), ort_dtype(arg.type))
 
         return Signature(
             tuple(spec(a) for a in self.session.get_inputs()),

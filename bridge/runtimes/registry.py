@@ -8,7 +8,7 @@ no framework; `load` imports the runner's module.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -65,8 +65,7 @@ def load_runner_class(spec: RunnerSpec) -> type[Runner]:
         raise MissingExtraError(
             f"the {spec.runtime} runtime for {spec.format.value} needs {', '.join(missing)}: pip install 'bridge[{spec.extra}]'"
         )
-    module_name, _, class_name = spec.target.partition(":")
-    cls: type[Runner] = getattr(importlib.import_module(module_name), class_name)
+    cls: type[Runner] = pkgutil.resolve_name(spec.target)
     return cls
 
 

@@ -44,6 +44,8 @@ class Representation:
     """What actually ran it, as the runtime reports: onnxruntime's execution provider, a TF device."""
     digest: str = ""
     """Its file against the manifest's sha256: ``matches``, ``changed ...; allowed``, or empty (not a file)."""
+    log: str | None = None
+    """The runtime's whole output for this run (a file under ``DIR/verify/logs``)."""
 
     @property
     def label(self) -> str:
@@ -52,7 +54,7 @@ class Representation:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "format": self.format, "device": self.device, "runtime": self.runtime,
-            "provider": self.provider, "digest": self.digest, "path": self.path, "status": self.status,
+            "provider": self.provider, "digest": self.digest, "log": self.log, "path": self.path, "status": self.status,
             "latency_ms": self.latency.to_json() if self.latency else None,
             "error": self.error, "notes": list(self.notes),
         }
@@ -168,7 +170,7 @@ class Report:
 
     def summary(self) -> str:
         """One line per problem; ``verified: N comparisons within tolerance`` when none."""
-        lines = [f"{r.label} could not run: {r.error}" for r in self.errors]
+        lines = [f"{r.label} could not run: {r.error}" + (f" (log: {r.log})" if r.log else "") for r in self.errors]
         if self.compared_nothing:
             unavailable = "; ".join(f"{r.label}: {r.error}" for r in self.representations if r.status == UNAVAILABLE)
             what = (f"{', '.join(self.uncompared)} compared on no device" if self.uncompared and self.comparisons
@@ -285,7 +287,8 @@ class Report:
             latency = r.get("latency_ms")
             stats = LatencyStats(**{k: latency[k] for k in ("p50", "p90", "p99", "mean", "n", "batch")}) if latency else None
             return Representation(r["name"], r["format"], r["device"], r["runtime"], r["path"], r["status"], stats,
-                                  r.get("error"), tuple(r.get("notes", ())), r.get("provider", ""), r.get("digest", ""))
+                                  r.get("error"), tuple(r.get("notes", ())), r.get("provider", ""), r.get("digest", ""),
+                                  r.get("log"))
 
         i = data["inputs"]
         return cls(

@@ -10,9 +10,11 @@ children are compared against, the others are named ``ARTIFACT:RUNTIME``.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from bridge.isolation import run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest
 from bridge.options import VerifyOptions
+from bridge.progress import DONE, FAILED, START, Notifier, ProgressEvent
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
 from bridge.sources import SourceKind
@@ -226,7 +229,7 @@ def verify(
     *,
     reports: ReportPaths | None = None,
     runners: RunnerRegistry = DEFAULT_RUNNERS,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
     inputs: str | Path | None = None,
     seed: int | None = None,
     samples: int | None = None,
@@ -258,7 +261,7 @@ def verify(
         trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
         allow_changed=allow_changed, factory=factory,
     )
-    notify = progress or (lambda message: None)
+    notify = Notifier(progress)
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
     manifest = Manifest.read(out_dir)
@@ -268,6 +271,7 @@ def verify(
     source_inputs, generated = _prepare_inputs(manifest, subjects, options)
     count = next(iter(source_inputs.values())).shape[0]
     inputs_path = inputs_destination(out_dir, options, reports)
+    logs_dir = out_dir / "verify" / "logs"
     if reports is not None:
         reports.check()  # before any work: a report that cannot be written is known now
 
@@ -289,17 +293,29 @@ def verify(
             for index, runner in enumerate(subject_runners):
                 for device in options.devices:
                     slot = Slot(subject, runner, device, primary=index == 0)
-                    notify(f"run {slot.name} on {device}")
+                    step = f"run {slot.name} on {device}"
+                    notify(START, step)
+                    started = time.perf_counter()
+                    log_name = f"{slot.name.replace(':', '_')}.{device}.log"
                     rep, result = run_representation(slot, feeds_path, Path(tmp), count, runs=options.latency_runs,
                                                      warmup=options.warmup, timeout=options.timeout,
                                                      trust_pickle=options.trust_pickle, trust_code=options.trust_code,
                                                      digest=digests.get(subject.name, ""),
-                                                     import_paths=(Path.cwd(),) if named else ())
+                                                     import_paths=(Path.cwd(),) if named else (),
+                                                     log_to=Path(tmp, "logs", log_name))
+                    if rep.log is not None:  # where it will be once the run is over
+                        rep = replace(rep, log=str(logs_dir / log_name))
+                    notify(DONE if rep.status == OK else FAILED, step, time.perf_counter() - started,
+                           "" if rep.status == OK else f"{rep.status}: {rep.error}")
                     representations.append(rep)
                     slots.append(slot)
                     if result is not None:
                         outputs[_key(slot.name, device)] = result
-    # Written only now, with the reports: an interrupted verify leaves nothing behind.
+        # Logs, inputs and reports are written only now: an interrupted verify leaves nothing behind.
+        if Path(tmp, "logs").is_dir():
+            shutil.rmtree(logs_dir, ignore_errors=True)
+            logs_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(tmp, "logs"), logs_dir)
     if options.inputs is not None and options.inputs.resolve() == inputs_path.resolve():
         digest = inputs_mod.file_sha256(inputs_path)
     else:
@@ -327,7 +343,7 @@ def _key(name: str, device: str) -> str:
 def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
                        timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
                        digest: str = "", import_paths: tuple[Path, ...] = (), tag: str = "",
-                       nice: int = 0) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+                       nice: int = 0, log_to: Path | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
 
     Returns its report row and its outputs in the source's names and layout (None when it did not run).
@@ -354,16 +370,17 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
             runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
             input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
             trust_pickle=trust_pickle, trust_code=trust_code,
-        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice)
+        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice, log_to=log_to)
     except DeviceUnavailableError as exc:
-        return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: ")), None
+        return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: "), log=exc.log), None
     except BridgeError as exc:
-        return row(ERROR, error=str(exc).removeprefix(f"{stage}: ")), None
+        return row(ERROR, error=str(exc).removeprefix(f"{stage}: "), log=getattr(exc, "log", None)), None
     with np.load(out_path) as data:
         raw = {name: data[name] for name in data.files}
     batch = next((int(s.shape[0]) for s in subject.signature.inputs if s.shape and isinstance(s.shape[0], int)), 1)
     latency = LatencyStats.from_ns(result.latency_ns, batch) if result.latency_ns else None
-    return row(OK, latency=latency, provider=result.provider), _outputs_in_source_layout(subject, raw, samples)
+    return row(OK, latency=latency, provider=result.provider, log=str(log_to) if log_to else None), \
+        _outputs_in_source_layout(subject, raw, samples)
 
 
 def _concrete(signature: Signature) -> tuple[Any, ...]:

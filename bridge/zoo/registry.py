@@ -7,7 +7,7 @@ Example inputs are generated here with numpy from a fixed seed, in the source's 
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +96,7 @@ class ZooModel:
 
     def load_builder(self) -> Callable[[], Any]:
         """Import the builder function (this imports the model's framework)."""
-        module, _, attr = self.builder.partition(":")
-        builder: Callable[[], Any] = getattr(importlib.import_module(module), attr)
+        builder: Callable[[], Any] = pkgutil.resolve_name(self.builder)
         return builder
 
     def build(self) -> Any:
