@@ -127,9 +127,9 @@ def _common[F: Callable[..., Any]](func: F) -> F:
 def _reports[F: Callable[..., Any]](what: str) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         for option in reversed([
-            click.option("--json", "json_path", type=ReportTarget(), help=f"Write the {what} as JSON to PATH, or - for stdout."),
-            click.option("--junit", "junit_path", type=ReportTarget(), help=f"Write the {what} as JUnit XML to PATH, or -."),
-            click.option("--markdown", "markdown_path", type=ReportTarget(), help=f"Write the {what} as Markdown to PATH, or -."),
+            click.option("--json", "json", type=ReportTarget(), help=f"Write the {what} as JSON to PATH, or - for stdout."),
+            click.option("--junit", "junit", type=ReportTarget(), help=f"Write the {what} as JUnit XML to PATH, or -."),
+            click.option("--markdown", "markdown", type=ReportTarget(), help=f"Write the {what} as Markdown to PATH, or -."),
         ]):
             func = option(func)
         return func
@@ -172,14 +172,14 @@ def main() -> None:
 
 def _convert_options[F: Callable[..., Any]](func: F) -> F:
     options = [
-        click.option("-o", "--output", "--out", "out_dir", type=click.Path(path_type=Path),
+        click.option("-o", "--output", "--out", "output", type=click.Path(path_type=Path),
                      help="Output directory (default: MODEL.bridge beside the model)."),
         click.option("--from", "from_format", type=FormatList(allow_all=False),
                      help="Source format when the file name does not tell."),
         click.option("--via", type=FormatList(allow_all=False),
                      help="Force the route through these formats, comma-separated (e.g. onnx,tf)."),
         click.option("--opset", type=click.IntRange(7, 30), help="ONNX opset for hops that write ONNX."),
-        click.option("--input-shape", "input_shapes", type=InputShape(), multiple=True,
+        click.option("--input-shape", "input_shape", type=InputShape(), multiple=True,
                      help="NAME:1,3,224,224 for TorchScript/module sources (repeatable)."),
         click.option("--example-inputs", type=click.Path(path_type=Path), help=".npz of example inputs keyed by input name."),
         click.option("--dynamic-batch", is_flag=True, help="Keep the batch dimension symbolic where the hops allow it."),
@@ -219,8 +219,8 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
 def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) -> Conversion:
     from bridge.conversion import convert
 
-    return convert(model, to, _options_from(kw), out_dir=kw["out_dir"], force=kw["force"],
-                   example_inputs=kw["example_inputs"], input_shapes=dict(kw["input_shapes"]) or None,
+    return convert(model, to, _options_from(kw), out_dir=kw["output"], force=kw["force"],
+                   example_inputs=kw["example_inputs"], input_shapes=dict(kw["input_shape"]) or None,
                    progress=progress)
 
 
@@ -228,12 +228,12 @@ def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) ->
 @click.argument("model")
 @click.option("--to", "to", type=FormatList(), required=True, help="Target format(s): torch, onnx, tf, tflite, comma-separated, or 'all'.")
 @_convert_options
-@click.option("--candidates", "list_candidates", is_flag=True,
+@click.option("--candidates", "candidates", is_flag=True,
               help="List each hop's candidates on the route, in the order they would be tried, and convert nothing.")
 @_reports("manifest")
 @_common
-def convert(model: str, to: str, list_candidates: bool, json_path: Path | None, junit_path: Path | None,
-            markdown_path: Path | None, verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
+def convert(model: str, to: str, candidates: bool, json: Path | None, junit: Path | None,
+            markdown: Path | None, verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Convert MODEL (a file, SavedModel dir or package.module:factory) to --to FORMAT.
 
     Each artifact is run in its own runtime as it is made and compared with its parent; each hop
@@ -250,8 +250,8 @@ def convert(model: str, to: str, list_candidates: bool, json_path: Path | None, 
     """
     setup_logging(verbose, quiet)
     with _user_errors(debug):
-        to_stderr = _one_stdout(json_path, junit_path, markdown_path)
-        if list_candidates:
+        to_stderr = _one_stdout(json, junit, markdown)
+        if candidates:
             _print_candidates(model, to, kw)
             return
         progress = Progress(quiet or to_stderr, verbose)
@@ -261,12 +261,12 @@ def convert(model: str, to: str, list_candidates: bool, json_path: Path | None, 
             from bridge.conversion import Conversion
 
             if isinstance(exc.conversion, Conversion):
-                _write_reports(exc.conversion, json_path, junit_path, markdown_path)
+                _write_reports(exc.conversion, json, junit, markdown)
                 print_conversion(exc.conversion, to_stderr=True)
             raise
         finally:
             progress.close()
-        _write_reports(conversion, json_path, junit_path, markdown_path)
+        _write_reports(conversion, json, junit, markdown)
         print_conversion(conversion, to_stderr=to_stderr)
 
 
@@ -286,7 +286,7 @@ def _write_reports(conversion: Conversion, *paths: Path | None) -> None:
 def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
     from bridge.conversion import candidates
 
-    for hop, listed in candidates(model, to, _options_from(kw), input_shapes=dict(kw["input_shapes"]) or None,
+    for hop, listed in candidates(model, to, _options_from(kw), input_shapes=dict(kw["input_shape"]) or None,
                                   example_inputs=kw["example_inputs"]):
         click.echo(f"{hop.name} ({hop.tool}):")
         for number, candidate in enumerate(listed, 1):
@@ -303,7 +303,7 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
 @click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for generated inputs.")
 @click.option("--samples", type=click.IntRange(min=1), default=defaults.SAMPLES, show_default=True, help="Number of generated samples.")
 @click.option("--int-high", type=click.IntRange(min=1), help="Exclusive upper bound for generated integer inputs.")
-@click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), help="Devices (default: cpu and cuda).")
+@click.option("--device", "device", multiple=True, type=click.Choice(["cpu", "cuda"]), help="Devices (default: cpu and cuda).")
 @click.option("--allow-unavailable", is_flag=True,
               help="Pass even when an artifact could run on none of the devices asked for (default: exit 2).")
 @click.option("--allow-changed", is_flag=True,
@@ -315,8 +315,8 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
 @_reports("report")
 @_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
-           devices: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
-           latency_runs: int, json_path: Path | None, junit_path: Path | None, markdown_path: Path | None,
+           device: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
+           latency_runs: int, json: Path | None, junit: Path | None, markdown: Path | None,
            verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
 
@@ -334,15 +334,15 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
 
     setup_logging(verbose, quiet)
     with _user_errors(debug):
-        to_stderr = _one_stdout(json_path, junit_path, markdown_path)
+        to_stderr = _one_stdout(json, junit, markdown)
         progress = Progress(quiet or to_stderr, verbose)
         options = VerifyOptions.build(
-            inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices or None, atol=kw["atol"],
+            inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=device or None, atol=kw["atol"],
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
             trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
             allow_changed=allow_changed, factory=factory,
         )
-        reports = ReportPaths(json_path, junit_path, markdown_path)
+        reports = ReportPaths(json, junit, markdown)
         reports.check()
         subject: Any = output_dir_for(target, converting=to is not None)
         if subject is None:
@@ -454,11 +454,11 @@ def zoo_list() -> None:
 
 @zoo.command("export", context_settings=SUB_CONTEXT)
 @click.argument("name")
-@click.option("-o", "--output", "--out", "out_dir", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+@click.option("-o", "--output", "--out", "output", type=click.Path(path_type=Path), default=Path("."), show_default=True,
               help="Directory to write the model and its example inputs into.")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @_common
-def zoo_export(name: str, out_dir: Path, force: bool, verbose: int, quiet: bool, debug: bool) -> None:
+def zoo_export(name: str, output: Path, force: bool, verbose: int, quiet: bool, debug: bool) -> None:
     """Write zoo model NAME in its source format, with its example inputs.
 
     \b
@@ -470,6 +470,6 @@ def zoo_export(name: str, out_dir: Path, force: bool, verbose: int, quiet: bool,
     with _user_errors(debug):
         from bridge.zoo.export import export
 
-        result = export(name, out_dir, force=force)
+        result = export(name, output, force=force)
         click.echo(f"model: {result.model_path}")
         click.echo(f"example inputs: {result.inputs_path}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, staging
-from bridge.errors import HopError, UnverifiedError
+from bridge.errors import BridgeError, HopError, UnverifiedError
 from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
 from bridge.isolation import end_all
@@ -178,13 +178,15 @@ def convert(
         )
         manifest.write(stage)
         staging.publish(stage, final_dir)
-    except BaseException:
+    except BaseException as exc:
         # Nothing may write into the staging directory while it is removed: stop starting work, end
         # the child steps that run, let the tasks waiting on them return, then remove it.
         end_all()
         if pipeline is not None:
             pipeline.cancel()
             end_all()
+        if isinstance(exc, BridgeError):
+            _rescue_logs(stage, final_dir, exc)
         shutil.rmtree(stage, ignore_errors=True)
         raise
     conversion = Conversion(final_dir, manifest, route, source_object=identified.live, factory=identified.reference)
@@ -220,6 +222,19 @@ def candidates(
     route = plan(fmt, parse_targets(to, fmt, registry), via=options.via, registry=registry)
     pipeline = Pipeline(Path(), Signature(), options, registry, runners, Notifier(None))
     return [(hop, pipeline.candidates_for(hop)) for hop in route.hops]
+
+
+def _rescue_logs(stage: Path, final_dir: Path, exc: BridgeError) -> None:
+    """Before the staging directory goes: keep its logs in the temporary directory, and point the error there."""
+    logs = stage / "logs"
+    if not logs.is_dir():
+        return
+    kept = Path(tempfile.mkdtemp(prefix=f"bridge-logs-{final_dir.name}-"))
+    shutil.copytree(logs, kept, dirs_exist_ok=True)
+    failed_log = getattr(exc, "log", None)
+    if isinstance(failed_log, str) and Path(failed_log).is_relative_to(logs):
+        exc.log = str(kept / Path(failed_log).relative_to(logs))  # type: ignore[attr-defined]
+    log.info("logs of the stopped conversion kept in %s", kept)
 
 
 def raise_for_failures(conversion: Conversion) -> None:

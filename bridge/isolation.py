@@ -190,9 +190,11 @@ def _child(task: str, req_path: str, res_path: str) -> int:
         request = records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8")))
         envelope = {"response": records.to_json(steps.run(request))}
     except errors.BridgeError as exc:
+        print(f"bridge step {task} failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # the kept log says why
         envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), getattr(exc, "stage", ""),
                                                        getattr(exc, "detail", "")))}
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this step's failure
+        traceback.print_exc()  # into the step's log, which is kept: the whole story of the failure
         envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), traceback=traceback.format_exc()))}
     tmp = res_path + ".tmp"
     Path(tmp).write_text(json.dumps(envelope), encoding="utf-8")

@@ -90,13 +90,14 @@ def test_python_dash_m_and_version() -> None:
 @pytest.mark.slow
 def test_convert_json_prints_the_manifest_it_wrote(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "mlp.bridge"
-    result = bridge("convert", str(zoo_model("mlp")), "--to", "onnx", "-o", str(out), "--json")
+    result = bridge("convert", str(zoo_model("mlp")), "--to", "onnx", "-o", str(out), "--json", "-")
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     assert printed == json.loads((out / "manifest.json").read_text())
     assert printed["schema"] == "bridge.manifest/2"
     assert [a["format"] for a in printed["artifacts"]] == ["onnx"]
-    assert result.stderr == ""  # --json silences progress
+    assert result.stderr.startswith("route: torch -> onnx")  # the human summary moved to stderr, no progress lines
+    assert "done in" not in result.stderr
 
 
 def test_cli_reference_is_generated_from_the_commands() -> None:

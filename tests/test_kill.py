@@ -115,7 +115,7 @@ def _kill_after(proc: subprocess.Popen[bytes], seconds: float, marker: str) -> t
 
 
 def assert_complete(out: Path, source_sha256: str) -> bytes:
-    """`out` holds a manifest, every artifact it lists with the recorded sha256, and nothing else."""
+    """`out` holds a manifest, the source copy and every artifact it lists with the recorded sha256, their logs, and nothing else."""
     manifest_path = out / "manifest.json"
     listing = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert manifest_path.is_file(), f"{out} exists without a manifest: {listing}"
@@ -124,7 +124,9 @@ def assert_complete(out: Path, source_sha256: str) -> bytes:
     assert manifest["source"]["sha256"] == source_sha256
     assert manifest["failures"] == []
     assert [a["format"] for a in manifest["artifacts"]] == ["tflite"]
-    artifact_paths = []
+    source = out / manifest["source"]["materialized"]
+    assert sha256_of(source)[0] == source_sha256
+    artifact_paths = [source, out / "logs"]
     for artifact in manifest["artifacts"]:
         path = out / artifact["path"]
         assert path.exists(), f"{artifact['path']} is listed but missing: {listing}"
@@ -247,5 +249,8 @@ def test_cli_reports_a_crashed_step_in_one_line(tmp_path: Path) -> None:
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["bridge: error: materialize: crashed with signal SIGSEGV"]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bridge: error: materialize: crashed with signal SIGSEGV (log: ")
+    log = Path(lines[0].rsplit("(log: ", 1)[1].rstrip(")"))
+    assert log.is_file() and not log.is_relative_to(tmp_path)  # kept, outside the output that was never made
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crashing_factory.py"]

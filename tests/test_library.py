@@ -47,7 +47,8 @@ def test_python_reference_source(tmp_path: Path) -> None:
     assert '"path": "bridge.zoo.torch_models:build_mlp"' in conversion_manifest
     assert '"materialized": "source/model.pt2"' in conversion_manifest
     report_path = tmp_path / "ref.json"
-    verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2", "--json", str(report_path))
+    verify = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2", "--json", str(report_path),
+                        "--factory", "bridge.zoo.torch_models:build_mlp")
     assert verify.returncode == 0, verify.stderr
     report = json.loads(report_path.read_text())
     # The factory's eager module runs too, and the saved ExportedProgram is checked against it.
