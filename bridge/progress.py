@@ -46,7 +46,8 @@ class Notifier:
 
     def __call__(self, kind: str, step: str, seconds: float = 0.0, message: str = "") -> None:
         event = ProgressEvent(kind, step, seconds, message)
-        level = logging.WARNING if kind in (FAILED, FALLBACK) else logging.DEBUG if kind == START else logging.INFO
+        # Progress, not warnings: a failed candidate or a fallback is part of the story -v tells.
+        level = logging.DEBUG if kind == START else logging.INFO
         log.log(level, event.describe())
         if self._callback is not None:
             with self._lock:
