@@ -25,6 +25,9 @@ _EXPORTS = {
     "Conversion": "bridge.conversion",
     "ProgressEvent": "bridge.progress",
     "verify": "bridge.verification.run",
+    "explain": "bridge.localization.explain",
+    "Localization": "bridge.localization.result",
+    "LocalizeOptions": "bridge.options",
     "Report": "bridge.verification.report",
     "ReportPaths": "bridge.verification.report",
     "ConvertOptions": "bridge.options",
@@ -44,15 +47,17 @@ _EXPORTS = {
 __all__ = [
     "__version__", "convert", "Conversion", "ProgressEvent", "verify", "Report", "ReportPaths", "ConvertOptions",
     "VerifyOptions", "Manifest", "Artifact", "Source", "Format", "Signature", "TensorSpec", "BridgeError", "UserError",
-    "InputError", "HopError",
+    "InputError", "HopError", "explain", "Localization", "LocalizeOptions",
 ]
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion, convert
     from bridge.errors import BridgeError, HopError, InputError, UserError
     from bridge.formats import Format
+    from bridge.localization.explain import explain
+    from bridge.localization.result import Localization
     from bridge.manifest import Artifact, Manifest, Source
-    from bridge.options import ConvertOptions, VerifyOptions
+    from bridge.options import ConvertOptions, LocalizeOptions, VerifyOptions
     from bridge.progress import ProgressEvent
     from bridge.signature import Signature, TensorSpec
     from bridge.verification.report import Report, ReportPaths

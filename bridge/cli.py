@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge import __version__, defaults
-from bridge.cli_output import Progress, print_conversion, print_report, setup_logging
+from bridge.cli_output import (
+    Progress,
+    explain_exit_code,
+    print_conversion,
+    print_localization,
+    print_report,
+    setup_logging,
+)
 from bridge.cli_params import FormatList, InputShape, OutputTolerance, ReportTarget
 from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError
 
@@ -312,11 +319,13 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
               help="Rebuild a factory source and check the saved program against it; only this reference is imported.")
 @click.option("--latency-runs", type=click.IntRange(min=1), default=defaults.LATENCY_RUNS, show_default=True,
               help="Timed runs per representation.")
+@click.option("--localize", is_flag=True,
+              help="For each hop over tolerance, name the first operation that diverges (on its worst sample, CPU).")
 @_reports("report")
 @_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
            device: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
-           latency_runs: int, json: Path | None, junit: Path | None, markdown: Path | None,
+           latency_runs: int, localize: bool, json: Path | None, junit: Path | None, markdown: Path | None,
            verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
 
@@ -327,7 +336,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
       bridge verify model.bridge --json - | jq .passed
       bridge verify resnet18.pt2 --to all -o out.bridge --force
     """
-    from bridge.options import VerifyOptions
+    from bridge.options import LocalizeOptions, VerifyOptions
     from bridge.verification.report import ReportPaths
     from bridge.verification.run import output_dir_for
     from bridge.verification.run import verify as run_verify
@@ -340,7 +349,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=device or None, atol=kw["atol"],
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
             trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
-            allow_changed=allow_changed, factory=factory,
+            allow_changed=allow_changed, factory=factory, localize=LocalizeOptions() if localize else None,
         )
         reports = ReportPaths(json, junit, markdown)
         reports.check()
@@ -354,10 +363,82 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
         finally:
             progress.close()
         print_report(report, quiet, to_stderr=to_stderr)
+        print_localization(report, to_stderr=to_stderr)
         if report.exit_code:
             click.echo(f"bridge: {'error' if report.exit_code == 2 else 'drift'}: "
                        + report.summary().replace("\n", "\nbridge: "), err=True)
         sys.exit(report.exit_code)
+
+
+@main.command(context_settings=SUB_CONTEXT)
+@click.argument("target", required=False)
+@click.option("--hop", metavar="PARENT->CHILD",
+              help="The hop to localise, by the folder's names (source->onnx) or formats (torch->onnx); default: every failing hop.")
+@click.option("--output", "output", metavar="NAME", help="Follow this source output only (default: all).")
+@click.option("--sample", type=click.IntRange(min=0), help="Localise on this sample (default: each hop's worst).")
+@click.option("--top", type=click.IntRange(min=1), default=defaults.LOCALIZE_TOP, show_default=True,
+              help="Operations listed by the drift they add, in graph order.")
+@click.option("--bisect", is_flag=True, help="Cut the parent ONNX graph and convert each cut, even where tensors join by name.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=defaults.BISECT_MAX_STEPS, show_default=True,
+              help="Bisection steps at most.")
+@click.option("--inputs", type=click.Path(path_type=Path), help=".npz of inputs per source input: one sample, or [samples, *shape].")
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed for generated inputs.")
+@click.option("--samples", type=click.IntRange(min=1), default=defaults.SAMPLES, show_default=True, help="Number of generated samples.")
+@click.option("--int-high", type=click.IntRange(min=1), help="Exclusive upper bound for generated integer inputs.")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output and intermediate.")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output and intermediate.")
+@click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each step may take before it is stopped.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file).")
+@click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs code from the file).")
+@click.option("--allow-changed", is_flag=True, help="Explain artifacts changed since convert (default: exit 2).")
+@_reports("report")
+@_common
+def explain(target: str | None, hop: str | None, output: str | None, sample: int | None, top: int, bisect: bool,
+            max_steps: int, inputs: Path | None, seed: int, samples: int, int_high: int | None, atol: float | None,
+            rtol: float | None, tol: tuple[tuple[str, float], ...], timeout: float | None, trust_pickle: bool,
+            trust_code: bool, allow_changed: bool, json: Path | None, junit: Path | None, markdown: Path | None,
+            verbose: int, quiet: bool, debug: bool) -> None:
+    """Name where DIR's hops diverge: the first operation, in graph order, whose output leaves tolerance
+    while its inputs are within it, in the source's terms (module path, file:line).
+
+    Exit 0: nothing diverges; 1: a hop diverges (localised or not); 2: bad input.
+
+    \b
+    Examples:
+      bridge explain model.bridge                       # every hop over tolerance, each on its worst sample
+      bridge explain model.bridge --hop onnx->tflite --output logits --sample 3
+      bridge explain model.bridge --hop onnx->tf --bisect --json where.json
+    """
+    from bridge.localization.explain import explain_report
+    from bridge.options import LocalizeOptions, VerifyOptions
+    from bridge.verification.report import ReportPaths
+    from bridge.verification.run import output_dir_for
+
+    setup_logging(verbose, quiet)
+    with _user_errors(debug):
+        to_stderr = _one_stdout(json, junit, markdown)
+        progress = Progress(quiet or to_stderr, verbose)
+        localize = LocalizeOptions(hop=hop, output=output, sample=sample, top=top, max_steps=max_steps, bisect=bisect)
+        localize.hop_pair()
+        options = VerifyOptions.build(
+            inputs=inputs, seed=seed, samples=samples, int_high=int_high, atol=atol, rtol=rtol, tol=dict(tol),
+            timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, allow_changed=allow_changed,
+            localize=localize,
+        )
+        reports = ReportPaths(json, junit, markdown)
+        reports.check()
+        folder = output_dir_for(target)
+        try:
+            report = explain_report(folder, options, reports=reports, progress=progress)
+        finally:
+            progress.close()
+        print_localization(report, to_stderr=to_stderr, everything=True)
+        code = explain_exit_code(report, named=hop is not None)
+        if code == 2 or (code == 1 and not any(found.diverges for found in report.localization)):
+            click.echo(f"bridge: {'error' if code == 2 else 'drift'}: " + report.summary().replace("\n", "\nbridge: "),
+                       err=True)
+        sys.exit(code)
 
 
 @main.command(context_settings=SUB_CONTEXT)

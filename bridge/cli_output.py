@@ -126,3 +126,29 @@ def print_report(report: Report, quiet: bool, *, to_stderr: bool = False) -> Non
                    file=out)
         for note in report.notes:
             click.echo(f"note: {note}", file=out)
+
+
+def print_localization(report: Report, *, to_stderr: bool = False, everything: bool = False) -> None:
+    """Each hop's localisation; with `everything` (explain), a line when no hop diverges."""
+    out = sys.stderr if to_stderr else sys.stdout
+    for found in report.localization:
+        for line in found.lines() if found.diverges else [found.summary()]:
+            click.echo(line, file=out)
+    if everything and not report.localization and not report.errors:
+        compared = len(report.hops)
+        click.echo(f"nothing diverges: every hop ({compared}) within tolerance on {report.inputs.samples} samples", file=out)
+
+
+def explain_exit_code(report: Report, *, named: bool = False) -> int:
+    """0 nothing diverges; 1 a hop diverges (localised or not); 2 a representation could not run or nothing compared.
+
+    With a hop `named`, only that hop counts; otherwise drift that no hop explains (the cumulative
+    drift of hops each within tolerance) is drift too.
+    """
+    from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR
+
+    if report.errors or report.compared_nothing:
+        return EXIT_USER_ERROR
+    if any(found.diverges for found in report.localization) or (not named and report.drift_failures):
+        return EXIT_DRIFT
+    return EXIT_OK

@@ -75,3 +75,8 @@ def default_tolerance(dtype: str) -> Tolerance:
     if dtype.startswith(("int", "uint", "bool")):
         return INTEGER_TOLERANCE
     return TOLERANCES["float32"]
+
+LOCALIZE_TOP = 10
+"""Operations listed by drift added in a localisation (``--top``)."""
+BISECT_MAX_STEPS = 12
+"""Bisection steps at most (``--max-steps``): 2**12 operations are searched to one."""

@@ -68,6 +68,8 @@ class RunnerSpec:
     """The pip distribution whose version the report records."""
     devices: tuple[str, ...] = ("cpu",)
     """The devices this runtime can ever use (whether one is present is asked at run time)."""
+    capture: str | None = None
+    """``module:function`` that runs one sample keeping every intermediate tensor (localisation), or None."""
 
     @property
     def key(self) -> tuple[Format, str]:
@@ -116,7 +118,7 @@ FORMATS: dict[Format, FormatSpec] = {
             artifact_name="model.pt2",
             suffixes=(".pt2", ".pt", ".pth"),
             runners=(RunnerSpec(Format.TORCH, "torch", "bridge.runtimes.torch_runner:TorchRunner", _TORCH_REQ,
-                                "torch", "torch", ("cpu", "cuda")),),
+                                "torch", "torch", ("cpu", "cuda"), capture="bridge.runtimes.torch_capture:capture"),),
         ),
         FormatSpec(
             Format.ONNX,
@@ -124,7 +126,8 @@ FORMATS: dict[Format, FormatSpec] = {
             artifact_name="model.onnx",
             suffixes=(".onnx",),
             runners=(RunnerSpec(Format.ONNX, "onnxruntime", "bridge.runtimes.onnxruntime_runner:OnnxruntimeRunner",
-                                _ORT_REQ, "torch", "onnxruntime", ("cpu", "cuda")),),
+                                _ORT_REQ, "torch", "onnxruntime", ("cpu", "cuda"),
+                                capture="bridge.runtimes.onnx_capture:capture"),),
         ),
         FormatSpec(
             Format.TF,
@@ -132,7 +135,7 @@ FORMATS: dict[Format, FormatSpec] = {
             artifact_name="saved_model",
             marker="saved_model.pb",
             runners=(RunnerSpec(Format.TF, "tensorflow", "bridge.runtimes.tensorflow_runner:SavedModelRunner", _TF_REQ,
-                                "tf", "tensorflow", ("cpu", "cuda")),),
+                                "tf", "tensorflow", ("cpu", "cuda"), capture="bridge.runtimes.tensorflow_capture:capture"),),
         ),
         FormatSpec(
             Format.KERAS,
@@ -140,7 +143,8 @@ FORMATS: dict[Format, FormatSpec] = {
             artifact_name="model.keras",
             suffixes=(".keras", ".h5"),
             runners=(RunnerSpec(Format.KERAS, "keras", "bridge.runtimes.tensorflow_runner:KerasRunner",
-                                (*_TF_REQ, "keras"), "tf", "keras", ("cpu", "cuda")),),
+                                (*_TF_REQ, "keras"), "tf", "keras", ("cpu", "cuda"),
+                                capture="bridge.runtimes.tensorflow_capture:capture_keras"),),
         ),
         FormatSpec(
             Format.TFLITE,
@@ -149,7 +153,8 @@ FORMATS: dict[Format, FormatSpec] = {
             suffixes=(".tflite",),
             # LiteRT's GPU delegate is a mobile one: on a server it runs on the CPU only.
             runners=(RunnerSpec(Format.TFLITE, "litert", "bridge.runtimes.tflite_runner:TfliteRunner",
-                                ("ai_edge_litert",), "tf", "ai-edge-litert"),),
+                                ("ai_edge_litert",), "tf", "ai-edge-litert",
+                                capture="bridge.runtimes.tflite_capture:capture"),),
         ),
     )
 }

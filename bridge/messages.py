@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from bridge.formats import Format, RunnerSpec
 from bridge.inputs import ExampleInputs
+from bridge.localization.graph import CapturedGraph
 from bridge.manifest import Tool
 from bridge.options import ConvertOptions
 from bridge.registry import Candidate, HopSpec
@@ -152,6 +153,46 @@ class RunRequest(StepRequest[RunResponse]):
     trust_code: bool = False
 
 
+# --- capture: one sample with every intermediate tensor kept (localisation) ------------------
+
+
+@dataclass(frozen=True)
+class CaptureRequest(StepRequest[CapturedGraph]):
+    """Run one sample through `path` keeping every intermediate tensor; write them to `tensors` (.npz)."""
+
+    task: ClassVar[str] = "capture"
+    response: ClassVar[type[Any]] = CapturedGraph
+    runner: RunnerSpec
+    path: Path
+    inputs: Path
+    """``.npz`` of feeds keyed by the artifact's input names, ``[samples, *shape]``: the last sample is captured,
+    the ones before it are run first, in order, as verify ran them (a stateful artifact remembers them)."""
+    tensors: Path
+    names: str = ""
+    """How to name the tensors: '' the artifact's own names; for a PyTorch program, ``dynamo`` or
+    ``dynamo-decomposed``: the names the dynamo ONNX exporter gives the values (its candidate's way)."""
+    input_specs: tuple[TensorSpec, ...] | None = None
+    trust_pickle: bool = False
+    trust_code: bool = False
+
+
+@dataclass(frozen=True)
+class CutResponse:
+    signature: Signature
+    nodes: int
+
+
+@dataclass(frozen=True)
+class CutRequest(StepRequest[CutResponse]):
+    """Write the part of an ONNX model that computes `outputs` from its inputs (bisection)."""
+
+    task: ClassVar[str] = "cut"
+    response: ClassVar[type[Any]] = CutResponse
+    path: Path
+    outputs: tuple[str, ...]
+    out_path: Path
+
+
 # --- embedding sizes -----------------------------------------------------------------------
 
 
@@ -206,6 +247,7 @@ class StepError:
 
 REQUESTS: dict[str, type[StepRequest[Any]]] = {
     cls.task: cls
-    for cls in (HopRequest, MaterializeRequest, InspectRequest, RunRequest, EmbeddingSizesRequest, ZooExportRequest)
+    for cls in (HopRequest, MaterializeRequest, InspectRequest, RunRequest, CaptureRequest, CutRequest,
+                EmbeddingSizesRequest, ZooExportRequest)
 }
 """Every step, by the task name the child is started with."""

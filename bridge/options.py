@@ -75,6 +75,41 @@ class ConvertOptions:
 
 
 @dataclass(frozen=True)
+class LocalizeOptions:
+    """How to localise a hop's drift (``bridge explain``, ``verify --localize``)."""
+
+    hop: str | None = None
+    """``PARENT->CHILD`` (or ``PARENT:CHILD``) by the folder's keys (``source->onnx``) or formats (``torch->onnx``);
+    None: every failing hop."""
+    output: str | None = None
+    """The one source output to follow; None: all."""
+    sample: int | None = None
+    """The sample to localise on; None: each hop's worst."""
+    top: int = defaults.LOCALIZE_TOP
+    max_steps: int = defaults.BISECT_MAX_STEPS
+    bisect: bool = False
+    """Bisect even where the tensors can be joined."""
+
+    def __post_init__(self) -> None:
+        if self.top < 1:
+            raise InputError(f"--top {self.top}: show at least one operation")
+        if self.max_steps < 1:
+            raise InputError(f"--max-steps {self.max_steps}: allow at least one bisection step")
+        if self.sample is not None and self.sample < 0:
+            raise InputError(f"--sample {self.sample}: samples are numbered from 0")
+
+    def hop_pair(self) -> tuple[str, str] | None:
+        if self.hop is None:
+            return None
+        text = self.hop.replace(" ", "")
+        parts = text.split("->") if "->" in text else text.split(":")
+        if len(parts) != 2 or not all(parts):
+            raise InputError(f"--hop {self.hop!r}: write it as 'PARENT->CHILD' (quoted for the shell) or PARENT:CHILD, "
+                             "as in source->onnx or onnx:tflite")
+        return parts[0], parts[1]
+
+
+@dataclass(frozen=True)
 class VerifyOptions:
     """How to verify: inputs, devices, tolerances, latency runs."""
 
@@ -102,8 +137,13 @@ class VerifyOptions:
     """Verify artifacts whose bytes differ from the manifest's sha256 (otherwise exit 2 before anything runs)."""
     factory: str | None = None
     """The ``package.module:factory`` the user names: only then is a factory source rebuilt and run eagerly."""
+    localize: LocalizeOptions | None = None
+    """Localise each failing hop (or the one named) on the CPU: the report's ``localization`` section."""
 
     def __post_init__(self) -> None:
+        if self.localize is not None and self.localize.sample is not None and self.localize.sample >= self.samples \
+                and self.inputs is None:
+            raise InputError(f"--sample {self.localize.sample}: there are {self.samples} samples (--samples)")
         if self.samples < 1:
             raise InputError(f"--samples {self.samples}: need at least one sample")
         if self.latency_runs < 1 or self.warmup < 0:

@@ -11,7 +11,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import DeviceUnavailableError
+from bridge.localization.graph import CapturedGraph
 from bridge.messages import (
+    CaptureRequest,
+    CutRequest,
+    CutResponse,
     EmbeddingSizesRequest,
     EmbeddingSizesResponse,
     HopRequest,
@@ -41,6 +45,10 @@ def run(request: StepRequest[Any]) -> Any:
         return inspect(request)
     if isinstance(request, RunRequest):
         return run_samples(request)
+    if isinstance(request, CaptureRequest):
+        return capture(request)
+    if isinstance(request, CutRequest):
+        return cut(request)
     if isinstance(request, EmbeddingSizesRequest):
         return embedding_sizes(request)
     if isinstance(request, ZooExportRequest):
@@ -123,6 +131,39 @@ def run_samples(request: RunRequest) -> RunResponse:
         return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider)
     finally:
         runner.close()
+
+
+def capture(request: CaptureRequest) -> CapturedGraph:
+    """Run one sample keeping every intermediate tensor, with the capture the runner's spec names."""
+    import importlib
+
+    import numpy as np
+
+    from bridge.errors import InputError
+    from bridge.localization.graph import TensorStore
+
+    if request.runner.capture is None:
+        raise InputError(f"{request.path}: {request.runner.runtime} cannot keep intermediate tensors; "
+                         "bridge cannot look inside this format")
+    module_name, _, function = request.runner.capture.partition(":")
+    capture_with = getattr(importlib.import_module(module_name), function)
+    with np.load(request.inputs) as data:
+        stacked = {name: data[name] for name in data.files}
+    count = len(next(iter(stacked.values()))) if stacked else 1
+    # The samples before the one captured run first, in the same session: a stateful artifact
+    # (variables kept between calls) computes on the captured sample what it computed in verify.
+    history = [{name: array[i] for name, array in stacked.items()} for i in range(count - 1)]
+    feeds = {name: array[-1] for name, array in stacked.items()}
+    with TensorStore(request.tensors) as store:
+        graph: CapturedGraph = capture_with(request, feeds, store, history)
+    return graph
+
+
+def cut(request: CutRequest) -> CutResponse:
+    """The part of an ONNX model that computes the requested tensors (bridge.localization.bisect)."""
+    from bridge.runtimes.onnx_capture import cut_model
+
+    return cut_model(request)
 
 
 def embedding_sizes(request: EmbeddingSizesRequest) -> EmbeddingSizesResponse:

@@ -19,6 +19,9 @@ from bridge.errors import HopError, NotApplicableError
 from bridge.signature import Dim, Signature, channels_last_perm, identity
 
 REPORT_NAME = "model_tensor_correspondence_report.json"
+TENSOR_NAMES = "tensor_names.json"
+"""bridge's copy of the report's names, beside the artifact (read by bridge/runtimes/tflite_capture.py)."""
+TENSOR_NAMES_SCHEMA = "bridge.tensor_names/1"
 DIRECT, TF_CONVERTER = "flatbuffer_direct", "tf_converter"
 
 
@@ -154,6 +157,23 @@ def _private_copy(onnx_path: Path, directory: Path) -> Path:
 
 def _recordable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in ("input_onnx_file_path", "output_folder_path")}
+
+
+def write_name_map(report: Path, target: Path) -> bool:
+    """Keep onnx2tf's correspondence report as bridge's name map: ONNX tensor -> TFLite tensor, and its layout."""
+    if not report.is_file():
+        return False
+    data = json.loads(report.read_text(encoding="utf-8"))
+    names, channels_last = {}, []
+    for record in data.get("records", []):
+        onnx_name, tflite_name = record.get("onnx_output_name"), record.get("resolved_tflite_tensor_name")
+        if isinstance(onnx_name, str) and isinstance(tflite_name, str) and record.get("exists_in_final_model", True):
+            names[onnx_name] = tflite_name
+            if record.get("assume_channel_last_layout"):
+                channels_last.append(tflite_name)
+    target.write_text(json.dumps({"schema": TENSOR_NAMES_SCHEMA, "names": names, "channels_last": channels_last},
+                                 indent=1), encoding="utf-8")
+    return True
 
 
 def example_shapes(signature: Signature) -> dict[str, list[int]]:

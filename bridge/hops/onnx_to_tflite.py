@@ -7,7 +7,15 @@ import shutil
 
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
-from bridge.hops.onnx2tf_common import channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
+from bridge.hops.onnx2tf_common import (
+    REPORT_NAME,
+    TENSOR_NAMES,
+    channels_last_outputs,
+    hop_perms,
+    inputs_kept_by_rule,
+    run_onnx2tf,
+    write_name_map,
+)
 from bridge.hops.onnx_to_tf import move_saved_model
 from bridge.hops.tf_to_tflite import saved_model_to_tflite, tflite_name
 from bridge.runtimes.base import read_signature
@@ -39,6 +47,8 @@ class OnnxToTflite(Hop):
                 child = read_signature(Format.TFLITE, target)
                 perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
                 produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
+            # The names onnx2tf gave the ONNX tensors it renamed: localisation joins the two graphs with them.
+            write_name_map(work / REPORT_NAME, job.out_dir / TENSOR_NAMES)
         shutil.rmtree(work)
         options = {**run.kwargs, "fp16": job.options.fp16}
         if via_saved_model:

@@ -16,6 +16,7 @@ from typing import Any
 from bridge import records
 from bridge.defaults import Tolerance
 from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR, InputError, OutputError
+from bridge.localization.result import Localization
 from bridge.staging import atomic_write_text
 from bridge.verification.compare import OutputDrift
 from bridge.verification.timing import LatencyStats
@@ -136,6 +137,8 @@ class Report:
     uncompared: tuple[str, ...] = ()
     """Artifacts that were compared on no device (every run unavailable): a failure unless `allow_unavailable`."""
     allow_unavailable: bool = False
+    localization: tuple[Localization, ...] = ()
+    """Where each failing hop diverges (``verify --localize``, ``bridge explain``)."""
 
     @property
     def errors(self) -> tuple[Representation, ...]:
@@ -200,6 +203,7 @@ class Report:
             "uncompared": list(self.uncompared),
             "allow_unavailable": self.allow_unavailable,
             "notes": list(self.notes),
+            "localization": [records.to_json(found) for found in self.localization],
         }
 
     def __repr__(self) -> str:
@@ -297,6 +301,8 @@ class Report:
             hops=comparisons("hops"), cumulative=comparisons("cumulative"), devices=comparisons("device"),
             bridge_version=data["bridge_version"], notes=tuple(data.get("notes", ())),
             uncompared=tuple(data.get("uncompared", ())), allow_unavailable=bool(data.get("allow_unavailable", False)),
+            localization=tuple(records.from_json(Localization, found, f"localization[{k}]")
+                               for k, found in enumerate(data.get("localization", ()))),
         )
 
     def write_all(self, paths: ReportPaths) -> None:
@@ -319,6 +325,8 @@ class Report:
             lines.append("| " + " | ".join(row) + " |")
         if not self.passed:
             lines += ["", "**Problems**", ""] + [f"- {line}" for line in self.summary().splitlines()]
+        if self.localization:
+            lines += ["", "**Where it diverges**", ""] + [found.to_markdown() for found in self.localization]
         return "\n".join(lines) + "\n"
 
 

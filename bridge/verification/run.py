@@ -28,7 +28,7 @@ from bridge.formats import Format, RunnerSpec
 from bridge.isolation import run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest
-from bridge.options import VerifyOptions
+from bridge.options import LocalizeOptions, VerifyOptions
 from bridge.progress import DONE, FAILED, START, Notifier, ProgressEvent
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
@@ -214,13 +214,13 @@ def find_output_dir(cwd: Path) -> Path:
     raise InputError(f"{cwd}: several output directories ({', '.join(p.name for p in found)}); say which: bridge verify DIR")
 
 
-def inputs_destination(out_dir: Path, options: VerifyOptions, reports: ReportPaths | None) -> Path:
-    """Where the inputs used are saved: `save_inputs`, else beside the JSON report, else ``DIR/verify/inputs.npz``."""
+def inputs_destination(out_dir: Path, options: VerifyOptions, reports: ReportPaths | None, area: str = "verify") -> Path:
+    """Where the inputs used are saved: `save_inputs`, else beside the JSON report, else ``DIR/AREA/inputs.npz``."""
     if options.save_inputs is not None:
         return options.save_inputs
     if reports is not None and reports.json is not None and str(reports.json) != "-":
         return reports.json.with_name(reports.json.stem + ".inputs.npz")
-    return out_dir / "verify" / "inputs.npz"
+    return out_dir / area / "inputs.npz"
 
 
 def verify(
@@ -247,6 +247,7 @@ def verify(
     allow_unavailable: bool | None = None,
     allow_changed: bool | None = None,
     factory: str | None = None,
+    localize: LocalizeOptions | None = None,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
@@ -259,19 +260,30 @@ def verify(
         options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
         rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
         trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
-        allow_changed=allow_changed, factory=factory,
+        allow_changed=allow_changed, factory=factory, localize=localize,
     )
-    notify = Notifier(progress)
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
+    return run_verify(out_dir, options, reports=reports, runners=runners, progress=progress,
+                      named=options.factory or getattr(target, "factory", None))
+
+
+def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | None = None,
+               runners: RunnerRegistry = DEFAULT_RUNNERS, progress: Callable[[ProgressEvent], None] | None = None,
+               named: str | None = None, area: str = "verify") -> Report:
+    """`verify` once its target is a folder; its own files (inputs, logs) go to ``DIR/AREA/``."""
+    notify = Notifier(progress)
     manifest = Manifest.read(out_dir)
-    named = options.factory or getattr(target, "factory", None)
     subjects, notes = subjects_of(manifest, out_dir, factory=named, trust_code=options.trust_code)
     digests = check_digests(subjects, options.allow_changed)
+    if options.localize is not None:
+        from bridge.localization.run import select_hops
+
+        select_hops(subjects, options.localize.hop_pair())  # an unknown --hop is known before anything runs
     source_inputs, generated = _prepare_inputs(manifest, subjects, options)
     count = next(iter(source_inputs.values())).shape[0]
-    inputs_path = inputs_destination(out_dir, options, reports)
-    logs_dir = out_dir / "verify" / "logs"
+    inputs_path = inputs_destination(out_dir, options, reports, area)
+    logs_dir = out_dir / area / "logs"
     if reports is not None:
         reports.check()  # before any work: a report that cannot be written is known now
 
@@ -325,11 +337,19 @@ def verify(
     hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
     compared = {c.dst for c in (*hops, *cumulative)}
     uncompared = tuple(dict.fromkeys(s.name for s in slots if s.subject.name not in (SOURCE, EAGER) and s.name not in compared))
+    localization: tuple[Any, ...] = ()
+    if options.localize is not None:
+        from bridge.localization.run import localize_comparisons
+
+        notify(START, "localise")
+        started = time.perf_counter()
+        localization = localize_comparisons(subjects, hops, outputs, source_inputs, manifest, options)
+        notify(DONE, "localise", time.perf_counter() - started)
     report = Report(
         manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
         hops=tuple(hops), cumulative=tuple(cumulative), devices=tuple(device_checks),
         bridge_version=__version__, notes=(*notes, *(() if generated else (f"inputs from {options.inputs}",))),
-        uncompared=uncompared, allow_unavailable=options.allow_unavailable,
+        uncompared=uncompared, allow_unavailable=options.allow_unavailable, localization=localization,
     )
     if reports is not None:
         report.write_all(reports)
