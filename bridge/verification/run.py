@@ -280,6 +280,10 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
         from bridge.localization.run import select_hops
 
         select_hops(subjects, options.localize.hop_pair())  # an unknown --hop is known before anything runs
+        outputs = [s.name for s in manifest.source.signature.outputs]
+        if options.localize.output is not None and options.localize.output not in outputs:
+            raise InputError(f"--output {options.localize.output}: the model has no such output; its outputs are "
+                             f"{', '.join(outputs)}")
     source_inputs, generated = _prepare_inputs(manifest, subjects, options)
     count = next(iter(source_inputs.values())).shape[0]
     inputs_path = inputs_destination(out_dir, options, reports, area)
