@@ -373,7 +373,8 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
 @main.command(context_settings=SUB_CONTEXT)
 @click.argument("target", required=False)
 @click.option("--hop", metavar="PARENT->CHILD",
-              help="The hop to localise, by the folder's names (source->onnx) or formats (torch->onnx); default: every failing hop.")
+              help="The hop to localise, by the folder's names ('source->onnx', quoted) or formats (torch:onnx); "
+                   "default: every failing hop.")
 @click.option("--output", "output", metavar="NAME", help="Follow this source output only (default: all).")
 @click.option("--sample", type=click.IntRange(min=0), help="Localise on this sample (default: each hop's worst).")
 @click.option("--top", type=click.IntRange(min=1), default=defaults.LOCALIZE_TOP, show_default=True,
@@ -407,8 +408,8 @@ def explain(target: str | None, hop: str | None, output: str | None, sample: int
     \b
     Examples:
       bridge explain model.bridge                       # every hop over tolerance, each on its worst sample
-      bridge explain model.bridge --hop onnx->tflite --output logits --sample 3
-      bridge explain model.bridge --hop onnx->tf --bisect --json where.json
+      bridge explain model.bridge --hop 'onnx->tflite' --output logits --sample 3
+      bridge explain model.bridge --hop onnx:tf --bisect --json where.json
     """
     from bridge.localization.explain import explain_report
     from bridge.options import LocalizeOptions, VerifyOptions

@@ -12,7 +12,7 @@ from bridge.formats import Format
 from bridge.registry import DEFAULT_REGISTRY
 from bridge.route import plan, reachable
 from bridge.zoo import MODELS
-from bridge.zoo.matrix import FAIL, FORCED_ROUTES, KNOWN, PASS, MatrixCell, render, run_matrix
+from bridge.zoo.matrix import FAIL, FORCED_ROUTES, KNOWN, PASS, Divergence, MatrixCell, render, run_matrix
 
 
 def _zoo_sources() -> set[Format]:
@@ -59,11 +59,15 @@ def test_render_marks_known_failures_and_escapes_pipes() -> None:
     assert "| a | torch | tf | torch -> onnx -> tf | known | 9.00e-02 | 1.000 | known: declared why (seen: drift \\| big) |" in text
     assert "| b | torch | tflite | torch -> onnx -> tflite | fail | - | - | hop onnx->tflite failed: x |" in text
     assert "onnx2tf " in text  # tool versions are listed
+    assert "No cell failed and no hop rejected a candidate." in text
+    where = [Divergence("lstm", "onnx->tflite", "flatbuffer_direct", "drift", "onnx -> tflite: first divergent op LSTM x")]
+    assert "| lstm | onnx->tflite | flatbuffer_direct | drift | onnx -> tflite: first divergent op LSTM x |" in render(
+        cells, divergences=where)
 
 
 @pytest.mark.slow
 def test_matrix_small_subset() -> None:
-    cells = run_matrix(["mlp", "conv1d"])
+    cells = [cell for run in run_matrix(["mlp", "conv1d"], localize=False) for cell in run.cells]
     by_key = {(c.model, c.target): c for c in cells}
     assert set(by_key) == {(m, t) for m in ("mlp", "conv1d") for t in ("onnx", "tf", "tflite")}
     for cell in cells:
@@ -79,8 +83,17 @@ def test_matrix_small_subset() -> None:
     assert conv1d_tf.max_abs is not None and conv1d_tf.max_abs < 1e-4
 
 
+@pytest.mark.slow
+def test_a_candidate_the_hop_rejected_is_localised() -> None:
+    [run] = run_matrix(["lstm"], ["tflite"])
+    assert [c.status for c in run.cells] == [PASS]  # tf_converter was kept
+    [rejected] = [d for d in run.divergences if d.candidate == "flatbuffer_direct"]
+    assert rejected.hop == "onnx->tflite" and rejected.outcome == "drift"
+    assert rejected.where.startswith("onnx -> tflite: first divergent op LSTM"), rejected.where
+
+
 @pytest.mark.matrix
 def test_full_matrix_has_no_unexpected_failures() -> None:
-    cells = run_matrix([m.name for m in MODELS])
+    cells = [cell for run in run_matrix([m.name for m in MODELS]) for cell in run.cells]
     unexpected = [f"{c.model}->{c.target} ({c.route}): {c.reason}" for c in cells if c.status == FAIL]
     assert not unexpected, "\n".join(unexpected)

@@ -280,12 +280,14 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
         from bridge.localization.run import select_hops
 
         select_hops(subjects, options.localize.hop_pair())  # an unknown --hop is known before anything runs
-        outputs = [s.name for s in manifest.source.signature.outputs]
-        if options.localize.output is not None and options.localize.output not in outputs:
+        output_names = [s.name for s in manifest.source.signature.outputs]
+        if options.localize.output is not None and options.localize.output not in output_names:
             raise InputError(f"--output {options.localize.output}: the model has no such output; its outputs are "
-                             f"{', '.join(outputs)}")
+                             f"{', '.join(output_names)}")
     source_inputs, generated = _prepare_inputs(manifest, subjects, options)
     count = next(iter(source_inputs.values())).shape[0]
+    if options.localize is not None and options.localize.sample is not None and options.localize.sample >= count:
+        raise InputError(f"--sample {options.localize.sample}: there are {count} samples (numbered from 0)")
     inputs_path = inputs_destination(out_dir, options, reports, area)
     logs_dir = out_dir / area / "logs"
     if reports is not None:

@@ -9,6 +9,11 @@ Cells that a model declares in its ``known_failures`` are marked ``known`` with 
 
 Hops that no default route takes (tf -> onnx, tflite -> onnx) are exercised by `FORCED_ROUTES`,
 converted with ``via=`` for every model of the given source.
+
+Where it diverges: a failing cell whose artifact ran is localised (bridge.localization: the first
+divergent operation); so is every candidate a hop tried and rejected because it drifted, converted
+again with that candidate alone (``only=``). A candidate that made nothing runnable has its error
+as the stated reason.
 """
 
 from __future__ import annotations
@@ -87,12 +92,27 @@ class MatrixCell:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """Where a failing cell, or a candidate a hop rejected, diverges."""
+
+    model: str
+    hop: str
+    """``onnx->tflite``."""
+    candidate: str
+    outcome: str
+    """The attempt's outcome (``drift``, ``unrunnable``, ``failed``), or ``cell`` for a failing cell."""
+    where: str
+    """The localisation's summary line, or the stated reason it has none."""
+
+
+@dataclass(frozen=True)
 class ModelRun:
     """What one convert + verify of one model produced (the cells and the wall time)."""
 
     model: str
     cells: tuple[MatrixCell, ...]
     seconds: float
+    divergences: tuple[Divergence, ...] = ()
 
 
 def _first_line(text: str) -> str:
@@ -163,7 +183,7 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
 
 
 def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None = None,
-              forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES) -> ModelRun:
+              forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES, localize: bool = True) -> ModelRun:
     """Export, convert (one call for every default target, one per forced route) and verify one model."""
     from bridge.conversion import convert
     from bridge.verification.run import verify
@@ -194,6 +214,7 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
         jobs.append(((route.target,), route.via, model_dir / f"{model.name}.via{i}.bridge", True,
                      {route.target: route.describe()}))
     cells: list[MatrixCell] = []
+    divergences: list[Divergence] = []
     for job_targets, via, out_dir, is_forced, routes in jobs:
         try:
             conversion = convert(exported.model_path, to=list(job_targets), via=via, out_dir=out_dir, force=True,
@@ -207,36 +228,90 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
         except BridgeError as exc:
             cells += _failed_cells(model, job_targets, routes, f"verify failed: {_first_line(str(exc))}", is_forced)
             continue
-        cells += _cells_from_run(model, conversion, report, job_targets, is_forced)
-    return ModelRun(model.name, tuple(cells), time.perf_counter() - started)
+        made = _cells_from_run(model, conversion, report, job_targets, is_forced)
+        cells += made
+        if localize:
+            divergences += _divergences(model, exported.model_path, example_inputs, conversion, made, model_dir)
+    return ModelRun(model.name, tuple(cells), time.perf_counter() - started, tuple(divergences))
+
+
+def _explain_lines(target: object, model: ZooModel, hop: str | None) -> list[str]:
+    from bridge.localization.explain import explain_report
+    from bridge.options import LocalizeOptions, VerifyOptions
+
+    try:
+        report = explain_report(target, VerifyOptions(samples=SAMPLES, atol=model.atol, rtol=model.rtol,
+                                                      localize=LocalizeOptions(hop=hop)))
+    except BridgeError as exc:
+        return [f"not localised: {_first_line(str(exc))}"]
+    return [found.summary() for found in report.localization] or ["nothing diverges on the samples here"]
+
+
+def _divergences(model: ZooModel, model_path: Path, example_inputs: Path | None, conversion: object,
+                 cells: Sequence[MatrixCell], work: Path) -> list[Divergence]:
+    """Localise the failing cells whose artifacts ran, and every candidate a hop rejected for drift."""
+    from bridge.conversion import Conversion, convert
+
+    assert isinstance(conversion, Conversion)
+    found: list[Divergence] = []
+    for cell in cells:
+        if not cell.passed and cell.reason.startswith("drift over tolerance"):
+            for line in _explain_lines(conversion, model, None):
+                found.append(Divergence(model.name, cell.route, "kept", "cell", line))
+    for artifact in conversion.manifest.artifacts:
+        for attempt in artifact.attempts:
+            if attempt.outcome in ("passed", "not applicable", "not checked"):
+                continue
+            hop = artifact.hop
+            if attempt.outcome != "drift":
+                found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome,
+                                        f"no artifact that runs to localise: {attempt.message}"))
+                continue
+            out = work / f"{model.name}.{hop.replace('->', '-')}.{attempt.candidate}.bridge"
+            try:
+                alone = convert(model_path, to=[artifact.format], only=(attempt.candidate,), out_dir=out, force=True,
+                                strict=False, example_inputs=example_inputs)
+            except BridgeError as exc:
+                found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome,
+                                        f"not localised: converting with it alone failed: {_first_line(str(exc))}"))
+                continue
+            parent = alone.manifest.artifacts[-1].made_from.value if alone.manifest.artifacts else ""
+            key = next((a.key for a in alone.manifest.artifacts if a.hop == hop), artifact.format.value)
+            parent_key = next((a.key for a in alone.manifest.artifacts if a.format.value == parent), "source")
+            for line in _explain_lines(alone, model, f"{parent_key}->{key}"):
+                found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome, line))
+    return found
 
 
 def run_matrix(models: Sequence[str | ZooModel], targets: Sequence[str | Format] | None = None, *,
                work_dir: Path | None = None, forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES,
-               progress: Callable[[ModelRun], None] | None = None) -> list[MatrixCell]:
+               progress: Callable[[ModelRun], None] | None = None, localize: bool = True) -> list[ModelRun]:
     """Convert and verify every model in `models` to every reachable target (or only `targets`).
 
-    Artifacts go to `work_dir` (a temporary directory, removed afterwards, when None).
+    Artifacts go to `work_dir` (a temporary directory, removed afterwards, when None). With `localize`,
+    failing cells and rejected candidates are localised (`ModelRun.divergences`).
     """
     wanted = None if targets is None else tuple(t if isinstance(t, Format) else Format.parse(t) for t in targets)
     resolved = [m if isinstance(m, ZooModel) else get(m) for m in models]
-    cells: list[MatrixCell] = []
+    runs: list[ModelRun] = []
     with tempfile.TemporaryDirectory(prefix="bridge-matrix-") as tmp:
         base = Path(work_dir) if work_dir is not None else Path(tmp)
         for model in resolved:
-            result = run_model(model, base, wanted, forced_routes)
-            cells.extend(result.cells)
+            result = run_model(model, base, wanted, forced_routes, localize)
+            runs.append(result)
             if progress is not None:
                 progress(result)
-    return cells
+    return runs
 
 
 def _cell_text(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: float | None = None) -> str:
-    """The matrix as Markdown: a generated-file header, tool versions, a summary and one row per cell."""
+def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: float | None = None,
+           divergences: Sequence[Divergence] = ()) -> str:
+    """The matrix as Markdown: a generated-file header, tool versions, a summary, one row per cell, and
+    where failing cells and rejected candidates diverge."""
     from bridge.conversion import tool_versions
     from bridge.registry import DEFAULT_REGISTRY
     from bridge.runtimes.registry import DEFAULT_RUNNERS
@@ -273,6 +348,17 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
         route = c.route + (" (via)" if c.forced else "")
         lines.append("| " + " | ".join(_cell_text(x) for x in (c.model, c.source, c.target, route, c.status,
                                                                   drift, latency, reason)) + " |")
+    lines += ["", "## Where it diverges", "",
+              "Every failing cell whose artifact ran, and every candidate a hop tried and rejected, with where it "
+              "diverges (`bridge explain`, docs/localization.md): the first divergent operation in the parent's "
+              "graph order, or the stated reason there is none. A rejected candidate is converted again alone "
+              "(`--only`) and localised on its worst sample.", ""]
+    if divergences:
+        lines += ["| model | hop | candidate | outcome | where |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_cell_text(x) for x in (d.model, d.hop, d.candidate, d.outcome, d.where)) + " |"
+                  for d in divergences]
+    else:
+        lines.append("No cell failed and no hop rejected a candidate.")
     return "\n".join(lines) + "\n"
 
 
@@ -284,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
     parser.add_argument("--include-slow", action="store_true", help="also run the slow (torchvision, keras.applications) models")
     parser.add_argument("--work-dir", type=Path, help="keep the exported models and artifacts here (default: a temporary directory)")
+    parser.add_argument("--no-localize", action="store_true", help="do not localise failing cells and rejected candidates")
     args = parser.parse_args(argv)
     if args.models:
         models = [get(name.strip()) for name in args.models.split(",") if name.strip()]
@@ -297,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run.model} ({run.seconds:.0f} s): {summary}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    cells = run_matrix(models, targets, work_dir=args.work_dir, progress=report)
-    text = render(cells, command=command, seconds=time.perf_counter() - started)
+    runs = run_matrix(models, targets, work_dir=args.work_dir, progress=report, localize=not args.no_localize)
+    cells = [cell for run in runs for cell in run.cells]
+    text = render(cells, command=command, seconds=time.perf_counter() - started,
+                  divergences=[d for run in runs for d in run.divergences])
     if args.out:
         from bridge.staging import atomic_write_text
 
