@@ -210,3 +210,14 @@ def test_the_library_returns_the_first_divergence(lstm_direct: Path) -> None:
     found = bridge.explain(lstm_direct, hop="onnx->tflite", samples=4)
     assert isinstance(found, bridge.Localization) and found.diverges
     assert found.first is not None and found.first.op == "LSTM"
+
+
+def test_a_keras_source_is_captured_layer_by_layer(converted_keras: Path) -> None:
+    # keras -> onnx agrees within 4e-7; a tolerance below that makes the walk name the first layer over it.
+    result, data = _explain(converted_keras, "--hop", "source:onnx", "--atol", "1e-9", "--rtol", "0")
+    assert result.returncode == 1, result.stderr
+    [found] = data["localization"]
+    first = found["first"]
+    assert found["method"] == "values" and found["compared"] >= 5
+    assert first["source"]["module"] == first["node"] and first["source"]["module_class"] in ("Conv2D", "Dense")
+    assert first["inputs_over"] <= 1 < first["over"]

@@ -100,7 +100,7 @@ class Localization:
             compared = f" ({self.compared} tensors compared)" if self.compared else ""
             return f"{self.hop}: nothing diverges: within tolerance on sample {self.sample}{compared}"
         if self.first is None:
-            return f"{self.hop}: diverges; not localised: {self.reason}"
+            return f"{self.hop}: not localised: {self.reason}"
         return f"{self.hop}: first divergent op {self.first.describe()} (joined by {self.method})"
 
     def lines(self) -> list[str]:

@@ -101,31 +101,40 @@ def capture_keras(request: CaptureRequest, feeds: dict[str, Any], store: TensorS
     from bridge.runtimes.tensorflow_runner import load_keras
 
     model = load_keras(request.path, trust_code=request.trust_code)
-    if not getattr(model, "inputs", None) or isinstance(model, keras.Model) and not hasattr(model, "_operations"):
+    try:
+        graph_inputs = list(model.inputs)
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        graph_inputs = []
+    if not graph_inputs:
         raise InputError(f"{request.path}: a subclassed Keras model has no graph of layers to capture; "
                          "build it with the functional API to localise its hops")
-    names: dict[int, str] = {}
-    for spec, tensor in zip(model.inputs, model.inputs, strict=True):
-        names[id(tensor)] = spec.name
-    nodes, outputs = [], []
+    def tensor_name(layer: Any, index: int, count: int) -> str:
+        return layer.name if count == 1 else f"{layer.name}:{index}"
+
+    def producer(tensor: Any) -> str:
+        """The name of a KerasTensor by the layer that made it (its ``_keras_history``)."""
+        layer, _, index = tensor._keras_history  # noqa: SLF001 - Keras's record of a tensor's producer
+        if isinstance(layer, keras.layers.InputLayer):
+            return next((t.name for t in graph_inputs if t._keras_history[0] is layer), layer.name)  # noqa: SLF001
+        return tensor_name(layer, index, len(keras.tree.flatten(layer.output)))
+
+    nodes, outputs, output_names = [], [], []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         produced = keras.tree.flatten(layer.output)
-        writes = [layer.name if len(produced) == 1 else f"{layer.name}:{i}" for i in range(len(produced))]
-        inbound = layer._inbound_nodes[0].input_tensors if layer._inbound_nodes else []  # noqa: SLF001
-        reads = [names[id(t)] for t in inbound if id(t) in names]
-        for tensor, name in zip(produced, writes, strict=True):
-            names[id(tensor)] = name
-            outputs.append(tensor)
+        writes = [tensor_name(layer, i, len(produced)) for i in range(len(produced))]
+        reads = [producer(t) for t in keras.tree.flatten(layer.input)]
+        outputs += produced
+        output_names += writes
         nodes.append(GraphNode(layer.name, type(layer).__name__, tuple(reads), tuple(writes),
                                SourceRef(layer.name, type(layer).__name__)))
-    every = keras.Model(model.inputs, outputs)
-    args = [feeds[t.name] for t in model.inputs]
+    every = keras.Model(graph_inputs, outputs)
+    args = [feeds[t.name] for t in graph_inputs]
     values = keras.tree.flatten(every(args if len(args) > 1 else args[0], training=False))
     for name, value in feeds.items():
         store.put(name, value)
-    for tensor, value in zip(outputs, values, strict=True):
-        store.put(names[id(tensor)], keras.ops.convert_to_numpy(value))
-    final = [names.get(id(t), "") for t in model.outputs]
-    return CapturedGraph(tuple(nodes), tuple(t.name for t in model.inputs), tuple(final), dict(store.keys))
+    for name, value in zip(output_names, values, strict=True):
+        store.put(name, keras.ops.convert_to_numpy(value))
+    final = [producer(t) for t in model.outputs]
+    return CapturedGraph(tuple(nodes), tuple(t.name for t in graph_inputs), tuple(final), dict(store.keys))

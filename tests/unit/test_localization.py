@@ -211,3 +211,16 @@ def test_terminal_lines_name_the_op_its_module_and_line() -> None:
     agrees = Localization("a -> b", "onnx->tflite", "", AGREES, "", 0, None, None, (), (), 0, 0, 1e-4, 1e-3, 0.0)
     assert agrees.summary() == "a -> b: nothing diverges: within tolerance on sample 0"
     assert records.from_json(Localization, records.to_json(agrees)) == agrees
+
+
+def test_integer_tensors_are_dequantised_per_tensor_and_per_axis() -> None:
+    from bridge.runtimes.tflite_capture import _dequantised
+
+    per_tensor = {"quantization_parameters": {"scales": np.array([0.5]), "zero_points": np.array([2]),
+                                              "quantized_dimension": 0}}
+    assert _dequantised(np.array([2, 4], np.int8), per_tensor).tolist() == [0.0, 1.0]
+    per_axis = {"quantization_parameters": {"scales": np.array([1.0, 0.1]), "zero_points": np.array([0, 0]),
+                                            "quantized_dimension": 1}}
+    assert np.allclose(_dequantised(np.array([[10, 10]], np.int8), per_axis), [[10.0, 1.0]])
+    floats = np.array([1.5], np.float32)
+    assert _dequantised(floats, per_tensor) is floats  # a float tensor is left as it is
