@@ -135,15 +135,20 @@ _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>\S
 _LIBRARY_PARTS = ("site-packages", "dist-packages", "/torch/", "/lib/python3")
 
 
-def user_frame(stack_trace: str) -> tuple[str, str]:
-    """``(file:line, code)`` of the first frame in a recorded stack trace that is not a library's own."""
+def user_frame(stack_trace: str, cwd: Path | None = None) -> tuple[str, str]:
+    """``(file:line, code)`` of the first frame in a recorded stack trace that is not a library's own.
+
+    A file under `cwd` (the working directory) is named relative to it, as the user would type it.
+    """
     frames = [m for m in _FRAME.finditer(stack_trace or "")]
-    for frame in frames:
-        if not any(part in frame["file"] for part in _LIBRARY_PARTS):
-            return f"{frame['file']}:{frame['line']}", frame["code"].strip()
-    if frames:
-        return f"{frames[0]['file']}:{frames[0]['line']}", frames[0]["code"].strip()
-    return "", ""
+    chosen = next((f for f in frames if not any(part in f["file"] for part in _LIBRARY_PARTS)), frames[0] if frames else None)
+    if chosen is None:
+        return "", ""
+    file = Path(chosen["file"])
+    base = cwd or Path.cwd()
+    if file.is_absolute() and file.is_relative_to(base):
+        file = file.relative_to(base)
+    return f"{file.as_posix()}:{chosen['line']}", chosen["code"].strip()
 
 
 def scope_of(name: str) -> str:

@@ -244,7 +244,8 @@ def _explain_lines(target: object, model: ZooModel, hop: str | None) -> list[str
                                                       localize=LocalizeOptions(hop=hop)))
     except BridgeError as exc:
         return [f"not localised: {_first_line(str(exc))}"]
-    return [found.summary() for found in report.localization] or ["nothing diverges on the samples here"]
+    return [found.summary() + "".join(f"; note: {note}" for note in found.notes[:1])
+            for found in report.localization] or ["nothing diverges on the samples here"]
 
 
 def _divergences(model: ZooModel, model_path: Path, example_inputs: Path | None, conversion: object,

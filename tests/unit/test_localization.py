@@ -171,7 +171,8 @@ def test_a_hop_name_that_is_not_a_pair_says_how_to_write_it(text: str) -> None:
 def test_user_frame_skips_library_frames() -> None:
     trace = ('File "/usr/lib/python3.12/site-packages/torch/nn/modules/module.py", line 1, in _call\n    return f()\n'
              'File "/home/me/net.py", line 42, in forward\n    x = self.conv(x)\n')
-    assert user_frame(trace) == ("/home/me/net.py:42", "x = self.conv(x)")
+    assert user_frame(trace, Path("/srv")) == ("/home/me/net.py:42", "x = self.conv(x)")
+    assert user_frame(trace, Path("/home/me")) == ("net.py:42", "x = self.conv(x)")  # relative to the working directory
 
 
 def _localization() -> Localization:
