@@ -109,13 +109,13 @@ def capture_keras(request: CaptureRequest, feeds: dict[str, Any], store: TensorS
         raise InputError(f"{request.path}: a subclassed Keras model has no graph of layers to capture; "
                          "build it with the functional API to localise its hops")
     def tensor_name(layer: Any, index: int, count: int) -> str:
-        return layer.name if count == 1 else f"{layer.name}:{index}"
+        return str(layer.name) if count == 1 else f"{layer.name}:{index}"
 
     def producer(tensor: Any) -> str:
         """The name of a KerasTensor by the layer that made it (its ``_keras_history``)."""
         layer, _, index = tensor._keras_history  # noqa: SLF001 - Keras's record of a tensor's producer
         if isinstance(layer, keras.layers.InputLayer):
-            return next((t.name for t in graph_inputs if t._keras_history[0] is layer), layer.name)  # noqa: SLF001
+            return str(next((t.name for t in graph_inputs if t._keras_history[0] is layer), layer.name))  # noqa: SLF001
         return tensor_name(layer, index, len(keras.tree.flatten(layer.output)))
 
     nodes, outputs, output_names = [], [], []
