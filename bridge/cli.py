@@ -34,6 +34,7 @@ from bridge.cli_output import (
 )
 from bridge.cli_params import FormatList, InputShape, OutputTolerance, ReportTarget
 from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError
+from bridge.huggingface import TASKS
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion
@@ -203,6 +204,10 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
                      help="Try this candidate first in the hops that have it (repeatable; see --candidates)."),
         click.option("--only", multiple=True, metavar="CANDIDATE",
                      help="Use only this candidate in the hops that have it (repeatable)."),
+        click.option("--task", type=click.Choice(sorted(TASKS)),
+                     help="Hugging Face folder: load it with this task's Auto class instead of the config's architectures."),
+        click.option("--seq-len", type=click.IntRange(min=1), help="Hugging Face text model: sequence length of its inputs."),
+        click.option("--image-size", type=click.IntRange(min=1), help="Hugging Face vision model: image size of its inputs."),
         click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output."),
         click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output."),
         click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable)."),
@@ -219,7 +224,8 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
         from_format=kw["from_format"], via=kw["via"], opset=kw["opset"], dynamic_batch=kw["dynamic_batch"],
         fp16=kw["fp16"], timeout=kw["timeout"], trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
         torch_exporter=kw["torch_exporter"], check=not kw["no_check"], prefer=kw["prefer"], only=kw["only"],
-        atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]),
+        atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]), task=kw["task"], seq_len=kw["seq_len"],
+        image_size=kw["image_size"],
     )
 
 
@@ -445,7 +451,7 @@ def explain(target: str | None, hop: str | None, output: str | None, sample: int
 @main.command(context_settings=SUB_CONTEXT)
 @_common
 def formats(verbose: int, quiet: bool, debug: bool) -> None:
-    """List formats, their runtimes and the hops, and which are usable in this install.
+    """List the sources bridge takes, formats, their runtimes and the hops, and which are usable in this install.
 
     \b
     Examples:
@@ -453,10 +459,14 @@ def formats(verbose: int, quiet: bool, debug: bool) -> None:
     """
     from bridge.formats import FORMATS
     from bridge.registry import DEFAULT_REGISTRY
+    from bridge.sources import DEFAULT_RESOLVERS
 
     def state(missing: tuple[str, ...], extra: str) -> str:
         return "ok" if not missing else f"missing {', '.join(missing)}: pip install 'bridge[{extra}]'"
 
+    click.echo("sources:")
+    for resolver in DEFAULT_RESOLVERS:
+        click.echo(f"  {resolver.kind.value:<17} {state(resolver.missing(), resolver.extra):<4} {resolver.description}")
     click.echo("formats:")
     for spec in FORMATS.values():
         click.echo(f"  {spec.format.value:<7} {spec.description}")

@@ -128,11 +128,15 @@ def convert(
     atol: float | None = None,
     rtol: float | None = None,
     tol: Mapping[str, float] | None = None,
+    task: str | None = None,
+    seq_len: int | None = None,
+    image_size: int | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
-    `model` is a path (.pt2, .pt, .onnx, SavedModel dir, .keras, .tflite), a ``package.module:factory``
-    reference, or a live nn.Module / Keras model. `options` says how (`ConvertOptions`); each of its
+    `model` is a path (.pt2, .pt, .onnx, SavedModel dir, .keras, .tflite, a Hugging Face ``save_pretrained``
+    folder), a ``package.module:factory`` reference, or a live nn.Module (a Transformers PreTrainedModel
+    among them) / Keras model. `options` says how (`ConvertOptions`); each of its
     fields may also be given as a keyword (``opset=17``), which overrides it (None leaves it). `example_inputs` is an
     ``.npz`` path, a dict of arrays or a tuple of tensors; TorchScript and live modules need it or
     `input_shapes`. Every artifact is run and compared with its parent as it is made, trying each
@@ -144,7 +148,8 @@ def convert(
     options = ConvertOptions.build(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
         timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
-        check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol,
+        check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol, task=task, seq_len=seq_len,
+        image_size=image_size,
     )
     notify = Notifier(progress)
     specs = parse_example_inputs(example_inputs, input_shapes)

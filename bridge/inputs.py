@@ -138,8 +138,9 @@ def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
     """Reproducible inputs for every source input: ``[samples, *shape]`` arrays.
 
     Floats are standard normal; integers are uniform in ``[0, high)`` where high is the
-    model's embedding size when known (`int_highs`), else `int_high`; a symbolic first dimension
-    becomes `batch`, other symbolic dims 1.
+    model's embedding size when known (`int_highs`), else `int_high`; an integer input named
+    ``attention_mask`` is ones then a padded tail of zeros (at least one real token); a symbolic
+    first dimension becomes `batch`, other symbolic dims 1.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, NDArray[Any]] = {}
@@ -151,6 +152,11 @@ def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
             out[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             out[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        elif spec.name == "attention_mask" and len(dims) >= 1:
+            # Real tokens then padding, as a tokenizer pads a batch: at least one real token per row.
+            length = dims[-1]
+            real = rng.integers(1, length + 1, (*shape[:-1], 1))
+            out[spec.name] = (np.arange(length) < real).astype(dtype)
         else:
             high = (int_highs or {}).get(spec.name, int_high)
             out[spec.name] = rng.integers(0, max(high, 1), shape).astype(dtype)

@@ -151,6 +151,17 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Pretrained:
+    """A Hugging Face source: the copy of its ``save_pretrained`` folder verify rebuilds the model from."""
+
+    directory: str
+    """The copy (config and weights), relative to DIR."""
+    architecture: str
+    """The Transformers class that loads it (from the config's architectures, or --task's Auto class)."""
+    task: str | None = None
+
+
+@dataclass(frozen=True)
 class Source:
     """The model convert started from. `path` is a file, a directory or a Python reference."""
 
@@ -167,6 +178,8 @@ class Source:
     materialized: str | None = None
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
     notes: tuple[str, ...] = ()
+    pretrained: Pretrained | None = None
+    """For a Hugging Face folder: where its copy is, and how it is loaded (verify runs it eagerly)."""
 
     @property
     def signature(self) -> Signature:
@@ -289,6 +302,8 @@ def _check_meaning(manifest: Manifest, directory: Path, path: Path) -> None:
         fail("source.materialized", "missing: the source must be inside the folder (bridge reads nothing outside it)")
     else:
         inside(directory, manifest.source.materialized, path, "source.materialized")
+    if manifest.source.pretrained is not None:
+        inside(directory, manifest.source.pretrained.directory, path, "source.pretrained.directory")
     formats = {manifest.source.format}
     keys: set[str] = set()
     for i, artifact in enumerate(manifest.artifacts):

@@ -93,6 +93,23 @@ class MaterializeRequest(StepRequest[MaterializeResponse]):
     """Directories put first on the child's sys.path to import the factory (the user's working directory)."""
 
 
+@dataclass(frozen=True)
+class PretrainedRequest(StepRequest[MaterializeResponse]):
+    """Load a Hugging Face ``save_pretrained`` folder (offline) and save it as ``out_dir/model.pt2``."""
+
+    task: ClassVar[str] = "pretrained"
+    response: ClassVar[type[Any]] = MaterializeResponse
+    directory: Path
+    out_dir: Path
+    model_task: str | None = None
+    """``--task``: the Auto class to load it with, instead of the config's architectures."""
+    example_inputs: ExampleInputs | None = None
+    dynamic_batch: bool = False
+    trust_code: bool = False
+    shown: Path | None = None
+    """The folder the user named (``directory`` is bridge's copy of it): messages name it."""
+
+
 # --- inspect: load an artifact and read its signature ---------------------------------------
 
 
@@ -247,7 +264,7 @@ class StepError:
 
 REQUESTS: dict[str, type[StepRequest[Any]]] = {
     cls.task: cls
-    for cls in (HopRequest, MaterializeRequest, InspectRequest, RunRequest, CaptureRequest, CutRequest,
+    for cls in (HopRequest, MaterializeRequest, PretrainedRequest, InspectRequest, RunRequest, CaptureRequest, CutRequest,
                 EmbeddingSizesRequest, ZooExportRequest)
 }
 """Every step, by the task name the child is started with."""

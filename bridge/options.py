@@ -57,9 +57,18 @@ class ConvertOptions:
     rtol: float | None = None
     tol: Mapping[str, float] = field(default_factory=dict)
     """Tolerances of the checks, as verify takes them; None means the defaults for each output's dtype."""
+    task: str | None = None
+    """For a Hugging Face folder: the task whose Auto class loads it (``--task``), instead of the config's architectures."""
+    seq_len: int | None = None
+    """For a Hugging Face text model: the sequence length of its inputs (default: the config's, at most 128)."""
+    image_size: int | None = None
+    """For a Hugging Face vision model: the image size of its inputs (default: the config's)."""
 
     def __post_init__(self) -> None:
         _check_tolerances(self.atol, self.rtol, self.tol)
+        for name, value in (("--seq-len", self.seq_len), ("--image-size", self.image_size)):
+            if value is not None and value < 1:
+                raise InputError(f"{name} {value}: give a positive size")
         if self.torch_exporter not in TORCH_EXPORTERS:
             raise InputError(f"torch_exporter {self.torch_exporter!r}: use one of {', '.join(TORCH_EXPORTERS)}")
         if self.opset is not None and not 7 <= self.opset <= 30:

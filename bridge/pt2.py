@@ -39,6 +39,28 @@ def _tensor(graph: dict[str, Any], spec: dict[str, Any], kind: str) -> tuple[str
     return (name, graph["tensor_values"][name]) if name in graph.get("tensor_values", {}) else None
 
 
+def _output_names(graph_module: dict[str, Any], count: int) -> list[str]:
+    """The dict keys when the program returns a dict of tensors (the root call's serialized out_spec), else ``output_i``.
+
+    The same rule as bridge.runtimes.torch_runner.program_output_names, read from the JSON.
+    """
+    default = [f"output_{i}" for i in range(count)]
+    root = next((m for m in graph_module.get("module_call_graph", []) if m.get("fqn") == ""), None)
+    text = ((root or {}).get("signature") or {}).get("out_spec")
+    if not isinstance(text, str):
+        return default
+    spec = json.loads(text)
+    node = spec[1] if isinstance(spec, list) and len(spec) == 2 else None
+    if not isinstance(node, dict) or node.get("type") != "builtins.dict":
+        return default
+    keys = json.loads(node.get("context") or "null")
+    children = node.get("children_spec") or []
+    if not isinstance(keys, list) or len(keys) != count or len(children) != count \
+            or any(child.get("type") is not None for child in children):
+        return default
+    return [str(key) for key in keys]
+
+
 def read_signature(path: Path) -> Signature | None:
     """The user inputs and outputs of the ExportedProgram at `path`, or None when unsure."""
     safety.check_archive(path)
@@ -59,12 +81,14 @@ def read_signature(path: Path) -> Signature | None:
                 return None
             name, meta = found
             inputs.append(TensorSpec(name, tuple(_dim(s) for s in meta["sizes"]), _SCALAR_TYPES[meta["dtype"]]))
-        for i, spec in enumerate(s for s in signature["output_specs"] if "user_output" in s):
+        user_outputs = [s for s in signature["output_specs"] if "user_output" in s]
+        names = _output_names(graph_module, len(user_outputs))
+        for name, spec in zip(names, user_outputs, strict=True):
             found = _tensor(graph, spec, "user_output")
             if found is None:
                 return None
             _, meta = found
-            outputs.append(TensorSpec(f"output_{i}", tuple(_dim(s) for s in meta["sizes"]), _SCALAR_TYPES[meta["dtype"]]))
+            outputs.append(TensorSpec(name, tuple(_dim(s) for s in meta["sizes"]), _SCALAR_TYPES[meta["dtype"]]))
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile):
         return None
     return Signature(tuple(inputs), tuple(outputs)) if inputs and outputs else None

@@ -27,8 +27,8 @@ from bridge.errors import InputError
 from bridge.formats import Format, detect
 from bridge.inputs import ExampleInputs
 from bridge.isolation import run_isolated
-from bridge.manifest import Source, sha256_of
-from bridge.messages import InspectRequest, MaterializeRequest
+from bridge.manifest import Pretrained, Source, sha256_of
+from bridge.messages import InspectRequest, MaterializeRequest, PretrainedRequest
 from bridge.options import ConvertOptions
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature, TensorSpec
@@ -46,7 +46,9 @@ class SourceKind(str, enum.Enum):
     FACTORY = "factory"
     """``package.module:factory``: Python code the user named, built in a child process."""
     LIVE_OBJECT = "live_object"
-    """An nn.Module or Keras model passed to the library."""
+    """An nn.Module (a Transformers PreTrainedModel among them) or Keras model passed to the library."""
+    PRETRAINED_DIR = "pretrained_dir"
+    """A Hugging Face ``save_pretrained`` folder (config.json and weights), loaded offline in a child process."""
 
 
 # A Python reference to a factory: ``package.module:callable``.
@@ -128,6 +130,17 @@ class SourceResolver(abc.ABC):
     """Recognises one kind of source, builds it if it is code, and describes it."""
 
     kind: SourceKind
+    description: str = ""
+    """What the user passes, as ``bridge formats`` lists it."""
+    requires: tuple[str, ...] = ()
+    """Importable modules this kind needs beyond the format's runtime (found without importing them)."""
+    extra: str = ""
+    """The pip extra that installs them."""
+
+    def missing(self) -> tuple[str, ...]:
+        import importlib.util
+
+        return tuple(m for m in self.requires if importlib.util.find_spec(m) is None)
 
     @abc.abstractmethod
     def claims(self, model: Any) -> bool:
@@ -187,6 +200,7 @@ class ModelFileResolver(SourceResolver):
     """.onnx, a SavedModel directory, .keras, .tflite: read as they are."""
 
     kind = SourceKind.MODEL_FILE
+    description = "a model file or directory: .onnx, a SavedModel, .keras, .tflite"
 
     def claims(self, model: Any) -> bool:
         return isinstance(model, (str, Path)) and not (isinstance(model, str) and is_reference(model))
@@ -199,10 +213,79 @@ class ModelFileResolver(SourceResolver):
         return Identified(self.kind, fmt, str(resolved), resolved.parent / f"{name}.bridge", path=resolved)
 
 
+class PretrainedResolver(SourceResolver):
+    """A Hugging Face ``save_pretrained`` folder: its config is checked here, the model loaded offline in a child.
+
+    Its config and weights are copied into ``DIR/source/pretrained/`` first: the program is exported from
+    the copy, and verify rebuilds the Transformers model from it to run eagerly as the source.
+    """
+
+    kind = SourceKind.PRETRAINED_DIR
+    description = ("a Hugging Face save_pretrained folder (config.json + model.safetensors or pytorch_model.bin), "
+                   "loaded offline")
+    requires = ("transformers", "safetensors", "torch")
+    extra = "hf"
+    COPY = "source/pretrained"
+
+    def claims(self, model: Any) -> bool:
+        from bridge.huggingface import is_pretrained_dir
+
+        return isinstance(model, (str, Path)) and not (isinstance(model, str) and is_reference(model)) \
+            and is_pretrained_dir(Path(model))
+
+    def identify(self, model: Any, options: ConvertOptions) -> Identified:
+        from bridge.huggingface import read_pretrained
+
+        path = Path(model).resolve()
+        read_pretrained(path, task=options.task, trust_code=options.trust_code)  # refused before any work
+        missing = self.missing()
+        if missing:
+            from bridge.errors import MissingExtraError
+
+            raise MissingExtraError(f"{path}: a Hugging Face folder needs {', '.join(missing)}: pip install 'bridge[hf]'")
+        return Identified(self.kind, Format.TORCH, str(path), path.parent / f"{path.name}.bridge", path=path)
+
+    def build(self, identified: Identified, context: SourceContext) -> tuple[Path, Format, str, str | None, ExampleInputs | None]:
+        from bridge.huggingface import input_specs, read_pretrained
+
+        assert identified.path is not None
+        options = context.options
+        pretrained = read_pretrained(identified.path, task=options.task, trust_code=options.trust_code)
+        copy = context.stage / self.COPY
+        copy.mkdir(parents=True, exist_ok=True)
+        for name in pretrained.files:
+            shutil.copyfile(identified.path / name, copy / name)
+        specs = context.specs or ExampleInputs(
+            input_specs(pretrained, seq_len=options.seq_len, image_size=options.image_size),
+            origin=str(identified.path / "config.json"))
+        context.notify("start", "materialize", 0.0)
+        started = time.perf_counter()
+        response = run_isolated(
+            PretrainedRequest(copy, context.stage / "source", options.task, specs, options.dynamic_batch, options.trust_code,
+                              shown=identified.path),
+            stage="load the Transformers model", timeout=options.timeout, hide_gpu=True,
+            log_to=context.stage / "logs" / "source-materialize.log",
+        )
+        context.notify("done", "materialize", time.perf_counter() - started)
+        return response.path, response.format, response.kind, response.note, response.example_inputs or specs
+
+    def prepare(self, identified: Identified, context: SourceContext) -> Prepared:
+        from dataclasses import replace
+
+        from bridge.huggingface import read_pretrained
+
+        prepared = super().prepare(identified, context)
+        assert identified.path is not None
+        pretrained = read_pretrained(identified.path, task=context.options.task, trust_code=context.options.trust_code)
+        record = replace(prepared.record, pretrained=Pretrained(self.COPY, pretrained.architecture, context.options.task))
+        return replace(prepared, record=record)
+
+
 class ExportedProgramResolver(ModelFileResolver):
     """A ``.pt2``: its signature is read from the archive's JSON, with no torch import."""
 
     kind = SourceKind.EXPORTED_PROGRAM
+    description = "a PyTorch ExportedProgram .pt2 (torch.export.save)"
 
     def claims(self, model: Any) -> bool:
         return super().claims(model) and Path(model).suffix.lower() == ".pt2"
@@ -216,6 +299,7 @@ class TorchScriptResolver(ModelFileResolver):
     """A ``.pt``/``.pth``: TorchScript (needs input shapes) or a pickle (refused unless --trust-pickle)."""
 
     kind = SourceKind.TORCHSCRIPT
+    description = "a TorchScript .pt/.pth (with --input-shape); a pickle only with --trust-pickle"
 
     def claims(self, model: Any) -> bool:
         return super().claims(model) and Path(model).suffix.lower() in (".pt", ".pth")
@@ -235,6 +319,7 @@ class FactoryResolver(SourceResolver):
     """``package.module:factory``: called in a child process; what it returns decides the format."""
 
     kind = SourceKind.FACTORY
+    description = "package.module:factory, Python code you name, built in a child process (a PyTorch, Transformers or Keras model)"
 
     def claims(self, model: Any) -> bool:
         return isinstance(model, str) and is_reference(model)
@@ -261,6 +346,7 @@ class LiveObjectResolver(SourceResolver):
     """An nn.Module or Keras model handed to the library: saved in this process (it is already in memory)."""
 
     kind = SourceKind.LIVE_OBJECT
+    description = "an nn.Module, a Transformers PreTrainedModel or a Keras model passed to bridge.convert"
 
     def claims(self, model: Any) -> bool:
         return live_format(model) is not None
@@ -310,6 +396,7 @@ def live_format(model: Any) -> Format | None:
 DEFAULT_RESOLVERS: tuple[SourceResolver, ...] = (
     FactoryResolver(),
     LiveObjectResolver(),
+    PretrainedResolver(),
     ExportedProgramResolver(),
     TorchScriptResolver(),
     ModelFileResolver(),

@@ -24,6 +24,7 @@ from bridge.messages import (
     InspectResponse,
     MaterializeRequest,
     MaterializeResponse,
+    PretrainedRequest,
     RunRequest,
     RunResponse,
     StepRequest,
@@ -41,6 +42,8 @@ def run(request: StepRequest[Any]) -> Any:
         return hop(request)
     if isinstance(request, MaterializeRequest):
         return materialize(request)
+    if isinstance(request, PretrainedRequest):
+        return pretrained(request)
     if isinstance(request, InspectRequest):
         return inspect(request)
     if isinstance(request, RunRequest):
@@ -86,6 +89,14 @@ def materialize(request: MaterializeRequest) -> MaterializeResponse:
     model = load_factory(request.reference)
     specs = request.example_inputs or factory_example_inputs(request.reference)
     return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript)
+
+
+def pretrained(request: PretrainedRequest) -> MaterializeResponse:
+    """Load a Hugging Face folder offline and save it as an ExportedProgram with named inputs and outputs."""
+    from bridge.hops.huggingface import materialize_dir
+
+    return materialize_dir(request.directory, request.out_dir, request.model_task, request.example_inputs,
+                           request.dynamic_batch, request.trust_code, request.shown)
 
 
 def inspect(request: InspectRequest) -> InspectResponse:

@@ -98,6 +98,12 @@ CASES = {
     "zip-slip-keras": Case("zip_slip.keras", "onnx", ("'../evil.txt'", "outside the archive", "refusing to extract")),
     "keras-lambda": Case("lambda.keras", "onnx", ("Lambda layer", "would run", "--trust-code")),
     "not-a-saved-model": Case("not_saved_model", "tflite", ("not a SavedModel", "no saved_model.pb")),
+    "hf-no-weights": Case("hf/no_weights", "onnx", ("a config.json but no weights", "save_pretrained")),
+    "hf-weights-do-not-fit": Case("hf/mismatch", "onnx", ("the weights do not fit config.json", "save config and weights together")),
+    "hf-unknown-architecture": Case("hf/unknown_architecture", "onnx", ("unknown architecture 'BertForTimeTravel'", "--task")),
+    "hf-auto-map": Case("hf/auto_map", "onnx", ("auto_map loads Python code", "--trust-code")),
+    "hf-config-not-json": Case("hf/config_not_json", "onnx", ("config.json: not valid JSON", "save_pretrained")),
+    "hf-no-architectures": Case("hf/no_architectures", "onnx", ("no 'architectures' list", "--task")),
 }
 
 

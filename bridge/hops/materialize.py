@@ -23,6 +23,11 @@ def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_ba
     """Save `obj`; with `torchscript`, a PyTorch module is traced (for the TorchScript exporter)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = live_format(obj)
+    from bridge.hops.huggingface import is_pretrained_model, save_pretrained_program
+
+    if is_pretrained_model(obj):
+        # Named inputs chosen from its config when none are given; outputs keep their Transformers names.
+        return save_pretrained_program(obj, out_dir, specs, dynamic_batch, f"Transformers {type(obj).__name__}")
     if fmt == Format.TORCH:
         return _save_torch(obj, out_dir, specs, dynamic_batch, torchscript)
     if fmt == Format.KERAS:

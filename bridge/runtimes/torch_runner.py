@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 from bridge import safety
 from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
+from bridge.huggingface import EAGER_PRETRAINED
 from bridge.runtimes.base import LoadOptions, Runner
 from bridge.signature import Signature, TensorSpec
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 
 def torch_dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def output_names(value: Any, count: int) -> list[str]:
+    """Names of a model's `count` flattened outputs: the keys of a dict of tensors (a Transformers
+    ModelOutput among them), else ``output_0``, ``output_1``..."""
+    if isinstance(value, dict) and len(value) == count and all(not isinstance(v, (dict, list, tuple)) for v in value.values()):
+        return [str(key) for key in value]
+    return [f"output_{i}" for i in range(count)]
 
 
 def flatten_outputs(value: Any) -> list[Any]:
@@ -85,6 +94,15 @@ def example_tensors(specs: tuple[TensorSpec, ...], device: str = "cpu") -> tuple
     return tuple(t.to(device) for t in out)
 
 
+def program_output_names(program: Any, count: int) -> list[str]:
+    """The keys when an ExportedProgram returns a dict of tensors (its recorded output spec), else ``output_i``."""
+    spec = getattr(getattr(program, "call_spec", None), "out_spec", None)
+    if spec is not None and getattr(spec, "type", None) is dict and len(spec.context) == count \
+            and all(child.num_leaves == 1 and not child.children_specs for child in spec.children_specs):
+        return [str(key) for key in spec.context]
+    return [f"output_{i}" for i in range(count)]
+
+
 class TorchRunner(Runner):
     runtime = "torch"
 
@@ -99,10 +117,21 @@ class TorchRunner(Runner):
             raise DeviceUnavailableError("cuda: not available (torch.cuda.is_available() is False)")
         self._torch = torch
         self.program: Any
-        if options.factory is not None:
+        if options.factory is not None and options.factory.startswith(EAGER_PRETRAINED):
+            from bridge.hops.huggingface import load_eager
+            from bridge.huggingface import parse_eager_reference
+
+            directory, task = parse_eager_reference(options.factory)
+            names = tuple(s.name for s in options.input_specs or ())
+            self.module, self.kind, self.program = load_eager(directory, task, names, options.trust_code), "eager", None
+        elif options.factory is not None:
+            from bridge.hops.huggingface import is_pretrained_model, wrap
             from bridge.sources import load_factory
 
-            self.module, self.kind, self.program = load_factory(options.factory).eval(), "eager", None
+            built = load_factory(options.factory).eval()
+            if is_pretrained_model(built):  # run as it was exported: named inputs, a dict of named outputs
+                built = wrap(built, tuple(s.name for s in options.input_specs or ()))
+            self.module, self.kind, self.program = built, "eager", None
         else:
             self.module, self.kind, self.program = load_module(
                 path, device=options.device, trust_pickle=options.trust_pickle
@@ -142,21 +171,24 @@ class TorchRunner(Runner):
             shape = tuple(d if isinstance(d, int) else str(d) for d in val.shape)
             inputs.append(TensorSpec(name, shape, torch_dtype_name(val.dtype)))
         output_node = next(n for n in program.graph.nodes if n.op == "output")
+        leaves = flatten_outputs(output_node.args[0])
+        names = program_output_names(program, len(leaves))
         outputs = []
-        for i, node in enumerate(flatten_outputs(output_node.args[0])):
+        for name, node in zip(names, leaves, strict=True):
             val = node.meta.get("val") if hasattr(node, "meta") else None
             if val is None or not hasattr(val, "shape"):
                 continue
             shape = tuple(d if isinstance(d, int) else str(d) for d in val.shape)
-            outputs.append(TensorSpec(f"output_{i}", shape, torch_dtype_name(val.dtype)))
+            outputs.append(TensorSpec(name, shape, torch_dtype_name(val.dtype)))
         return Signature(tuple(inputs), tuple(outputs))
 
     def _probe_outputs(self, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
         with self._torch.no_grad():
             result = self.module(*example_tensors(inputs, self.options.device))
+        leaves = flatten_outputs(result)
         return tuple(
-            TensorSpec(f"output_{i}", tuple(t.shape), torch_dtype_name(t.dtype))
-            for i, t in enumerate(flatten_outputs(result))
+            TensorSpec(name, tuple(t.shape), torch_dtype_name(t.dtype))
+            for name, t in zip(output_names(result, len(leaves)), leaves, strict=True)
         )
 
     def signature(self) -> Signature:
@@ -167,9 +199,8 @@ class TorchRunner(Runner):
         args = [torch.from_numpy(feeds[spec.name]).to(self.options.device) for spec in self._signature.inputs]
         with torch.no_grad():
             result = self.module(*args)
-        return {
-            f"output_{i}": t.detach().cpu().numpy() for i, t in enumerate(flatten_outputs(result))
-        }
+        leaves = flatten_outputs(result)
+        return {name: t.detach().cpu().numpy() for name, t in zip(output_names(result, len(leaves)), leaves, strict=True)}
 
     def synchronize(self) -> None:
         if self.options.device.startswith("cuda"):

@@ -115,6 +115,14 @@ def subjects_of(manifest: Manifest, out_dir: Path, *, factory: str | None = None
             notes = (f"the eager source was not rebuilt: the manifest names the factory {src.path[:200]!r}, and bridge "
                      "runs no code that a folder names; to check the saved program against it, pass the same "
                      f"reference (--factory {src.path[:200]}) or --trust-code",)
+    if src.pretrained is not None:
+        # A Hugging Face folder's copy: the Transformers model rebuilt from its config and weights (no code
+        # runs unless the config's auto_map asks for it, refused without --trust-code) checks the program.
+        from bridge.huggingface import eager_reference
+
+        directory = inside(out_dir, src.pretrained.directory, out_dir / MANIFEST_NAME, "source.pretrained.directory")
+        subjects.append(Subject(EAGER, src.format, src_path, src.signature, None, "float32", "",
+                                factory=eager_reference(directory, src.pretrained.task)))
     parent_of_source = EAGER if subjects else None
     subjects.append(Subject(SOURCE, src.format, src_path, src.signature, parent_of_source, "float32", src.sha256))
     keys = {a.key for a in manifest.artifacts}
@@ -185,8 +193,21 @@ def _prepare_inputs(manifest: Manifest, subjects: Sequence[Subject],
     if options.inputs is not None:
         return inputs_mod.check_inputs(inputs_mod.load_npz(options.inputs), signature, options.inputs), False
     highs = {} if options.int_high is not None else _embedding_sizes(subjects, options.timeout)
+    if options.int_high is None and manifest.source.pretrained is not None:
+        highs.update(_pretrained_highs(manifest, subjects))
     return inputs_mod.generate(signature, seed=options.seed, samples=options.samples,
                                int_high=options.int_high or defaults.INT_HIGH, int_highs=highs), True
+
+
+def _pretrained_highs(manifest: Manifest, subjects: Sequence[Subject]) -> dict[str, int]:
+    """Token ids below the vocabulary and token types below their count, from the folder's copy of config.json."""
+    from bridge.huggingface import int_highs, parse_eager_reference, read_pretrained
+
+    eager = next((s for s in subjects if s.name == EAGER and s.factory), None)
+    if eager is None or eager.factory is None:
+        return {}
+    directory, task = parse_eager_reference(eager.factory)
+    return int_highs(read_pretrained(directory, task=task, trust_code=True).config)
 
 
 def output_dir_for(target: str | Path | None, *, converting: bool = False) -> Path | None:

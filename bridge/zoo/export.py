@@ -92,6 +92,14 @@ def export(name: str, out_dir: Path, *, force: bool = False, timeout: float = EX
 def _save_torch(model: ZooModel, module: Any, arrays: dict[str, Any], out_dir: Path) -> tuple[Path, str]:
     import torch
 
+    from bridge.hops.huggingface import is_pretrained_model, save_pretrained_program
+    from bridge.inputs import ExampleInputs
+
+    if is_pretrained_model(module):  # inputs and outputs under their Transformers names
+        saved = save_pretrained_program(module, out_dir, ExampleInputs(model.inputs, origin=model.name), model.dynamic_batch,
+                                        file_name=f"{model.name}.pt2")
+        return saved.path, ""
+
     args = tuple(torch.from_numpy(arrays[spec.name]) for spec in model.inputs)
     dynamic_shapes = tuple({0: torch.export.Dim.DYNAMIC} for _ in args) if model.dynamic_batch else None
     try:

@@ -238,6 +238,28 @@ MODELS: tuple[ZooModel, ...] = (
         inputs=_float_input((1, 96, 96, 3), name="image"),
         slow=True,
     ),
+    ZooModel(
+        name="hf_bert",
+        description="Hugging Face BertForSequenceClassification, 2 layers, hidden 32 (input_ids, attention_mask, token_type_ids -> logits)",
+        source="torch",
+        builder="bridge.zoo.hf_models:build_bert",
+        inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2),
+                InputSpec("token_type_ids", (1, 16), "int64", high=2)),
+    ),
+    ZooModel(
+        name="hf_gpt2",
+        description="Hugging Face GPT2LMHeadModel, 2 layers, embedding 32 (input_ids, attention_mask -> logits), no KV cache",
+        source="torch",
+        builder="bridge.zoo.hf_models:build_gpt2",
+        inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2)),
+    ),
+    ZooModel(
+        name="hf_vit",
+        description="Hugging Face ViTForImageClassification, 32x32 images, patch 8, 2 layers (pixel_values -> logits)",
+        source="torch",
+        builder="bridge.zoo.hf_models:build_vit",
+        inputs=_float_input((1, 3, 32, 32), "pixel_values"),
+    ),
 )
 
 _BY_NAME = {model.name: model for model in MODELS}

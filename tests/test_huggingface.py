@@ -1,0 +1,116 @@
+"""Hugging Face Transformers sources: save_pretrained folders, live models and factories, offline, with their
+inputs and outputs named, verified against the Transformers model run eagerly. No downloads: the models
+are the zoo's tiny BERT, GPT-2 and ViT (bridge/zoo/hf_models.py), built from configs with seeded weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_bridge
+
+pytestmark = pytest.mark.slow
+
+MODELS = {"bert": "build_bert", "gpt2": "build_gpt2", "vit": "build_vit"}
+INPUTS = {"bert": ["input_ids", "attention_mask", "token_type_ids"], "gpt2": ["input_ids", "attention_mask"],
+          "vit": ["pixel_values"]}
+
+
+def _python(code: str, cwd: Path | None = None) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd,
+                            timeout=900, env={"HF_HUB_OFFLINE": "1", **__import__("os").environ})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three models written by save_pretrained (config.json and model.safetensors each)."""
+    out = tmp_path_factory.mktemp("hf")
+    _python(f"""
+        from bridge.zoo import hf_models
+        for name, builder in {MODELS!r}.items():
+            getattr(hf_models, builder)().save_pretrained({str(out)!r} + "/tiny" + name)
+    """)
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_save_pretrained_folder_converts_to_every_format_and_verifies_against_transformers(
+        pretrained: Path, tmp_path: Path, name: str) -> None:
+    folder, out, report_path = pretrained / f"tiny{name}", tmp_path / f"tiny{name}.bridge", tmp_path / "report.json"
+    result = run_bridge("verify", str(folder), "--to", "all", "-o", str(out), "--device", "cpu", "--samples", "3",
+                        "--json", str(report_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    ran = {r["name"]: r["status"] for r in report["representations"]}
+    assert ran == {"eager": "ok", "source": "ok", "onnx": "ok", "tf": "ok", "tflite": "ok"}
+    hops = {(c["src"], c["dst"]): c for c in report["hops"]}
+    eager = hops[("eager", "source")]  # the Transformers model itself checks the exported program
+    assert eager["passed"] and eager["outputs"][0]["name"] == "logits"
+    assert all(c["passed"] for c in report["cumulative"]) and len(report["cumulative"]) == 3
+    # Outputs are far from zero, so agreement means something.
+    assert max(abs(c["outputs"][0]["max_abs"] or 0) for c in report["cumulative"]) < 1e-3
+    manifest = json.loads((out / "manifest.json").read_text())
+    source = manifest["source"]
+    assert source["origin"] == "pretrained_dir" and source["pretrained"]["directory"] == "source/pretrained"
+    assert source["pretrained"]["architecture"] == json.loads((folder / "config.json").read_text())["architectures"][0]
+    assert [t["name"] for t in source["inputs"]] == INPUTS[name]
+    for artifact in manifest["artifacts"]:  # Transformers' names through every artifact
+        assert [t["source_name"] for t in artifact["outputs"]] == ["logits"], artifact["path"]
+    assert (out / "source" / "pretrained" / "model.safetensors").is_file()
+
+
+def test_task_and_sequence_length_choose_the_class_and_the_inputs(pretrained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features.bridge"
+    result = run_bridge("convert", str(pretrained / "tinybert"), "--to", "onnx", "--task", "feature-extraction",
+                        "--seq-len", "8", "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source"]["pretrained"] == {"directory": "source/pretrained", "architecture": "AutoModel",
+                                                "task": "feature-extraction"}
+    assert [t["shape"] for t in manifest["source"]["inputs"]] == [[1, 8]] * 3
+    assert [t["name"] for t in manifest["source"]["outputs"]] == ["last_hidden_state", "pooler_output"]
+    assert manifest["artifacts"][0]["check"]["passed"]
+    too_long = run_bridge("convert", str(pretrained / "tinybert"), "--to", "onnx", "--seq-len", "65", "-o",
+                          str(tmp_path / "x.bridge"))
+    assert too_long.returncode == 2 and "--seq-len 65: the model takes at most 64 positions" in too_long.stderr
+    assert not (tmp_path / "x.bridge").exists()
+
+
+def test_live_pretrained_models_convert_with_their_names(tmp_path: Path) -> None:
+    found = _python(f"""
+        import json
+        import numpy as np
+        import bridge
+        from bridge.zoo import hf_models
+        rng = np.random.default_rng(0)
+        text = {{"input_ids": rng.integers(0, 100, (1, 16)).astype(np.int64), "attention_mask": np.ones((1, 16), np.int64)}}
+        feeds = {{"bert": text, "gpt2": text, "vit": {{"pixel_values": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}}}}
+        out = {{}}
+        for name, builder in {MODELS!r}.items():
+            conversion = bridge.convert(getattr(hf_models, builder)(), to="all", example_inputs=feeds[name],
+                                        out_dir={str(tmp_path)!r} + "/" + name + ".bridge")
+            out[name] = {{a.key: ([o.source_name for o in a.outputs], a.verified) for a in conversion.artifacts}}
+        print(json.dumps(out))
+    """)
+    for name, artifacts in json.loads(found).items():
+        assert set(artifacts) == {"onnx", "tf", "tflite"}, name
+        assert all(names == ["logits"] and verified for names, verified in artifacts.values()), (name, artifacts)
+
+
+def test_a_factory_that_returns_a_pretrained_model_is_checked_against_it_eagerly(tmp_path: Path) -> None:
+    out = tmp_path / "vit.bridge"
+    converted = run_bridge("convert", "bridge.zoo.hf_models:build_vit", "--to", "onnx", "-o", str(out), "-q")
+    assert converted.returncode == 0, converted.stderr
+    report = tmp_path / "r.json"
+    verified = run_bridge("verify", str(out), "--factory", "bridge.zoo.hf_models:build_vit", "--device", "cpu",
+                          "--samples", "2", "--json", str(report))
+    assert verified.returncode == 0, verified.stderr
+    hops = {(c["src"], c["dst"]): c for c in json.loads(report.read_text())["hops"]}
+    assert hops[("eager", "source")]["passed"] and hops[("eager", "source")]["outputs"][0]["name"] == "logits"
