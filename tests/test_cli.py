@@ -50,6 +50,11 @@ def test_formats_lists_every_hop_and_runtime_as_usable() -> None:
         assert any(words[0] == hop.name and words[-1] == "ok" for words in lines), hop.name
     for runner in DEFAULT_RUNNERS:
         assert any(words[:2] == [runner.format.value, runner.runtime] and words[-1] == "ok" for words in lines), runner
+    from bridge.sources import DEFAULT_RESOLVERS
+
+    for resolver in DEFAULT_RESOLVERS:  # every kind of source, with what it needs installed
+        assert any(words[:2] == [resolver.kind.value, "ok"] for words in lines), resolver.kind
+    assert "Hugging Face save_pretrained folder" in result.stdout
 
 
 def test_missing_model_exits_2_with_one_line(tmp_path: Path) -> None:
