@@ -134,6 +134,9 @@ class Artifact:
     log: str | None = None
     """The converter's whole output for the kept candidate, relative to the folder (``logs/...``)."""
     notes: tuple[str, ...] = ()
+    name_map: str | None = None
+    """The names the converter gave the parent's tensors in this artifact (``tflite/tensor_names.json``), relative
+    to the folder; `bridge explain` joins the two graphs with it."""
 
     @property
     def key(self) -> str:
@@ -311,6 +314,8 @@ def _check_meaning(manifest: Manifest, directory: Path, path: Path) -> None:
         tensors(f"{where}.inputs", artifact.inputs)
         tensors(f"{where}.outputs", artifact.outputs)
         inside(directory, artifact.path, path, f"{where}.path")
+        if artifact.name_map is not None:
+            inside(directory, artifact.name_map, path, f"{where}.name_map")
         if artifact.key in keys:
             fail(f"{where}", f"a second {artifact.key!r} artifact")
         if artifact.made_from not in formats:

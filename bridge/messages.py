@@ -37,6 +37,8 @@ class Produced:
     path: Path
     signature: Signature
     precision: str = "float32"
+    name_map: Path | None = None
+    """A file the hop wrote beside it: the converter's names for the parent's tensors (bridge.tensor_names/1)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ class CaptureRequest(StepRequest[CapturedGraph]):
     names: str = ""
     """How to name the tensors: '' the artifact's own names; for a PyTorch program, ``dynamo`` or
     ``dynamo-decomposed``: the names the dynamo ONNX exporter gives the values (its candidate's way)."""
+    name_map: Path | None = None
+    """The artifact's recorded names for its parent's tensors (the manifest's ``name_map``), when it has one."""
     input_specs: tuple[TensorSpec, ...] | None = None
     trust_pickle: bool = False
     trust_code: bool = False

@@ -351,12 +351,14 @@ class Pipeline:
                   why: str, note: str = "") -> Artifact:
         digest, size = sha256_of(node.path)
         notes = (*made.response.notes, *((note,) if note and check is None else ()))
+        produced = next((p for p in made.response.produced if p.path == node.path), None)
+        name_map = produced.name_map.relative_to(made.directory).as_posix() if produced and produced.name_map else None
         return Artifact(
             format=hop.dst, path=node.path.relative_to(made.directory).as_posix(), sha256=digest, bytes=size,
             made_from=hop.src, hop=hop.name, tool=made.response.tool, seconds=round(made.seconds, 3),
             options=made.response.options, inputs=node.signature.inputs, outputs=node.signature.outputs,
             precision=node.precision, candidate=made.candidate.name, kept_because=why, attempts=tuple(attempts),
-            check=check, log=made.log, notes=tuple(notes),
+            check=check, log=made.log, notes=tuple(notes), name_map=name_map,
         )
 
     def discard(self, outcome: HopOutcome) -> None:
@@ -434,7 +436,9 @@ def publish_attempts(stage: Path, outcomes: Sequence[HopOutcome]) -> list[Artifa
         final = stage / outcome.hop.dst.value
         shutil.rmtree(final, ignore_errors=True)
         outcome.attempt_dir.rename(final)
-        artifacts.extend(replace(a, path=f"{outcome.hop.dst.value}/{a.path}") for a in outcome.artifacts)
+        artifacts.extend(replace(a, path=f"{outcome.hop.dst.value}/{a.path}",
+                                 name_map=f"{outcome.hop.dst.value}/{a.name_map}" if a.name_map else None)
+                         for a in outcome.artifacts)
     shutil.rmtree(stage / ATTEMPTS_DIR, ignore_errors=True)
     return artifacts
 

@@ -132,6 +132,9 @@ def assert_complete(out: Path, source_sha256: str) -> bytes:
         assert path.exists(), f"{artifact['path']} is listed but missing: {listing}"
         assert sha256_of(path) == (artifact["sha256"], artifact["bytes"]), artifact["path"]
         artifact_paths.append(path)
+        if artifact.get("name_map"):  # the converter's tensor names, listed beside the artifact
+            assert (out / artifact["name_map"]).is_file(), artifact["name_map"]
+            artifact_paths.append(out / artifact["name_map"])
     for file in (p for p in out.rglob("*") if p.is_file()):
         assert file == manifest_path or any(file == a or a in file.parents for a in artifact_paths), f"stray file {file}"
     return text

@@ -33,6 +33,7 @@ class OnnxToTflite(Hop):
         kept = inputs_kept_by_rule(job.src)
         produced = []
         notes: tuple[str, ...] = ()
+        name_map = None
         if via_saved_model:
             saved_model = move_saved_model(work, job.out_dir / "saved_model")
             sm_signature = read_signature(Format.TF, saved_model)
@@ -41,14 +42,15 @@ class OnnxToTflite(Hop):
             produced = [saved_model_to_tflite(saved_model, job.out_dir / tflite_name(p), through, p) for p in precisions]
             shutil.rmtree(saved_model)
         else:
+            # The names onnx2tf gave the ONNX tensors it renamed: localisation joins the two graphs with them.
+            if write_name_map(work / REPORT_NAME, job.out_dir / TENSOR_NAMES):
+                name_map = job.out_dir / TENSOR_NAMES
             for precision in precisions:
                 target = job.out_dir / tflite_name(precision)
                 shutil.move(work / f"model_{precision}.tflite", target)
                 child = read_signature(Format.TFLITE, target)
                 perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
-                produced.append(Produced(target, carry_layout(job.signature, child, perms), precision))
-            # The names onnx2tf gave the ONNX tensors it renamed: localisation joins the two graphs with them.
-            write_name_map(work / REPORT_NAME, job.out_dir / TENSOR_NAMES)
+                produced.append(Produced(target, carry_layout(job.signature, child, perms), precision, name_map))
         shutil.rmtree(work)
         options = {**run.kwargs, "fp16": job.options.fp16}
         if via_saved_model:

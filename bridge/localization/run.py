@@ -26,7 +26,7 @@ from bridge.localization.graph import CapturedGraph, TensorReader
 from bridge.localization.join import NAME_COVERAGE, SAME, Measure, ValueIndex, measure, name_pairs
 from bridge.localization.result import AGREES, BY_NAMES, BY_VALUES, DIVERGES, NOT_LOCALISED, Localization, OpDrift
 from bridge.localization.walk import Walk, ancestors
-from bridge.manifest import Manifest
+from bridge.manifest import MANIFEST_NAME, Manifest, inside
 from bridge.messages import CaptureRequest
 from bridge.runtimes.registry import DEFAULT_RUNNERS
 from bridge.signature import TensorSpec
@@ -82,9 +82,9 @@ def worst_sample(expected: Mapping[str, NDArray[Any]], actual: Mapping[str, NDAr
     return index
 
 
-def localize_hop(hop: HopSubjects, manifest: Manifest, source_inputs: Mapping[str, NDArray[Any]], sample: int,
-                 settings: LocalizeSettings, work: Path) -> Localization:
-    """Where `hop` diverges on `sample` of `source_inputs` (source names, ``[samples, ...]``)."""
+def localize_hop(hop: HopSubjects, manifest: Manifest, folder: Path, source_inputs: Mapping[str, NDArray[Any]],
+                 sample: int, settings: LocalizeSettings, work: Path) -> Localization:
+    """Where `hop` (of the conversion in `folder`) diverges on `sample` of `source_inputs` (source names, ``[samples, ...]``)."""
     from bridge.verification.run import feeds_for
 
     started = time.perf_counter()
@@ -102,9 +102,12 @@ def localize_hop(hop: HopSubjects, manifest: Manifest, source_inputs: Mapping[st
         names = candidate if side == "parent" and subject.format == Format.TORCH and hop.child.format == Format.ONNX \
             and candidate.startswith("dynamo") else ""
         runner = DEFAULT_RUNNERS.primary(subject.format)
+        recorded = next((a.name_map for a in manifest.artifacts if a.key == subject.name and a.name_map), None)
+        name_map = inside(folder, recorded, folder / MANIFEST_NAME, "name_map") if recorded else None
         try:
             graph = run_isolated(CaptureRequest(
-                runner, subject.path, feeds_path, tensors, names=names, input_specs=subject.signature.inputs,
+                runner, subject.path, feeds_path, tensors, names=names, name_map=name_map,
+                input_specs=subject.signature.inputs,
                 trust_pickle=settings.trust_pickle, trust_code=settings.trust_code,
             ), stage=f"capture {subject.name}", timeout=settings.timeout, hide_gpu=True)
             captured[side] = (graph, tensors)
@@ -262,7 +265,8 @@ def select_hops(subjects: Any, wanted: tuple[str, str] | None) -> list[HopSubjec
 
 
 def localize_comparisons(subjects: Any, comparisons: Any, outputs: Mapping[str, Mapping[str, NDArray[Any]]],
-                         source_inputs: Mapping[str, NDArray[Any]], manifest: Manifest, options: Any) -> tuple[Localization, ...]:
+                         source_inputs: Mapping[str, NDArray[Any]], manifest: Manifest, folder: Path,
+                         options: Any) -> tuple[Localization, ...]:
     """Localise every failing hop of a verify (or the one named), on the CPU, each on its worst sample."""
     import tempfile
 
@@ -295,5 +299,5 @@ def localize_comparisons(subjects: Any, comparisons: Any, outputs: Mapping[str, 
                                   rules)
         logger.info("localise %s on sample %d", hop.name, sample)
         with tempfile.TemporaryDirectory(prefix="bridge-localize-") as work:
-            found.append(localize_hop(hop, manifest, source_inputs, sample, settings, Path(work)))
+            found.append(localize_hop(hop, manifest, folder, source_inputs, sample, settings, Path(work)))
     return tuple(found)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.errors import InputError
-from bridge.hops.onnx2tf_common import TENSOR_NAMES as NAME_MAP
 from bridge.hops.onnx2tf_common import TENSOR_NAMES_SCHEMA as NAME_MAP_SCHEMA
 from bridge.localization.graph import CapturedGraph, GraphNode, TensorStore
 
@@ -27,10 +26,9 @@ if TYPE_CHECKING:
 _NAME_MAP_LIMIT = 64 * 1024 * 1024
 
 
-def read_name_map(path: Path) -> tuple[dict[str, str], set[str]]:
-    """The name map beside a TFLite file, checked (a folder may come from anyone); empty when there is none."""
-    file = path.parent / NAME_MAP
-    if not file.is_file():
+def read_name_map(file: Path | None) -> tuple[dict[str, str], set[str]]:
+    """A name map the manifest lists, checked (a folder may come from anyone); empty when there is none."""
+    if file is None or not file.is_file():
         return {}, set()
     where = f"{file}: not a bridge tensor name map; delete it or convert again"
     if file.stat().st_size > _NAME_MAP_LIMIT:
@@ -136,6 +134,6 @@ def capture(request: CaptureRequest, feeds: dict[str, Any], store: TensorStore,
             notes.append(f"output {name}: the model keeps state between calls: after the {len(history)} sample(s) run "
                          f"before it, this sample's output differs by {diff:.3g} from a fresh interpreter's "
                          f"({_variables(interpreter)}); a served model would carry state from one request to the next")
-    aliases, channels_last = read_name_map(request.path)
+    aliases, channels_last = read_name_map(request.name_map)
     return CapturedGraph(tuple(nodes), tuple(names[i] for i in inputs), tuple(names[i] for i in outputs),
                          dict(store.keys), {name: "channels_last" for name in channels_last}, aliases, tuple(notes))

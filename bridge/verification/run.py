@@ -370,7 +370,7 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
 
         notify(START, "localise")
         started = time.perf_counter()
-        localization = localize_comparisons(subjects, hops, outputs, source_inputs, manifest, options)
+        localization = localize_comparisons(subjects, hops, outputs, source_inputs, manifest, out_dir, options)
         notify(DONE, "localise", time.perf_counter() - started)
     report = Report(
         manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
