@@ -83,6 +83,12 @@ def test_the_same_factory_named_on_the_command_line_is_rebuilt(tmp_path: Path) -
     assert any(line.split()[:3] == ["eager", "torch", "cpu"] for line in result.stdout.splitlines())
 
 
+def _interruptible() -> None:
+    """In the child before exec: Ctrl-C as a terminal delivers it. A run launched in the background by a
+    non-interactive shell starts with SIGINT ignored, which Python, and so bridge, would keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -110,7 +116,7 @@ def test_a_signal_ends_verify_quickly_with_its_code_and_leaves_nothing(sig: sign
     report = tmp_path / "report.json"
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "verify", str(converted_cnn), "--device", "cpu",
                              "--samples", "2", "--latency-runs", "1000000", "--json", str(report)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     children: list[int] = []
     deadline = time.monotonic() + 120
     while not children and time.monotonic() < deadline:
@@ -132,7 +138,8 @@ def test_a_signal_ends_verify_quickly_with_its_code_and_leaves_nothing(sig: sign
 def test_an_interrupted_convert_leaves_no_output(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "cnn.bridge"
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "convert", str(zoo_model("cnn")), "--to", "tflite",
-                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     children: list[int] = []
     deadline = time.monotonic() + 120
     while not children and time.monotonic() < deadline:
