@@ -203,7 +203,7 @@ def _walk(hop: HopSubjects, parent: CapturedGraph, child: CapturedGraph, expecte
     walk = Walk(parent, nodes, results)
     passed_targets = {m.target for m in results.values() if m is not None and m.over <= 1.0}
     for tensor in outputs:
-        producer = parent.producers().get(tensor)
+        producer = walk.producers.get(tensor)
         if producer is not None:
             output_drifts.append(walk.drift(producer, child, passed_targets))
     compared = sum(1 for m in results.values() if m is not None)

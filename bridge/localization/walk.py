@@ -34,9 +34,13 @@ def ancestors(graph: CapturedGraph, tensors: Sequence[str]) -> set[str]:
     return seen
 
 
-def target_ops(child: CapturedGraph, target: str, stop: set[str]) -> tuple[str, ...]:
-    """The child's ops that compute `target` from the tensors in `stop` (the ones joined to what passed)."""
-    producers = child.producers()
+def target_ops(child: CapturedGraph, target: str, stop: set[str],
+               producers: dict[str, GraphNode] | None = None) -> tuple[str, ...]:
+    """The child's ops that compute `target` from the tensors in `stop` (the ones joined to what passed).
+
+    `producers` is ``child.producers()`` when the caller already has it.
+    """
+    producers = producers if producers is not None else child.producers()
     found: list[str] = []
     stack = [target]
     seen: set[str] = set()
@@ -56,6 +60,9 @@ class Walk:
 
     def __init__(self, parent: CapturedGraph, nodes: Sequence[GraphNode], results: Mapping[str, Measure | None]) -> None:
         self.parent = parent
+        self.producers = parent.producers()
+        """Parent tensor -> the node that makes it, built once for the whole walk."""
+        self._child_producers: dict[int, dict[str, GraphNode]] = {}
         self.nodes = list(nodes)
         self.results = results
         consumers: dict[str, list[GraphNode]] = {}
@@ -104,7 +111,7 @@ class Walk:
 
     def fused_with(self, node: GraphNode) -> tuple[str, ...]:
         """The parent ops above `node` with no decided tensor between them and the last compared ones."""
-        producers = self.parent.producers()
+        producers = self.producers
         found: list[str] = []
         stack = [t for t in node.inputs if not self.decided(t)]
         seen: set[str] = set()
@@ -124,7 +131,8 @@ class Walk:
         inputs = self.inputs_over(node) if node.inputs else None
         return OpDrift(
             node=node.name, op=node.op, tensor=tensor, target=measured.target if measured else "",
-            target_ops=target_ops(child, measured.target, passed_targets) if measured else (),
+            target_ops=target_ops(child, measured.target, passed_targets,
+                                  self._child_producers.setdefault(id(child), child.producers())) if measured else (),
             max_abs=_finite(measured.max_abs) if measured else None, max_rel=_finite(measured.max_rel) if measured else None,
             over=_finite(measured.over) if measured else None, inputs_over=_finite(inputs) if inputs is not None else None,
             passed=measured is not None and measured.over <= 1.0, layout=measured.layout if measured else "",

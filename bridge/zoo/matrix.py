@@ -276,8 +276,10 @@ def _divergences(model: ZooModel, model_path: Path, example_inputs: Path | None,
                 found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome,
                                         f"not localised: converting with it alone failed: {_first_line(str(exc))}"))
                 continue
-            parent = alone.manifest.artifacts[-1].made_from.value if alone.manifest.artifacts else ""
-            key = next((a.key for a in alone.manifest.artifacts if a.hop == hop), artifact.format.value)
+            # The hop's own artifact in the new folder, and the one it was made from (the source when none).
+            made = next((a for a in alone.manifest.artifacts if a.hop == hop), None)
+            key = made.key if made is not None else artifact.format.value
+            parent = (made or artifact).made_from.value
             parent_key = next((a.key for a in alone.manifest.artifacts if a.format.value == parent), "source")
             for line in _explain_lines(alone, model, f"{parent_key}->{key}"):
                 found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome, line))
