@@ -22,6 +22,7 @@ from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
 from bridge.isolation import end_all
 from bridge.manifest import Artifact, HopFailure, Manifest
+from bridge.messages import SourceCode
 from bridge.options import ConvertOptions, parse_formats
 from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
 from bridge.progress import Notifier, ProgressEvent, log
@@ -166,7 +167,8 @@ def convert(
         targets = parse_targets(to, prepared.format, registry)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
         log.info("route: %s", route.describe())
-        pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify)
+        code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
+        pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify, code)
         outcomes = pipeline.run(route, prepared.path, prepared.signature)
         routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
         if options.check and not options.via:

@@ -21,6 +21,7 @@ class Format(str, enum.Enum):
     """A model representation. The value is the name used by ``--to`` and ``--from``."""
 
     TORCH = "torch"
+    JAX = "jax"
     ONNX = "onnx"
     TF = "tf"
     KERAS = "keras"
@@ -119,6 +120,14 @@ FORMATS: dict[Format, FormatSpec] = {
             suffixes=(".pt2", ".pt", ".pth"),
             runners=(RunnerSpec(Format.TORCH, "torch", "bridge.runtimes.torch_runner:TorchRunner", _TORCH_REQ,
                                 "torch", "torch", ("cpu", "cuda"), capture="bridge.runtimes.torch_capture:capture"),),
+        ),
+        FormatSpec(
+            Format.JAX,
+            "JAX function exported with jax.export .jaxexport (StableHLO; built from package.module:factory)",
+            artifact_name="model.jaxexport",
+            suffixes=(".jaxexport",),
+            runners=(RunnerSpec(Format.JAX, "jax", "bridge.runtimes.jax_runner:JaxRunner", ("jax",), "jax", "jax",
+                                ("cpu", "cuda")),),
         ),
         FormatSpec(
             Format.ONNX,

@@ -51,6 +51,18 @@ class HopResponse:
 
 
 @dataclass(frozen=True)
+class SourceCode:
+    """The ``package.module:factory`` the user named for this convert, for a hop that converts the Python code
+    itself (jax -> onnx: jax2onnx traces the function, which no saved artifact holds). Never read from a folder."""
+
+    reference: str
+    import_paths: tuple[Path, ...] = ()
+    """Directories put first on the child's sys.path (the user's working directory)."""
+    example_inputs: ExampleInputs | None = None
+    """The inputs the source was built with (as the user gave them), so the hop builds the same model."""
+
+
+@dataclass(frozen=True)
 class HopRequest(StepRequest[HopResponse]):
     """Convert `src` (whose signature relative to the source is `signature`) into `out_dir`."""
 
@@ -63,6 +75,7 @@ class HopRequest(StepRequest[HopResponse]):
     out_dir: Path
     options: ConvertOptions
     candidate: Candidate
+    code: SourceCode | None = None
 
 
 # --- materialize: build a factory's model and save it -----------------------------------------

@@ -41,7 +41,7 @@ from bridge.errors import InputError, NotApplicableError, UnsupportedRouteError,
 from bridge.formats import Format
 from bridge.isolation import run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
-from bridge.messages import HopRequest, HopResponse
+from bridge.messages import HopRequest, HopResponse, SourceCode
 from bridge.options import ConvertOptions
 from bridge.progress import Notifier
 from bridge.registry import Candidate, HopRegistry, HopSpec
@@ -129,8 +129,9 @@ class Pipeline:
     """The hops of one convert, run as checked hops into a staging directory."""
 
     def __init__(self, stage: Path, source_signature: Signature, options: ConvertOptions, registry: HopRegistry,
-                 runners: RunnerRegistry, notify: Notifier) -> None:
+                 runners: RunnerRegistry, notify: Notifier, code: SourceCode | None = None) -> None:
         self.stage = stage
+        self.code = code
         self.options = options
         self.registry = registry
         self.runners = runners
@@ -261,7 +262,7 @@ class Pipeline:
         log = self.relative(str(log_to))
         try:
             response = self._gated(lambda: run_isolated(
-                HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate),
+                HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code),
                 stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
             ))
         except NotApplicableError as exc:
@@ -329,8 +330,11 @@ class Pipeline:
         if not runnable:
             self._discard_others(tried, None)
             real = [a for a in attempts if a.outcome != NOT_APPLICABLE]
-            last = real[-1].message if real else "no candidate applies to this model"
-            error = (last if len(real) == 1 else f"no candidate made an artifact that runs ({len(real)} tried); last: {last}")
+            if real:
+                last = real[-1].message
+                error = last if len(real) == 1 else f"no candidate made an artifact that runs ({len(real)} tried); last: {last}"
+            else:  # every candidate declined: the reason the last one gave is the one to read
+                error = f"not applicable: {attempts[-1].message}" if attempts else "no candidate applies to this model"
             last_log = next((a.log for a in reversed(attempts) if a.log), None)
             return HopOutcome(hop, [], HopFailure(hop.name, error, self._failure_details.get(hop.name, ""), tuple(attempts),
                                                   log=last_log), None, None, self._not_run(hop, children))

@@ -165,6 +165,14 @@ DEFAULT_REGISTRY = HopRegistry(
     (
         HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx",
                 distribution="torch", candidates=_TORCH_TO_ONNX),
+        # A JAX source reaches TFLite through jax2tf's SavedModel rather than through ONNX: TensorFlow's converter
+        # lowers the StableHLO to builtin ops in the JAX layout, where onnx2tf would make an NHWC image input NCHW-
+        # shaped (docs/jax.md). That SavedModel holds an XlaCallModule op, which tf2onnx cannot read: ONNX comes
+        # from jax2onnx (jax -> onnx costs 1 in ties).
+        HopSpec(Format.JAX, Format.TF, "bridge.hops.jax_to_tf:JaxToTf", ("jax", "tensorflow"), "jax", "jax2tf",
+                distribution="jax"),
+        HopSpec(Format.JAX, Format.ONNX, "bridge.hops.jax_to_onnx:JaxToOnnx", ("jax2onnx", "jax", "onnx"), "jax", "jax2onnx",
+                preference=1),
         HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf",
                 candidates=_ONNX_TO_TFLITE),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",

@@ -163,7 +163,8 @@ class SourceResolver(abc.ABC):
         path, fmt, kind, note, specs = self.build(identified, context)
         if identified.format is not None and fmt != identified.format:
             raise InputError(f"{identified.display}: --from {identified.format.value} but it builds a {fmt.value} model; drop --from")
-        signature, kind, companions = self.describe(path, fmt, kind, specs, context)
+        signature, described, companions = self.describe(path, fmt, kind, specs, context)
+        kind = kind if fmt == Format.JAX else described  # jax_function, flax_nnx, flax_linen: what was built
         if specs is not None:
             specs.check_against(signature, path)
         if not path.is_relative_to(context.stage):
@@ -319,7 +320,8 @@ class FactoryResolver(SourceResolver):
     """``package.module:factory``: called in a child process; what it returns decides the format."""
 
     kind = SourceKind.FACTORY
-    description = "package.module:factory, Python code you name, built in a child process (a PyTorch, Transformers or Keras model)"
+    description = ("package.module:factory, Python code you name, built in a child process (a PyTorch, Transformers, "
+                   "Keras or JAX/Flax model; JAX needs bridge[jax])")
 
     def claims(self, model: Any) -> bool:
         return isinstance(model, str) and is_reference(model)
@@ -339,14 +341,17 @@ class FactoryResolver(SourceResolver):
             log_to=context.stage / "logs" / "source-materialize.log",
         )
         context.notify("done", "materialize", time.perf_counter() - started)
-        return response.path, response.format, response.kind, response.note, context.specs or response.example_inputs
+        # A JAX model's inputs come back in the order its artifact takes them (by name).
+        specs = response.example_inputs if response.format == Format.JAX else context.specs or response.example_inputs
+        return response.path, response.format, response.kind, response.note, specs
 
 
 class LiveObjectResolver(SourceResolver):
     """An nn.Module or Keras model handed to the library: saved in this process (it is already in memory)."""
 
     kind = SourceKind.LIVE_OBJECT
-    description = "an nn.Module, a Transformers PreTrainedModel or a Keras model passed to bridge.convert"
+    description = ("an nn.Module, a Transformers PreTrainedModel, a Keras model or a JAX model ((function, inputs), "
+                   "a Flax module) passed to bridge.convert")
 
     def claims(self, model: Any) -> bool:
         return live_format(model) is not None
@@ -360,9 +365,9 @@ class LiveObjectResolver(SourceResolver):
         context.notify("start", "materialize", 0.0)
         started = time.perf_counter()
         saved = materialize(identified.live, context.stage / "source", context.specs, context.options.dynamic_batch,
-                            torchscript=context.options.torch_exporter == "torchscript")
+                            torchscript=context.options.torch_exporter == "torchscript", origin="the model passed to bridge.convert")
         context.notify("done", "materialize", time.perf_counter() - started)
-        return saved.path, saved.format, saved.kind, saved.note, context.specs
+        return saved.path, saved.format, saved.kind, saved.note, saved.example_inputs if saved.format == Format.JAX else context.specs
 
 
 def copy_into(path: Path, companions: tuple[str, ...], directory: Path) -> Path:
@@ -384,12 +389,17 @@ def copy_into(path: Path, companions: tuple[str, ...], directory: Path) -> Path:
 
 
 def live_format(model: Any) -> Format | None:
-    """The format of a live model object: torch for an nn.Module, keras for a Keras model, else None."""
+    """The format of a live model object: torch for an nn.Module, keras for a Keras model, jax for a JAX
+    function with its inputs or a Flax module (bridge.hops.jax_model), else None."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         return Format.TORCH
     if type(model).__module__.startswith(("keras", "tf_keras", "tensorflow")):
         return Format.KERAS
+    from bridge.hops.jax_model import is_jax_model
+
+    if is_jax_model(model):
+        return Format.JAX
     return None
 
 
@@ -411,5 +421,5 @@ def resolver_for(model: Any, resolvers: Sequence[SourceResolver] = DEFAULT_RESOL
             return resolver
     raise InputError(
         f"cannot convert a {type(model).__name__}: pass a path, a package.module:factory reference, "
-        "an nn.Module or a Keras model"
+        "an nn.Module, a Keras model or a JAX model"
     )

@@ -73,7 +73,8 @@ def hop(request: HopRequest) -> HopResponse:
 
     hop_impl = request.hop.load()
     request.out_dir.mkdir(parents=True, exist_ok=True)
-    result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate))
+    result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate,
+                                       request.code))
     return HopResponse(
         produced=result.produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
         options=result.options, notes=result.notes,
@@ -88,7 +89,8 @@ def materialize(request: MaterializeRequest) -> MaterializeResponse:
     sys.path[:0] = [str(p) for p in request.import_paths]
     model = load_factory(request.reference)
     specs = request.example_inputs or factory_example_inputs(request.reference)
-    return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript)
+    return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript,
+                origin=request.reference)
 
 
 def pretrained(request: PretrainedRequest) -> MaterializeResponse:

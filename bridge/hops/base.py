@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.messages import Produced
+from bridge.messages import Produced, SourceCode
 from bridge.options import ConvertOptions
 from bridge.registry import DEFAULT_CANDIDATE, Candidate
 from bridge.signature import Signature
@@ -31,6 +31,8 @@ class HopJob:
     options: ConvertOptions
     candidate: Candidate = DEFAULT_CANDIDATE
     """Which of the hop's ways to use (its `settings` are the hop's to read)."""
+    code: SourceCode | None = None
+    """The factory the user named, when the source is code (only hops that convert code read it)."""
 
 
 @dataclass(frozen=True)

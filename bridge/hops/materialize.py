@@ -1,7 +1,8 @@
 """Save a built model (a factory's result or a live object) to a file every hop can read.
 
 PyTorch modules become an ExportedProgram (``torch.export``; a TorchScript trace when export cannot
-capture the model, recorded as the source kind); Keras models become ``.keras``. Which factory
+capture the model, recorded as the source kind); Keras models become ``.keras``; JAX functions and Flax modules a ``.jaxexport``
+(bridge.hops.jax_model). Which factory
 to call, and when, is the source layer's business (bridge.sources).
 """
 
@@ -19,7 +20,7 @@ from bridge.sources import live_format
 
 
 def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_batch: bool, *,
-                torchscript: bool = False) -> MaterializeResponse:
+                torchscript: bool = False, origin: str = "the model") -> MaterializeResponse:
     """Save `obj`; with `torchscript`, a PyTorch module is traced (for the TorchScript exporter)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = live_format(obj)
@@ -28,13 +29,18 @@ def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_ba
     if is_pretrained_model(obj):
         # Named inputs chosen from its config when none are given; outputs keep their Transformers names.
         return save_pretrained_program(obj, out_dir, specs, dynamic_batch, f"Transformers {type(obj).__name__}")
+    if fmt == Format.JAX:
+        from bridge.hops.jax_model import save_jax
+
+        return save_jax(obj, out_dir, specs, dynamic_batch, origin)
     if fmt == Format.TORCH:
         return _save_torch(obj, out_dir, specs, dynamic_batch, torchscript)
     if fmt == Format.KERAS:
         path = out_dir / "model.keras"
         obj.save(str(path))
         return MaterializeResponse(path, Format.KERAS, "keras", specs)
-    raise InputError(f"the factory returned a {type(obj).__name__}, not an nn.Module or a Keras model")
+    raise InputError(f"{origin}: returned a {type(obj).__name__}, not an nn.Module, a Keras model or a JAX model "
+                     "((function, inputs), a Flax module)")
 
 
 def _save_torch(module: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_batch: bool,

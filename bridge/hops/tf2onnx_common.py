@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import defaults
+from bridge.errors import NotApplicableError
 from bridge.runtimes.onnxruntime_runner import onnx_signature
 from bridge.runtimes.tensorflow_runner import SERVING_KEY
 from bridge.signature import Signature
@@ -24,6 +25,9 @@ def saved_model_to_onnx(saved_model: Path, out: Path, opset: int | None) -> tupl
     graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
         str(saved_model), None, None, tag=options["tag"], signatures=[SERVING_KEY], return_tensors_to_rename=True
     )
+    if any(node.op == "XlaCallModule" for node in graph_def.node):
+        raise NotApplicableError(f"{saved_model}: the SavedModel runs StableHLO in an XlaCallModule op (jax2tf writes "
+                                 "them), which tf2onnx cannot convert; make the ONNX from the JAX source (jax -> onnx)")
     model, _ = convert.from_graph_def(
         graph_def, input_names=inputs, output_names=outputs, opset=options["opset"],
         tensors_to_rename=renames, output_path=str(out),
