@@ -291,7 +291,11 @@ class Pipeline:
         ran = node.ran.result()
         parent_outputs = parent.outputs()
         if parent_outputs is None:
-            raise _ParentDidNotRun(parent.key)
+            if parent.key == "source":
+                raise _ParentDidNotRun(parent.key)
+            # A speculative child of a candidate that did not run: that candidate is abandoned, and so is this.
+            parent.abandoned.set()
+            return None, Attempt(made.candidate.name, FAILED, "not checked: the artifact it was made from did not run")
         source = self.source_outputs.result().outputs if self.source_outputs is not None else None
         precision = "float16" if "float16" in (node.precision, parent.precision) else "float32"
         batches = self.inputs.record.batches if self.inputs is not None else (1,)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from bridge.errors import HopError, NotApplicableError
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
@@ -62,7 +63,26 @@ class JaxToOnnx(Hop):
                             input_names=input_names, output_names=output_names)
         except NotImplementedError as exc:  # a primitive jax2onnx has no plugin for
             raise HopError(f"jax2onnx cannot convert {reference}: {str(exc).strip().splitlines()[0][:300]}") from exc
+        notes = drop_stale_shapes(proto)
         out = job.out_dir / "model.onnx"
         onnx.save(proto, str(out))
         signature = carry_layout(job.signature, onnx_signature(proto))
-        return HopResult((Produced(out, signature),), options=asdict(options))
+        return HopResult((Produced(out, signature),), options=asdict(options), notes=notes)
+
+
+def drop_stale_shapes(proto: Any) -> tuple[str, ...]:
+    """Remove the intermediate shapes (``value_info``) when ONNX's shape inference disagrees with them.
+
+    jax2onnx's layout pass removes transposes around convolutions but can leave the shapes it had
+    recorded in the other layout: onnxruntime then refuses the model. The shapes are annotations;
+    without them onnxruntime infers its own.
+    """
+    import onnx
+
+    try:
+        onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+        return ()
+    except onnx.shape_inference.InferenceError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        del proto.graph.value_info[:]
+        return (f"jax2onnx's intermediate shapes disagreed with ONNX shape inference ({first}); removed them",)

@@ -7,6 +7,7 @@ TensorFlow never load in the caller's process, nor together in one process. The 
   ``NAME.pt`` (TorchScript, ``torch.jit.trace``) when torch.export cannot capture the model,
   with the reason in `ExportResult.note`;
 * ``NAME.keras`` for Keras models;
+* ``NAME.jaxexport`` for JAX models (``jax.export``; convert them from their builder, which jax2onnx needs);
 * ``NAME.inputs.npz``: the registry's example inputs, keyed by input name, exact shapes.
 
 Existing files are not overwritten unless ``force`` (``--force``) is given.
@@ -51,7 +52,7 @@ def inputs_path(model: ZooModel, out_dir: Path) -> Path:
 
 def candidate_paths(model: ZooModel, out_dir: Path) -> tuple[Path, ...]:
     """Every file an export of `model` to `out_dir` may write (a torch model: .pt2 or .pt)."""
-    suffixes = (".pt2", ".pt") if model.source == "torch" else (".keras",)
+    suffixes = {"torch": (".pt2", ".pt"), "jax": (".jaxexport",)}.get(model.source, (".keras",))
     return (*(out_dir / f"{model.name}{s}" for s in suffixes), inputs_path(model, out_dir))
 
 
@@ -127,6 +128,11 @@ def export_here(request: ZooExportRequest) -> ZooExportResponse:
     built = model.build()
     if model.source == "torch":
         model_path, note = _save_torch(model, built, arrays, out_dir)
+    elif model.source == "jax":
+        from bridge.hops.jax_model import save_jax
+
+        saved = save_jax(built, out_dir, None, model.dynamic_batch, model.builder)
+        model_path, note = saved.path.rename(out_dir / f"{model.name}.jaxexport"), ""
     else:
         model_path, note = out_dir / f"{model.name}.keras", ""
         built.save(str(model_path))

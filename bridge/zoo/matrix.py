@@ -7,7 +7,7 @@ the report: the cumulative comparison source -> target, the target's CPU latency
 for a failure (the hop that failed, the representation that could not run, or the drift).
 Cells that a model declares in its ``known_failures`` are marked ``known`` with the declared reason.
 
-Hops that no default route takes (tf -> onnx, tflite -> onnx) are exercised by `FORCED_ROUTES`,
+Hops that no default route takes (tf -> onnx, tflite -> onnx, and onnx -> tflite from JAX) are exercised by `FORCED_ROUTES`,
 converted with ``via=`` for every model of the given source.
 
 Where it diverges: a failing cell whose artifact ran is localised (bridge.localization: the first
@@ -61,6 +61,8 @@ FORCED_ROUTES: tuple[ForcedRoute, ...] = (
     # SavedModel and from the TFLite file, the only routes that use the tf->onnx and tflite->onnx hops.
     ForcedRoute(Format.KERAS, (Format.TF,), Format.ONNX),
     ForcedRoute(Format.KERAS, (Format.TF, Format.TFLITE), Format.ONNX),
+    # A JAX model reaches TFLite through jax2tf by default; this is the other route, through jax2onnx and onnx2tf.
+    ForcedRoute(Format.JAX, (Format.ONNX,), Format.TFLITE),
 )
 
 
@@ -182,6 +184,11 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
     return cells
 
 
+def source_of(model: ZooModel, exported: Path) -> str | Path:
+    """What convert is given: the exported file, or for a JAX model its builder (jax2onnx traces the function)."""
+    return model.builder if model.source == "jax" else exported
+
+
 def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None = None,
               forced_routes: Sequence[ForcedRoute] = FORCED_ROUTES, localize: bool = True) -> ModelRun:
     """Export, convert (one call for every default target, one per forced route) and verify one model."""
@@ -217,7 +224,7 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
     divergences: list[Divergence] = []
     for job_targets, via, out_dir, is_forced, routes in jobs:
         try:
-            conversion = convert(exported.model_path, to=list(job_targets), via=via, out_dir=out_dir, force=True,
+            conversion = convert(source_of(model, exported.model_path), to=list(job_targets), via=via, out_dir=out_dir, force=True,
                                  strict=False, example_inputs=example_inputs)
         except BridgeError as exc:
             cells += _failed_cells(model, job_targets, routes, f"convert failed: {_first_line(str(exc))}", is_forced)
@@ -270,7 +277,7 @@ def _divergences(model: ZooModel, model_path: Path, example_inputs: Path | None,
                 continue
             out = work / f"{model.name}.{hop.replace('->', '-')}.{attempt.candidate}.bridge"
             try:
-                alone = convert(model_path, to=[artifact.format], only=(attempt.candidate,), out_dir=out, force=True,
+                alone = convert(source_of(model, model_path), to=[artifact.format], only=(attempt.candidate,), out_dir=out, force=True,
                                 strict=False, example_inputs=example_inputs)
             except BridgeError as exc:
                 found.append(Divergence(model.name, hop, attempt.candidate, attempt.outcome,

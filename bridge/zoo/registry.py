@@ -19,8 +19,9 @@ from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.signature import TensorSpec
 
-SOURCES = ("torch", "keras")
-"""The formats a zoo model can be written in (its builder returns an nn.Module or a Keras model)."""
+SOURCES = ("torch", "keras", "jax")
+"""The formats a zoo model can be written in (its builder returns an nn.Module, a Keras model, or a JAX model
+in a form bridge.hops.jax_model takes)."""
 TARGETS = tuple(f.value for f in Format)
 """The formats a known failure can name."""
 INPUTS_SEED = 0
@@ -259,6 +260,30 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="bridge.zoo.hf_models:build_vit",
         inputs=_float_input((1, 3, 32, 32), "pixel_values"),
+    ),
+    # JAX models are converted from their builder (a package.module:factory): jax2onnx needs the function.
+    ZooModel(
+        name="flax_cnn",
+        description="Flax NNX CNN on NHWC images: Conv, BatchNorm (measured statistics), strided Conv, mean pool, Linear 5",
+        source="jax",
+        builder="bridge.zoo.jax_models:build_flax_cnn",
+        inputs=_float_input((1, 16, 16, 3), "image"),
+        known_failures=(KnownFailure("torch", "jax2onnx writes Conv with auto_pad SAME_UPPER, which onnx2torch does not "
+                                              "implement"),),
+    ),
+    ZooModel(
+        name="flax_mlp",
+        description="Flax Linen MLP: Dense 12 -> 32, LayerNorm, tanh, Dense 3 (module, variables, inputs)",
+        source="jax",
+        builder="bridge.zoo.jax_models:build_flax_mlp",
+        inputs=_float_input((1, 12)),
+    ),
+    ZooModel(
+        name="jnp_function",
+        description="A jax.numpy function of x [2, 8] and y [2, 6] returning probabilities and projection (softmax, sigmoid gate)",
+        source="jax",
+        builder="bridge.zoo.jax_models:build_jnp_function",
+        inputs=(InputSpec("x", (2, 8)), InputSpec("y", (2, 6))),
     ),
 )
 
