@@ -104,7 +104,26 @@ CASES = {
     "hf-auto-map": Case("hf/auto_map", "onnx", ("auto_map loads Python code", "--trust-code")),
     "hf-config-not-json": Case("hf/config_not_json", "onnx", ("config.json: not valid JSON", "save_pretrained")),
     "hf-no-architectures": Case("hf/no_architectures", "onnx", ("no 'architectures' list", "--task")),
+    "jax-random": Case("random.jaxexport", "onnx", ("not a jax.export serialization", "convert it again")),
+    "jax-truncated": Case("truncated.jaxexport", "tflite", ("not a jax.export serialization", "convert it again")),
 }
+
+# JAX factories in the corpus (jax_factories.py) that return what bridge cannot convert: refused from the
+# child that built them, before any hop, nothing left behind.
+JAX_FACTORY_CASES = {
+    "not_a_model": ("returned a dict", "(function, inputs)"),
+    "params_do_not_fit": ("does not run on its inputs (x[1, 7] float32)", "make the inputs fit the parameters"),
+    "linen_without_variables": ("needs its variables", "return (module, variables)"),
+    "function_without_inputs": ("returned a function", "(function, inputs)"),
+}
+
+
+@pytest.mark.parametrize("factory", JAX_FACTORY_CASES, ids=JAX_FACTORY_CASES.keys())
+def test_bad_jax_factory_is_refused_and_leaves_nothing(factory: str, corpus: Path) -> None:
+    reference = f"jax_factories:{factory}"
+    result = bridge("convert", reference, "--to", "onnx", cwd=corpus)
+    assert_refused(result, reference, *JAX_FACTORY_CASES[factory])
+    assert leftovers(corpus) == []
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())

@@ -127,7 +127,7 @@ def test_a_valid_declaration_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"source": "jax"}, {"description": "two\nlines"}, {"builder": "bridge.zoo.torch_models.build_mlp"}, {"inputs": ()}],
+    [{"source": "mxnet"}, {"description": "two\nlines"}, {"builder": "bridge.zoo.torch_models.build_mlp"}, {"inputs": ()}],
     ids=["source", "description", "builder", "inputs"],
 )
 def test_zoo_model_rejects_malformed_fields(change: dict[str, Any]) -> None:
@@ -157,7 +157,7 @@ def test_export_writes_model_and_declared_inputs(name: str, exported: Callable[[
         pytest.skip(f"{model.source} is not installed")
     result = exported(name)
     assert result.model is model
-    expected_suffix = ".pt2" if model.source == "torch" else ".keras"
+    expected_suffix = {"torch": ".pt2", "jax": ".jaxexport"}.get(model.source, ".keras")
     assert result.model_path == result.model_path.parent / f"{name}{expected_suffix}", result.note
     assert result.model_path.is_file() and result.model_path.stat().st_size > 0
     assert result.note == "" and not result.fell_back

@@ -75,7 +75,8 @@ def as_jax_model(obj: Any, specs: ExampleInputs | None, origin: str) -> JaxModel
         if hasattr(head, "eval"):
             head.eval()
         return JaxModel(head, _inputs(parts[1] if len(parts) == 2 else None, specs, origin, head.__call__), "flax_nnx")
-    if isinstance(head, linen.Module) and len(parts) in (2, 3) and isinstance(parts[1], Mapping):
+    if isinstance(head, linen.Module) and len(parts) in (2, 3) and isinstance(parts[1], Mapping) \
+            and not _looks_like_inputs(parts[1]):
         module, variables = head, parts[1]
 
         def apply(*arrays: Any) -> Any:

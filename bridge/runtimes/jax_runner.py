@@ -76,7 +76,8 @@ class JaxRunner(Runner):
 
     @property
     def provider(self) -> str:
-        return f"{self._device.platform} ({self._device.device_kind})"
+        kind = str(self._device.device_kind)
+        return self._device.platform if kind == self._device.platform else f"{self._device.platform} ({kind})"
 
     def signature(self) -> Signature:
         return self._signature
