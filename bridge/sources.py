@@ -164,7 +164,8 @@ class SourceResolver(abc.ABC):
         if identified.format is not None and fmt != identified.format:
             raise InputError(f"{identified.display}: --from {identified.format.value} but it builds a {fmt.value} model; drop --from")
         signature, described, companions = self.describe(path, fmt, kind, specs, context)
-        kind = kind if fmt == Format.JAX else described  # jax_function, flax_nnx, flax_linen: what was built
+        # A JAX model built from code keeps what it was built from (jax_function, flax_nnx, flax_linen).
+        kind = kind if fmt == Format.JAX and self.kind in (SourceKind.FACTORY, SourceKind.LIVE_OBJECT) else described
         if specs is not None:
             specs.check_against(signature, path)
         if not path.is_relative_to(context.stage):
