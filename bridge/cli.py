@@ -34,6 +34,7 @@ from bridge.cli_output import (
 )
 from bridge.cli_params import FormatList, InputShape, OutputTolerance, ReportTarget
 from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError
+from bridge.formats import TFJS_INSTALL
 from bridge.huggingface import TASKS
 
 if TYPE_CHECKING:
@@ -461,12 +462,13 @@ def formats(verbose: int, quiet: bool, debug: bool) -> None:
     from bridge.registry import DEFAULT_REGISTRY
     from bridge.sources import DEFAULT_RESOLVERS
 
-    def state(missing: tuple[str, ...], extra: str) -> str:
-        return "ok" if not missing else f"missing {', '.join(missing)}: pip install 'bridge[{extra}]'"
+    def state(missing: tuple[str, ...], hint: str) -> str:
+        return "ok" if not missing else f"missing {', '.join(missing)}: {hint}"
 
     click.echo("sources:")
     for resolver in DEFAULT_RESOLVERS:
-        click.echo(f"  {resolver.kind.value:<17} {state(resolver.missing(), resolver.extra):<4} {resolver.description}")
+        hint = f"pip install 'bridge[{resolver.extra}]'"
+        click.echo(f"  {resolver.kind.value:<17} {state(resolver.missing(), hint):<4} {resolver.description}")
     click.echo("formats:")
     for spec in FORMATS.values():
         click.echo(f"  {spec.format.value:<7} {spec.description}")
@@ -474,10 +476,10 @@ def formats(verbose: int, quiet: bool, debug: bool) -> None:
     for spec in FORMATS.values():
         for runner in spec.runners:
             click.echo(f"  {spec.format.value:<7} {runner.runtime:<14} {'/'.join(runner.devices):<9} "
-                       f"{state(runner.missing(), runner.extra)}")
+                       f"{state(runner.missing(), runner.install_hint)}")
     click.echo("hops:")
     for hop in DEFAULT_REGISTRY:
-        click.echo(f"  {hop.name:<14} {hop.tool:<24} {state(hop.missing(), hop.extra)}")
+        click.echo(f"  {hop.name:<14} {hop.tool:<24} {state(hop.missing(), hop.install_hint)}")
 
 
 @main.command(context_settings=SUB_CONTEXT)
@@ -510,7 +512,8 @@ def env(json_path: Path | None) -> None:
         click.echo(f"  {name:<16} {version or 'not installed'}")
     click.echo("extras:")
     for extra, ok in found.extras().items():
-        click.echo(f"  {extra:<16} {'usable' if ok else 'incomplete: pip install ' + repr(f'bridge[{extra}]')}")
+        hint = TFJS_INSTALL if extra == "tfjs" else "pip install " + repr(f"bridge[{extra}]")
+        click.echo(f"  {extra:<16} {'usable' if ok else 'incomplete: ' + hint}")
     missing = [f"{u.name} (needs {', '.join(u.missing)})" for u in (*found.hops, *found.runtimes) if u.missing]
     for line in missing:
         click.echo(f"  missing: {line}")

@@ -31,8 +31,8 @@ class FormatList(click.ParamType[str]):
             self.fail("give at least one format", param, ctx)
         if self.allow_all and names == ["all"]:
             return "all"
-        try:
-            return ",".join(Format.parse(n).value for n in names)
+        try:  # "all,tfjs": every model format and a deployment form
+            return ",".join(n if (n == "all" and self.allow_all) else Format.parse(n).value for n in names)
         except InputError as exc:
             self.fail(str(exc), param, ctx)
 

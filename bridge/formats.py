@@ -26,6 +26,7 @@ class Format(str, enum.Enum):
     TF = "tf"
     KERAS = "keras"
     TFLITE = "tflite"
+    TFJS = "tfjs"
 
     def __str__(self) -> str:
         return self.value
@@ -71,14 +72,27 @@ class RunnerSpec:
     """The devices this runtime can ever use (whether one is present is asked at run time)."""
     capture: str | None = None
     """``module:function`` that runs one sample keeping every intermediate tensor (localisation), or None."""
+    check: str | None = None
+    """``module:function`` returning what else is missing that is not a Python module (a program, npm packages)."""
+    install: str = ""
+    """How to install what is missing, when ``pip install 'bridge[extra]'`` is not the way."""
 
     @property
     def key(self) -> tuple[Format, str]:
         return (self.format, self.runtime)
 
+    @property
+    def install_hint(self) -> str:
+        return self.install or f"pip install 'bridge[{self.extra}]'"
+
     def missing(self) -> tuple[str, ...]:
-        """The required modules that are not installed (found without importing them)."""
-        return tuple(m for m in self.requires if importlib.util.find_spec(m) is None)
+        """The required modules that are not installed (found without importing them), and what `check` reports."""
+        modules = tuple(m for m in self.requires if importlib.util.find_spec(m) is None)
+        if self.check is None:
+            return modules
+        import pkgutil
+
+        return (*modules, *pkgutil.resolve_name(self.check)())
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,8 @@ class FormatSpec:
     marker: str | None = None
     """For a directory format: the file whose presence inside identifies it."""
     runners: tuple[RunnerSpec, ...] = ()
+    deployment: bool = False
+    """A form a model is deployed in (TF.js) rather than a model format: ``--to all`` leaves it out; name it."""
 
     @property
     def is_directory(self) -> bool:
@@ -106,6 +122,8 @@ class FormatSpec:
         return path.suffix.lower() in self.suffixes
 
 
+TFJS_INSTALL = ("bash .ci/setup does it; by hand: pip install --no-deps tensorflowjs==4.22.0 tensorflow-hub==0.16.1 "
+                "(their declared dependencies conflict with the pinned TensorFlow) and npm ci --prefix bridge/runtimes/tfjs")
 _TORCH_REQ = ("torch",)
 _ORT_REQ = ("onnxruntime", "onnx")
 _TF_REQ = ("tensorflow",)
@@ -164,6 +182,17 @@ FORMATS: dict[Format, FormatSpec] = {
             runners=(RunnerSpec(Format.TFLITE, "litert", "bridge.runtimes.tflite_runner:TfliteRunner",
                                 ("ai_edge_litert",), "tf", "ai-edge-litert",
                                 capture="bridge.runtimes.tflite_capture:capture"),),
+        ),
+        FormatSpec(
+            Format.TFJS,
+            "TF.js graph model directory (model.json + weight shards), run in Node.js on TF.js's CPU and WebAssembly backends",
+            artifact_name="graph_model",
+            marker="model.json",
+            runners=tuple(
+                RunnerSpec(Format.TFJS, f"node-{backend}", f"bridge.runtimes.tfjs_runner:Node{backend.capitalize()}Runner", (),
+                           "tfjs", "tensorflowjs", check="bridge.runtimes.tfjs_runner:missing", install=TFJS_INSTALL)
+                for backend in ("cpu", "wasm")),
+            deployment=True,
         ),
     )
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import MissingExtraError, UnsupportedRouteError
-from bridge.formats import Format
+from bridge.formats import TFJS_INSTALL, Format
 
 if TYPE_CHECKING:
     from bridge.hops.base import Hop
@@ -57,6 +57,12 @@ class HopSpec:
     """The pip distribution whose version the manifest records for the artifacts this hop makes."""
     candidates: tuple[Candidate, ...] = (DEFAULT_CANDIDATE,)
     """The ways to make the artifact, in the order they are tried."""
+    install: str = ""
+    """How to install what is missing, when ``pip install 'bridge[extra]'`` is not the way."""
+
+    @property
+    def install_hint(self) -> str:
+        return self.install or f"pip install 'bridge[{self.extra}]'"
 
     def __post_init__(self) -> None:
         if not self.distribution:
@@ -85,7 +91,7 @@ class HopSpec:
         missing = self.missing()
         if missing:
             raise MissingExtraError(
-                f"hop {self.name} needs {', '.join(missing)}: pip install 'bridge[{self.extra}]'"
+                f"hop {self.name} needs {', '.join(missing)}: {self.install_hint}"
             )
         hop_class = pkgutil.resolve_name(self.target)
         hop: Hop = hop_class()
@@ -184,6 +190,8 @@ DEFAULT_REGISTRY = HopRegistry(
                 preference=1),
         HopSpec(Format.KERAS, Format.TF, "bridge.hops.keras_to_tf:KerasToTf", ("tensorflow", "keras"), "tf", "keras"),
         HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        HopSpec(Format.TF, Format.TFJS, "bridge.hops.tf_to_tfjs:TfToTfjs", ("tensorflowjs", "tensorflow", "tensorflow_hub"),
+                "tfjs", "tensorflowjs", install=TFJS_INSTALL),
         # A Keras source reaches TFLite through its own SavedModel (keras -> tf -> tflite) rather
         # than through ONNX, which would add two layout changes: keras -> onnx costs 1 in ties.
         HopSpec(Format.TF, Format.TFLITE, "bridge.hops.tf_to_tflite:TfToTflite", ("tensorflow",), "tf",

@@ -210,6 +210,10 @@ class ModelFileResolver(SourceResolver):
     def identify(self, model: Any, options: ConvertOptions) -> Identified:
         path = Path(model)
         fmt = options.from_format if options.from_format is not None and path.exists() else detect(path)
+        if fmt == Format.TFJS:  # its weight files are checked before anything plans or runs (no framework needed)
+            from bridge.runtimes.tfjs_runner import read_graph_model
+
+            read_graph_model(path)
         name = path.name if path.is_dir() else path.stem
         resolved = path.resolve()
         return Identified(self.kind, fmt, str(resolved), resolved.parent / f"{name}.bridge", path=resolved)

@@ -121,8 +121,6 @@ def run_samples(request: RunRequest) -> RunResponse:
     from bridge.inputs import write_npz
     from bridge.runtimes.base import LoadOptions
     from bridge.runtimes.registry import load_runner_class
-    from bridge.verification.timing import measure
-
     spec = request.runner
     sys.path[:0] = [str(p) for p in request.import_paths]
     if request.device not in spec.devices:
@@ -139,7 +137,7 @@ def run_samples(request: RunRequest) -> RunResponse:
             for name, value in result.items():
                 outputs[f"{i}/{name}"] = np.asarray(value)
         first = {name: array[0] for name, array in feeds_all.items()}
-        latencies = measure(runner.run, first, runner.synchronize, warmup=request.warmup, runs=request.runs)
+        latencies = runner.timed(first, warmup=request.warmup, runs=request.runs)
         write_npz(request.outputs, outputs)
         return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider)
     finally:

@@ -105,6 +105,8 @@ CASES = {
     "hf-config-not-json": Case("hf/config_not_json", "onnx", ("config.json: not valid JSON", "save_pretrained")),
     "hf-no-architectures": Case("hf/no_architectures", "onnx", ("no 'architectures' list", "--task")),
     "jax-random": Case("random.jaxexport", "onnx", ("not a jax.export serialization", "convert it again")),
+    "tfjs-missing-shard": Case("tfjs_missing_shard", "onnx", ("'group1-shard1of1.bin' is missing", "copy every shard")),
+    "tfjs-weights-outside": Case("tfjs_outside", "onnx", ("'../secret.bin' lies outside the model's folder", "refusing")),
     "jax-truncated": Case("truncated.jaxexport", "tflite", ("not a jax.export serialization", "convert it again")),
 }
 

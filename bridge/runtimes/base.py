@@ -64,6 +64,15 @@ class Runner(abc.ABC):
         """Files beside the artifact that loading it reads, relative to its directory (ONNX external data)."""
         return ()
 
+    def timed(self, feeds: dict[str, NDArray[Any]], *, warmup: int, runs: int) -> list[int]:
+        """Nanoseconds for each of `runs` calls after `warmup`: `bridge.verification.timing.measure` around `run`.
+
+        A runtime in another process (Node.js) overrides it to measure on its own side of the boundary.
+        """
+        from bridge.verification.timing import measure
+
+        return measure(self.run, feeds, self.synchronize, warmup=warmup, runs=runs)
+
     def synchronize(self) -> None:  # noqa: B027 - a no-op by default: only asynchronous devices wait
         """Wait for queued device work (CUDA) so timings measure the whole call."""
 

@@ -63,7 +63,7 @@ def load_runner_class(spec: RunnerSpec) -> type[Runner]:
     missing = spec.missing()
     if missing:
         raise MissingExtraError(
-            f"the {spec.runtime} runtime for {spec.format.value} needs {', '.join(missing)}: pip install 'bridge[{spec.extra}]'"
+            f"the {spec.runtime} runtime for {spec.format.value} needs {', '.join(missing)}: {spec.install_hint}"
         )
     cls: type[Runner] = pkgutil.resolve_name(spec.target)
     return cls

@@ -1,0 +1,90 @@
+"""TF.js: a SavedModel converted with the tensorflowjs converter (installed without its conflicting dependencies,
+beside a small stand-in for decision forests) and run in Node.js on TF.js's CPU and WebAssembly backends: two
+runtimes of one format, two rows in the report, latency measured in JavaScript."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge.conversion import parse_targets
+from bridge.formats import Format
+from bridge.registry import DEFAULT_REGISTRY
+from bridge.runtimes.tfjs_runner import missing
+from bridge.zoo import export
+from tests.conftest import run_bridge
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(missing()), reason=f"TF.js runners unavailable: {missing()}")]
+
+
+def _node_processes() -> list[str]:
+    found = subprocess.run(["pgrep", "-af", "runtimes/tfjs/run.js"], capture_output=True, text=True)
+    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="session")
+def two_io(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """The zoo's two-input, two-output model converted to TF.js and verified on the CPU."""
+    work = tmp_path_factory.mktemp("tfjs")
+    model = export("two_io", work).model_path
+    out, report = work / "two_io.bridge", work / "report.json"
+    result = run_bridge("verify", str(model), "--to", "tfjs", "-o", str(out), "--device", "cpu", "--samples", "3",
+                        "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(report.read_text())
+
+
+def test_a_graph_model_runs_in_node_on_two_backends_within_tolerance(two_io: tuple[Path, dict[str, object]]) -> None:
+    out, report = two_io
+    manifest = json.loads((out / "manifest.json").read_text())
+    tfjs = next(a for a in manifest["artifacts"] if a["format"] == "tfjs")
+    assert (tfjs["hop"], tfjs["tool"]) == ("tf->tfjs", {"name": "tensorflowjs", "version": "4.22.0"})
+    assert tfjs["check"]["passed"]
+    folder = out / tfjs["path"]
+    assert (folder / "model.json").is_file() and list(folder.glob("group1-shard*.bin"))
+    assert sorted(t["source_name"] for t in tfjs["inputs"]) == ["features", "image"]  # SavedModel signatures sort by name
+    rows = {(r["name"], r["runtime"]): r for r in report["representations"]}  # type: ignore[attr-defined]
+    cpu, wasm = rows[("tfjs", "node-cpu")], rows[("tfjs:node-wasm", "node-wasm")]
+    assert cpu["status"] == wasm["status"] == "ok"
+    assert cpu["latency_ms"]["p50"] > 0 and wasm["latency_ms"]["p50"] > 0  # measured inside JavaScript
+    passed = {c["dst"]: c["passed"] for c in report["cumulative"]}  # type: ignore[attr-defined]
+    assert passed["tfjs"] and passed["tfjs:node-wasm"]
+    assert _node_processes() == []
+
+
+def test_the_wasm_backend_is_checked_on_its_own(tmp_path: Path) -> None:
+    """The MLP's graph runs right on TF.js's CPU backend and wrong on its WebAssembly one (TF.js 4.22): only that row fails."""
+    model = export("mlp", tmp_path).model_path
+    report = tmp_path / "report.json"
+    result = run_bridge("verify", str(model), "--to", "tfjs", "-o", str(tmp_path / "mlp.bridge"), "--device", "cpu",
+                        "--samples", "3", "--json", str(report))
+    assert result.returncode == 1, result.stderr
+    assert "tfjs -> tfjs:node-wasm" in result.stderr
+    passed = {c["dst"]: c["passed"] for c in json.loads(report.read_text())["cumulative"]}
+    assert passed == {"tf": True, "onnx": True, "tfjs": True, "tfjs:node-wasm": False}
+    assert _node_processes() == []
+
+
+def test_all_means_the_model_formats_and_deployment_forms_are_named() -> None:
+    assert Format.TFJS not in parse_targets("all", Format.TORCH, DEFAULT_REGISTRY)
+    assert parse_targets("all,tfjs", Format.TORCH, DEFAULT_REGISTRY)[-1] == Format.TFJS
+    assert parse_targets("tfjs", Format.TORCH, DEFAULT_REGISTRY) == (Format.TFJS,)
+
+
+def test_the_decision_forests_stand_in_lives_only_while_tensorflowjs_is_imported() -> None:
+    code = textwrap.dedent("""
+        import sys
+        from bridge.hops.tf_to_tfjs import SHIM, decision_forests_shim
+        with decision_forests_shim():
+            import tensorflowjs.converters.tf_saved_model_conversion_v2 as tfjs
+            assert SHIM in sys.modules
+        assert SHIM not in sys.modules and callable(tfjs.convert_tf_saved_model)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "ok", result.stderr[-2000:]
