@@ -37,7 +37,7 @@ def test_unrecognised_paths_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         detect(tmp_path / "absent.onnx")
     (tmp_path / "d").mkdir()
-    with pytest.raises(InputError, match="not a SavedModel.*no saved_model.pb inside"):
+    with pytest.raises(InputError, match="not a SavedModel.*no saved_model.pb or model.json inside"):
         detect(tmp_path / "d")
     (tmp_path / "m.bin").write_bytes(b"x")
     with pytest.raises(InputError, match=r"suffix '.bin'.*\.onnx.*--from"):
@@ -46,5 +46,5 @@ def test_unrecognised_paths_say_what_to_do(tmp_path: Path) -> None:
 
 def test_parse_names_the_valid_formats() -> None:
     assert Format.parse(" ONNX ") is Format.ONNX and Format.parse(Format.TF) is Format.TF
-    with pytest.raises(InputError, match="unknown format 'coreml': use one of torch, onnx"):
+    with pytest.raises(InputError, match="unknown format 'coreml': use one of torch, jax, onnx, tf, keras, tflite, tfjs"):
         Format.parse("coreml")

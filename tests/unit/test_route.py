@@ -74,8 +74,10 @@ def test_duplicate_hop_is_refused() -> None:
 
 
 def test_reachable_from_each_source() -> None:
-    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.TFLITE)
-    assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE)
+    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
+    assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
+    assert reachable(Format.JAX) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
+    assert reachable(Format.TFJS) == ()
 
 
 def test_listing_hops_and_planning_import_no_framework() -> None:
