@@ -83,6 +83,21 @@ def test_task_and_sequence_length_choose_the_class_and_the_inputs(pretrained: Pa
     assert not (tmp_path / "x.bridge").exists()
 
 
+def test_a_live_pretrained_model_converts_with_its_names(tmp_path: Path) -> None:
+    """The light form of the heavy test below: one live model, one hop."""
+    found = _python(f"""
+        import numpy as np
+        import bridge
+        from bridge.zoo import hf_models
+        feeds = {{"input_ids": np.arange(16, dtype=np.int64)[None] % 100, "attention_mask": np.ones((1, 16), np.int64)}}
+        conversion = bridge.convert(hf_models.build_gpt2(), to="onnx", example_inputs=feeds, out_dir={str(tmp_path / "g.bridge")!r})
+        [artifact] = conversion.artifacts
+        print([o.source_name for o in artifact.outputs], artifact.verified)
+    """)
+    assert found == "['logits'] True"
+
+
+@pytest.mark.heavy  # 2 min; the folder tests convert the same models to every format, the light test above one live one
 def test_live_pretrained_models_convert_with_their_names(tmp_path: Path) -> None:
     found = _python(f"""
         import json

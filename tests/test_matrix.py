@@ -66,7 +66,7 @@ def test_render_marks_known_failures_and_escapes_pipes() -> None:
         cells, divergences=where)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 70 s; the full matrix (python -m bridge.zoo.matrix) runs the same code on every model
 def test_matrix_small_subset() -> None:
     cells = [cell for run in run_matrix(["mlp", "conv1d"], localize=False) for cell in run.cells]
     by_key = {(c.model, c.target): c for c in cells}
@@ -84,7 +84,7 @@ def test_matrix_small_subset() -> None:
     assert conv1d_tf.max_abs is not None and conv1d_tf.max_abs < 1e-4
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 70 s; tests/test_localization.py localises the same LSTM candidate outside the matrix
 def test_a_candidate_the_hop_rejected_is_localised() -> None:
     [run] = run_matrix(["lstm"], ["tflite"])
     assert [c.status for c in run.cells] == [PASS]  # tf_converter was kept
