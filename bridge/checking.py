@@ -45,14 +45,51 @@ class CheckInputs:
     record: ChecksRecord
 
 
-def make_check_inputs(signature: Signature, work: Path) -> CheckInputs:
-    """Generate the check inputs (seeded, integers 0 or 1) and note their sha256."""
-    batches = (1, 2) if any(s.dynamic_batch for s in signature.inputs) else (1,)
+def make_check_inputs(signature: Signature, work: Path, length: int | None = None) -> CheckInputs:
+    """Generate the check inputs (seeded, integers 0 or 1) and note their sha256.
+
+    With a symbolic sequence axis (`length`, the example's), the sets run at that length, and one
+    more at batch 1 and a shorter length shows the axis really is dynamic where an artifact keeps it so.
+    """
+    if not any(not isinstance(d, int) for s in signature.inputs for d in s.shape[1:]):
+        length = None  # no symbolic axis after the batch: a given length is already in the shapes
+    sizes = [(1, length)] + ([(2, length)] if any(s.dynamic_batch for s in signature.inputs) else [])
+    if length is not None and max(2, length // 2) != length:
+        sizes.append((1, max(2, length // 2)))
     variants = tuple(inputs_mod.generate(signature, seed=defaults.CHECK_SEED, samples=defaults.CHECK_SAMPLES,
-                                         int_high=defaults.CHECK_INT_HIGH, batch=b) for b in batches)
-    digest = inputs_mod.save_npz({f"{k}@batch{b}": v for b, arrays in zip(batches, variants, strict=True)
-                                  for k, v in arrays.items()}, work / "check_inputs.npz")
-    return CheckInputs(variants, ChecksRecord(defaults.CHECK_SEED, defaults.CHECK_SAMPLES, digest, batches))
+                                         int_high=defaults.CHECK_INT_HIGH, batch=b, length=n) for b, n in sizes)
+    digest = inputs_mod.save_npz({f"{k}@{_label(b, n, length is not None).replace(' ', '')}": v
+                                  for (b, n), arrays in zip(sizes, variants, strict=True) for k, v in arrays.items()},
+                                 work / "check_inputs.npz")
+    record = ChecksRecord(defaults.CHECK_SEED, defaults.CHECK_SAMPLES, digest, tuple(b for b, _ in sizes),
+                          tuple(n for _, n in sizes) if length is not None else ())
+    return CheckInputs(variants, record)
+
+
+def _label(batch: int, length: int | None, with_length: bool) -> str:
+    return f"batch {batch}" + (f" length {length}" if with_length else "")
+
+
+def variant_label(record: ChecksRecord, index: int) -> str:
+    """How input set `index` is named in messages and logs: ``batch 2``, ``batch 1 length 8``."""
+    length = record.lengths[index] if index < len(record.lengths) else None
+    return _label(record.batches[index], length, bool(record.lengths))
+
+
+def _log_suffix(record: ChecksRecord, index: int) -> str:
+    return "" if index == 0 else "." + variant_label(record, index).replace(" ", "")
+
+
+def _fits(subject: Subject, arrays: dict[str, NDArray[Any]]) -> bool:
+    """Whether every fixed dimension of the subject's inputs matches the set (an artifact that froze an axis does not)."""
+    feeds = feeds_for(subject, arrays)
+    for spec in subject.signature.inputs:
+        shape = feeds[spec.name].shape[1:] if spec.name in feeds else None
+        if shape is None or len(shape) != len(spec.shape):
+            return False
+        if any(isinstance(d, int) and d > 0 and d != s for d, s in zip(spec.shape, shape, strict=True)):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -60,7 +97,8 @@ class Ran:
     """One subject run on the check inputs (each batch size): its outputs, or why it did not run."""
 
     runtime: str
-    outputs: tuple[Outputs, ...] | None
+    outputs: tuple[Outputs | None, ...] | None
+    """One per input set; None for a set the subject's fixed shape does not take."""
     error: str | None = None
     unavailable: bool = False
     """It could not run on this machine at all (a float16-compute TFLite on CPU): not a verdict on the file."""
@@ -74,21 +112,22 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
     """Run `subject` on the check inputs in its format's reference runtime, on CPU, in a child process."""
     started = time.perf_counter()
     runner = runners.primary(subject.format)
-    results: list[Outputs] = []
-    dynamic = any(s.dynamic_batch for s in subject.signature.inputs)
+    results: list[Outputs | None] = []
     with tempfile.TemporaryDirectory(prefix="bridge-check-") as tmp:
-        for index, arrays in enumerate(inputs.variants if dynamic else inputs.variants[:1]):
+        for index, arrays in enumerate(inputs.variants):
+            if index and not _fits(subject, arrays):  # a fixed batch or length runs the first set only
+                results.append(None)
+                continue
             feeds_path = Path(tmp, f"feeds{index}.npz")
             inputs_mod.write_npz(feeds_path, feeds_for(subject, arrays))
             rep, outputs = run_representation(
                 Slot(subject, runner, "cpu", primary=True), feeds_path, Path(tmp), defaults.CHECK_SAMPLES,
                 runs=0, warmup=0, timeout=options.timeout, trust_pickle=options.trust_pickle, trust_code=options.trust_code,
                 tag=str(index), nice=defaults.CHECK_NICE,
-                log_to=log_to.with_name(f"{log_to.stem}{'' if index == 0 else f'.batch{inputs.record.batches[index]}'}.log")
-                if log_to is not None else None,
+                log_to=log_to.with_name(f"{log_to.stem}{_log_suffix(inputs.record, index)}.log") if log_to is not None else None,
             )
             if rep.status != OK or outputs is None:
-                batch = f" at batch {inputs.record.batches[index]}" if index else ""
+                batch = f" at {variant_label(inputs.record, index)}" if index else ""
                 return Ran(runner.runtime, None, f"{rep.error or 'did not run'}{batch}",
                            unavailable=rep.status == UNAVAILABLE, seconds=time.perf_counter() - started, log=rep.log)
             results.append(outputs)
@@ -100,19 +139,24 @@ def tolerance_rules(options: ConvertOptions) -> ToleranceRules:
     return ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
 
 
-def judge(name: str, parent: str, ran: Ran, parent_outputs: tuple[Outputs, ...], source_outputs: tuple[Outputs, ...] | None,
-          source: Signature, precision: str, rules: ToleranceRules, batches: tuple[int, ...] = (1,)) -> tuple[Check | None, Attempt]:
+def judge(name: str, parent: str, ran: Ran, parent_outputs: tuple[Outputs | None, ...],
+          source_outputs: tuple[Outputs | None, ...] | None, source: Signature, precision: str, rules: ToleranceRules,
+          record: ChecksRecord | None = None) -> tuple[Check | None, Attempt]:
     """The check record and the attempt's outcome for one artifact that was run (or could not be)."""
     if ran.outputs is None:
         return None, Attempt("", UNRUNNABLE, f"{name} would not run in {ran.runtime}: {_first_line(ran.error or '')}",
                              seconds=ran.seconds)
     drifts: list[OutputDrift] = []
     against_source: list[OutputDrift] = []
-    for index, (mine, theirs) in enumerate(zip(ran.outputs, parent_outputs, strict=False)):  # a fixed batch ran one set
+    for index, (mine, theirs) in enumerate(zip(ran.outputs, parent_outputs, strict=False)):
+        if mine is None or theirs is None:  # a set one of them does not take (a fixed batch or length)
+            continue
         found = compare_outputs(parent, name, theirs, mine, source, rules, precision, same_nonfinite_agrees=True)
-        drifts.extend(replace(d, name=f"{d.name} (batch {batches[index]})") if index else d for d in found)
-        if source_outputs is not None and index < len(source_outputs):
-            against_source.extend(compare_outputs("source", name, source_outputs[index], mine, source, rules, precision,
+        label = variant_label(record, index) if record is not None and index else ""
+        drifts.extend(replace(d, name=f"{d.name} ({label})") if label else d for d in found)
+        at_source = source_outputs[index] if source_outputs is not None and index < len(source_outputs) else None
+        if at_source is not None:
+            against_source.extend(compare_outputs("source", name, at_source, mine, source, rules, precision,
                                                   same_nonfinite_agrees=True))
     checked = tuple(_checked(d) for d in drifts)
     cumulative = None

@@ -209,6 +209,10 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
                      help="Hugging Face folder: load it with this task's Auto class instead of the config's architectures."),
         click.option("--seq-len", type=click.IntRange(min=1), help="Hugging Face text model: sequence length of its inputs."),
         click.option("--image-size", type=click.IntRange(min=1), help="Hugging Face vision model: image size of its inputs."),
+        click.option("--dynamic-seq", is_flag=True,
+                     help="Hugging Face text model: keep the sequence axis symbolic where the hops allow it."),
+        click.option("--kv-cache", is_flag=True,
+                     help="Hugging Face causal LM: add its key/value cache to the outputs (present.N.key, present.N.value)."),
         click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance for every output."),
         click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance for every output."),
         click.option("--tol", multiple=True, type=OutputTolerance(), help="OUTPUT=ATOL for one output (repeatable)."),
@@ -226,7 +230,7 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
         fp16=kw["fp16"], timeout=kw["timeout"], trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
         torch_exporter=kw["torch_exporter"], check=not kw["no_check"], prefer=kw["prefer"], only=kw["only"],
         atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]), task=kw["task"], seq_len=kw["seq_len"],
-        image_size=kw["image_size"],
+        image_size=kw["image_size"], dynamic_seq=kw["dynamic_seq"], kv_cache=kw["kv_cache"],
     )
 
 

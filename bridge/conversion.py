@@ -139,6 +139,8 @@ def convert(
     task: str | None = None,
     seq_len: int | None = None,
     image_size: int | None = None,
+    dynamic_seq: bool | None = None,
+    kv_cache: bool | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
@@ -157,7 +159,7 @@ def convert(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
         timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
         check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol, task=task, seq_len=seq_len,
-        image_size=image_size,
+        image_size=image_size, dynamic_seq=dynamic_seq, kv_cache=kv_cache,
     )
     notify = Notifier(progress)
     specs = parse_example_inputs(example_inputs, input_shapes)
@@ -171,6 +173,8 @@ def convert(
     try:
         context = SourceContext(options, specs, stage, runners, notify)
         prepared = resolver.prepare(identified, context)
+        if prepared.record.sequence_length is not None:  # a dynamic sequence axis: checks and hops use the example's length
+            options = replace(options, seq_len=prepared.record.sequence_length)
         targets = parse_targets(to, prepared.format, registry)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
         log.info("route: %s", route.describe())

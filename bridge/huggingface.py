@@ -167,13 +167,15 @@ def int_highs(config: dict[str, Any]) -> dict[str, int]:
 
 
 EAGER_PRETRAINED = "pretrained:"
-"""verify's eager source for a Hugging Face folder: ``pretrained:TASK:DIRECTORY`` (TASK may be empty)."""
+"""verify's eager source for a Hugging Face folder: ``pretrained:TASK:CACHE:DIRECTORY`` (TASK may be empty; CACHE is
+``kv`` when the program returns the key/value cache, else empty)."""
 
 
-def eager_reference(directory: Path, task: str | None) -> str:
-    return f"{EAGER_PRETRAINED}{task or ''}:{directory}"
+def eager_reference(directory: Path, task: str | None, kv_cache: bool = False) -> str:
+    return f"{EAGER_PRETRAINED}{task or ''}:{'kv' if kv_cache else ''}:{directory}"
 
 
-def parse_eager_reference(reference: str) -> tuple[Path, str | None]:
-    task, _, directory = reference.removeprefix(EAGER_PRETRAINED).partition(":")
-    return Path(directory), task or None
+def parse_eager_reference(reference: str) -> tuple[Path, str | None, bool]:
+    task, _, rest = reference.removeprefix(EAGER_PRETRAINED).partition(":")
+    cache, _, directory = rest.partition(":")
+    return Path(directory), task or None, cache == "kv"

@@ -134,18 +134,19 @@ def save_npz(arrays: Mapping[str, NDArray[Any]], path: Path) -> str:
 
 
 def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
-             int_highs: Mapping[str, int] | None = None, batch: int = 1) -> dict[str, NDArray[Any]]:
+             int_highs: Mapping[str, int] | None = None, batch: int = 1, length: int | None = None) -> dict[str, NDArray[Any]]:
     """Reproducible inputs for every source input: ``[samples, *shape]`` arrays.
 
     Floats are standard normal; integers are uniform in ``[0, high)`` where high is the
     model's embedding size when known (`int_highs`), else `int_high`; an integer input named
     ``attention_mask`` is ones then a padded tail of zeros (at least one real token); a symbolic
-    first dimension becomes `batch`, other symbolic dims 1.
+    first dimension becomes `batch`, other symbolic dims `length` (the source's example length, a
+    dynamic sequence axis), else 1.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, NDArray[Any]] = {}
     for spec in signature.inputs:
-        dims = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else 1) for i, d in enumerate(spec.shape)]
+        dims = [d if isinstance(d, int) and d > 0 else (batch if i == 0 else length or 1) for i, d in enumerate(spec.shape)]
         shape = (samples, *dims)
         dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
         if dtype.kind == "f":

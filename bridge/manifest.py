@@ -162,6 +162,8 @@ class Pretrained:
     architecture: str
     """The Transformers class that loads it (from the config's architectures, or --task's Auto class)."""
     task: str | None = None
+    kv_cache: bool = False
+    """The program returns the key/value cache too (``--kv-cache``): the eager model is rebuilt to return it."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,9 @@ class Source:
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
     notes: tuple[str, ...] = ()
     pretrained: Pretrained | None = None
+    sequence_length: int | None = None
+    """The size a symbolic dimension after the batch had in the example the source was built with (a Hugging Face
+    model's ``--dynamic-seq``): checks and verify feed that length, and checks a second one."""
     """For a Hugging Face folder: where its copy is, and how it is loaded (verify runs it eagerly)."""
 
     @property
@@ -213,7 +218,9 @@ class ChecksRecord:
     samples: int
     sha256: str
     batches: tuple[int, ...] = (1,)
-    """The batch sizes each artifact ran at: 1, and 2 as well when the source's batch is symbolic."""
+    """The batch size of each input set: 1, and 2 as well when the source's batch is symbolic."""
+    lengths: tuple[int | None, ...] = ()
+    """The length of a symbolic sequence axis in each input set (the example's, then a shorter one); empty when none."""
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,19 @@ class MaterializeResponse:
 
 
 @dataclass(frozen=True)
+class HfExport:
+    """How a Transformers model is exported beyond its inputs (``--dynamic-seq``, ``--kv-cache``)."""
+
+    dynamic_seq: bool = False
+    kv_cache: bool = False
+
+    @classmethod
+    def of(cls, options: Any) -> HfExport | None:
+        """From ConvertOptions; None when neither is asked for."""
+        return cls(options.dynamic_seq, options.kv_cache) if options.dynamic_seq or options.kv_cache else None
+
+
+@dataclass(frozen=True)
 class MaterializeRequest(StepRequest[MaterializeResponse]):
     """Call ``package.module:factory`` and save what it builds into `out_dir`."""
 
@@ -102,6 +115,7 @@ class MaterializeRequest(StepRequest[MaterializeResponse]):
     out_dir: Path
     example_inputs: ExampleInputs | None = None
     dynamic_batch: bool = False
+    hf: HfExport | None = None
     torchscript: bool = False
     """Trace a PyTorch module to TorchScript (for the TorchScript exporter) instead of torch.export."""
     import_paths: tuple[Path, ...] = ()
@@ -122,6 +136,7 @@ class PretrainedRequest(StepRequest[MaterializeResponse]):
     dynamic_batch: bool = False
     trust_code: bool = False
     shown: Path | None = None
+    hf: HfExport | None = None
     """The folder the user named (``directory`` is bridge's copy of it): messages name it."""
 
 

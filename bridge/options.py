@@ -63,6 +63,10 @@ class ConvertOptions:
     """For a Hugging Face text model: the sequence length of its inputs (default: the config's, at most 128)."""
     image_size: int | None = None
     """For a Hugging Face vision model: the image size of its inputs (default: the config's)."""
+    dynamic_seq: bool = False
+    """For a Hugging Face text model: the sequence axis (dim 1 of its inputs) symbolic where the hops allow it."""
+    kv_cache: bool = False
+    """For a Hugging Face causal LM: its key/value cache as outputs too (``present.N.key``, ``present.N.value``)."""
 
     def __post_init__(self) -> None:
         _check_tolerances(self.atol, self.rtol, self.tol)

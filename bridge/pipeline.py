@@ -94,7 +94,7 @@ class Node:
     abandoned: threading.Event = field(default_factory=threading.Event)
     """Set when its check failed: work started from it is discarded."""
 
-    def outputs(self) -> tuple[Outputs, ...] | None:
+    def outputs(self) -> tuple[Outputs | None, ...] | None:
         return self.ran.result().outputs if self.ran is not None else None
 
 
@@ -173,7 +173,7 @@ class Pipeline:
         """Run every hop of `route` from the source; returns the outcome tree of each first-level hop."""
         source = Node(route.source, "source", source_path, source_signature)
         if self.options.check:
-            self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR)
+            self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR, self.options.seq_len)
             subject = subject_for("source", route.source, source_path, source_signature)
             source.ran = self._spawn(partial(self._run_check, subject, "check-source"))
             self.source_outputs = source.ran
@@ -298,9 +298,8 @@ class Pipeline:
             return None, Attempt(made.candidate.name, FAILED, "not checked: the artifact it was made from did not run")
         source = self.source_outputs.result().outputs if self.source_outputs is not None else None
         precision = "float16" if "float16" in (node.precision, parent.precision) else "float32"
-        batches = self.inputs.record.batches if self.inputs is not None else (1,)
         check, attempt = judge(node.key, parent.key, ran, parent_outputs, source, self._signature, precision, self._rules,
-                               batches)
+                               self.inputs.record if self.inputs is not None else None)
         return (replace(check, log=self.relative(ran.log)) if check is not None else None), attempt
 
     def _keep(self, hop: HopSpec, made: _Made, parent: Node, check: Check | None, attempts: list[Attempt],

@@ -28,7 +28,7 @@ from bridge.formats import Format, detect
 from bridge.inputs import ExampleInputs
 from bridge.isolation import run_isolated
 from bridge.manifest import Pretrained, Source, sha256_of
-from bridge.messages import InspectRequest, MaterializeRequest, PretrainedRequest
+from bridge.messages import HfExport, InspectRequest, MaterializeRequest, PretrainedRequest
 from bridge.options import ConvertOptions
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature, TensorSpec
@@ -175,6 +175,7 @@ class SourceResolver(abc.ABC):
         record = Source(
             path=identified.display, format=fmt, kind=kind, origin=self.kind.value, sha256=digest, bytes=size,
             inputs=signature.inputs, outputs=signature.outputs, materialized=materialized, notes=(note,) if note else (),
+            sequence_length=example_length(signature, specs),
         )
         return Prepared(record, path, specs)
 
@@ -210,6 +211,9 @@ class ModelFileResolver(SourceResolver):
     def identify(self, model: Any, options: ConvertOptions) -> Identified:
         path = Path(model)
         fmt = options.from_format if options.from_format is not None and path.exists() else detect(path)
+        if HfExport.of(options) is not None:
+            raise InputError(f"{path}: --dynamic-seq and --kv-cache apply to Hugging Face Transformers models (a "
+                             "save_pretrained folder, a PreTrainedModel); export this one with its own dynamic axes")
         if fmt == Format.TFJS:  # its weight files are checked before anything plans or runs (no framework needed)
             from bridge.runtimes.tfjs_runner import read_graph_model
 
@@ -268,7 +272,7 @@ class PretrainedResolver(SourceResolver):
         started = time.perf_counter()
         response = run_isolated(
             PretrainedRequest(copy, context.stage / "source", options.task, specs, options.dynamic_batch, options.trust_code,
-                              shown=identified.path),
+                              shown=identified.path, hf=HfExport.of(options)),
             stage="load the Transformers model", timeout=options.timeout, hide_gpu=True,
             log_to=context.stage / "logs" / "source-materialize.log",
         )
@@ -283,7 +287,8 @@ class PretrainedResolver(SourceResolver):
         prepared = super().prepare(identified, context)
         assert identified.path is not None
         pretrained = read_pretrained(identified.path, task=context.options.task, trust_code=context.options.trust_code)
-        record = replace(prepared.record, pretrained=Pretrained(self.COPY, pretrained.architecture, context.options.task))
+        record = replace(prepared.record, pretrained=Pretrained(self.COPY, pretrained.architecture, context.options.task,
+                                                                  context.options.kv_cache))
         return replace(prepared, record=record)
 
 
@@ -341,6 +346,7 @@ class FactoryResolver(SourceResolver):
         started = time.perf_counter()
         response = run_isolated(
             MaterializeRequest(identified.reference, context.stage / "source", context.specs, context.options.dynamic_batch,
+                               hf=HfExport.of(context.options),
                                torchscript=context.options.torch_exporter == "torchscript", import_paths=(Path.cwd(),)),
             stage="materialize", timeout=context.options.timeout, hide_gpu=True,
             log_to=context.stage / "logs" / "source-materialize.log",
@@ -370,9 +376,24 @@ class LiveObjectResolver(SourceResolver):
         context.notify("start", "materialize", 0.0)
         started = time.perf_counter()
         saved = materialize(identified.live, context.stage / "source", context.specs, context.options.dynamic_batch,
-                            torchscript=context.options.torch_exporter == "torchscript", origin="the model passed to bridge.convert")
+                            torchscript=context.options.torch_exporter == "torchscript", origin="the model passed to bridge.convert",
+                            hf=HfExport.of(context.options))
         context.notify("done", "materialize", time.perf_counter() - started)
         return saved.path, saved.format, saved.kind, saved.note, saved.example_inputs if saved.format == Format.JAX else context.specs
+
+
+def example_length(signature: Signature, specs: ExampleInputs | None) -> int | None:
+    """The example's size at the first symbolic dimension after the batch (a dynamic sequence axis), or None."""
+    if specs is None:
+        return None
+    given = {s.name: s.shape for s in specs.specs}
+    for spec in signature.inputs:
+        for axis, dim in enumerate(spec.shape[1:], start=1):
+            example = given.get(spec.name, ())
+            size = example[axis] if axis < len(example) else None
+            if not isinstance(dim, int) and isinstance(size, int):
+                return size
+    return None
 
 
 def copy_into(path: Path, companions: tuple[str, ...], directory: Path) -> Path:

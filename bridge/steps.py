@@ -90,7 +90,7 @@ def materialize(request: MaterializeRequest) -> MaterializeResponse:
     model = load_factory(request.reference)
     specs = request.example_inputs or factory_example_inputs(request.reference)
     return save(model, request.out_dir, specs, request.dynamic_batch, torchscript=request.torchscript,
-                origin=request.reference)
+                origin=request.reference, hf=request.hf)
 
 
 def pretrained(request: PretrainedRequest) -> MaterializeResponse:
@@ -98,7 +98,7 @@ def pretrained(request: PretrainedRequest) -> MaterializeResponse:
     from bridge.hops.huggingface import materialize_dir
 
     return materialize_dir(request.directory, request.out_dir, request.model_task, request.example_inputs,
-                           request.dynamic_batch, request.trust_code, request.shown)
+                           request.dynamic_batch, request.trust_code, request.shown, request.hf)
 
 
 def inspect(request: InspectRequest) -> InspectResponse:

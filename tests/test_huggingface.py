@@ -129,3 +129,32 @@ def test_a_factory_that_returns_a_pretrained_model_is_checked_against_it_eagerly
     assert verified.returncode == 0, verified.stderr
     hops = {(c["src"], c["dst"]): c for c in json.loads(report.read_text())["hops"]}
     assert hops[("eager", "source")]["passed"] and hops[("eager", "source")]["outputs"][0]["name"] == "logits"
+
+
+def test_a_dynamic_sequence_axis_is_kept_and_checked_at_two_lengths(pretrained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dyn.bridge"
+    result = run_bridge("convert", str(pretrained / "tinybert"), "--to", "onnx", "--dynamic-seq", "--seq-len", "12",
+                        "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    source = manifest["source"]
+    assert source["sequence_length"] == 12 and all(isinstance(t["shape"][1], str) for t in source["inputs"])
+    assert manifest["checks"]["lengths"] == [12, 6]
+    [onnx] = manifest["artifacts"]
+    assert all(not isinstance(t["shape"][1], int) for t in onnx["inputs"])  # the ONNX model keeps the axis
+    checked = [o["name"] for o in onnx["check"]["outputs"]]
+    assert checked == ["logits", "logits (batch 1 length 6)"] and onnx["check"]["passed"]
+
+
+def test_the_kv_cache_is_an_output_only_when_asked_for(pretrained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kv.bridge"
+    result = run_bridge("convert", str(pretrained / "tinygpt2"), "--to", "onnx", "--kv-cache", "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = ["logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
+    assert [t["name"] for t in manifest["source"]["outputs"]] == names and manifest["source"]["pretrained"]["kv_cache"]
+    assert [t["source_name"] for t in manifest["artifacts"][0]["outputs"]] == names
+    assert manifest["artifacts"][0]["check"]["passed"]
+    refused = run_bridge("convert", str(pretrained / "tinybert"), "--to", "onnx", "--kv-cache", "-o", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "not a causal language model" in refused.stderr
+    assert str(pretrained / "tinybert") in refused.stderr and not (tmp_path / "no").exists()

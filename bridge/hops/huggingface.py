@@ -18,7 +18,7 @@ from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.huggingface import PretrainedDir, input_specs, int_highs, read_pretrained
 from bridge.inputs import ExampleInputs
-from bridge.messages import MaterializeResponse
+from bridge.messages import HfExport, MaterializeResponse
 from bridge.signature import TensorSpec
 
 
@@ -57,20 +57,35 @@ def load_pretrained(pretrained: PretrainedDir, *, trust_code: bool = False, show
     return model.eval()
 
 
-def wrap(model: Any, names: tuple[str, ...]) -> Any:
-    """`model` taking `names` positionally and returning a dict of its tensor outputs."""
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""The inputs whose dim 1 is the sequence (``--dynamic-seq``)."""
+
+
+def wrap(model: Any, names: tuple[str, ...], kv_cache: bool = False) -> Any:
+    """`model` taking `names` positionally and returning a dict of its tensor outputs.
+
+    With `kv_cache` the key/value cache the model returns (``past_key_values``) is flattened into
+    ``present.N.key`` and ``present.N.value``, layer by layer; without it no cache is made.
+    """
     import torch
 
+    if kv_cache and not getattr(model.config, "is_decoder", False) and "CausalLM" not in type(model).__name__ \
+            and "LMHead" not in type(model).__name__:
+        raise InputError(f"--kv-cache: {type(model).__name__} is not a causal language model; it has no key/value cache")
     if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False  # no KV cache in the outputs
+        model.config.use_cache = kv_cache  # no KV cache in the outputs unless asked for
+
     class Pretrained(torch.nn.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
         def run(self, **feeds: Any) -> dict[str, Any]:
-            out = self.model(**feeds, return_dict=True)
-            return {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+            out = self.model(**feeds, return_dict=True, use_cache=kv_cache)
+            found = {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
+            if kv_cache:
+                found.update(flatten_cache(out.get("past_key_values")))
+            return found
 
     class Text(Pretrained):
         def forward(self, input_ids: Any, attention_mask: Any) -> dict[str, Any]:
@@ -90,6 +105,18 @@ def wrap(model: Any, names: tuple[str, ...]) -> Any:
         raise InputError(f"a Transformers model takes input_ids, attention_mask (token_type_ids) or pixel_values; "
                          f"got {', '.join(names)}")
     return classes[names]().eval()
+
+
+def flatten_cache(cache: Any) -> dict[str, Any]:
+    """``present.N.key`` / ``present.N.value`` for each layer of a Transformers cache (a Cache object or tuples)."""
+    if cache is None:
+        raise InputError("--kv-cache: the model returned no past_key_values")
+    layers = getattr(cache, "layers", None)
+    pairs = [(layer.keys, layer.values) for layer in layers] if layers is not None else [(k, v) for k, v, *_ in cache]
+    flat: dict[str, Any] = {}
+    for index, (key, value) in enumerate(pairs):
+        flat[f"present.{index}.key"], flat[f"present.{index}.value"] = key, value
+    return flat
 
 
 def example_tensors(specs: tuple[TensorSpec, ...], config: dict[str, Any]) -> tuple[Any, ...]:
@@ -113,16 +140,27 @@ def example_tensors(specs: tuple[TensorSpec, ...], config: dict[str, Any]) -> tu
 
 
 def save_pretrained_program(model: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_batch: bool,
-                            note: str | None = None, file_name: str = "model.pt2") -> MaterializeResponse:
-    """Export a Transformers model (live or loaded) to ``model.pt2`` with named inputs and outputs."""
+                            note: str | None = None, file_name: str = "model.pt2", hf: HfExport | None = None) -> MaterializeResponse:
+    """Export a Transformers model (live or loaded) to ``model.pt2`` with named inputs and outputs.
+
+    With ``hf.dynamic_seq`` dim 1 of the text inputs is symbolic (a length from 2 to the model's
+    positions); with ``hf.kv_cache`` the cache is among the outputs.
+    """
     import torch
 
+    hf = hf or HfExport()
     config = model.config.to_dict()
     chosen = specs.specs if specs is not None else input_specs(config)
     names = tuple(s.name for s in chosen)
-    wrapped = wrap(model.eval(), names)
+    wrapped = wrap(model.eval(), names, kv_cache=hf.kv_cache)
     args = example_tensors(chosen, config)
-    dynamic = tuple({0: torch.export.Dim.DYNAMIC} for _ in args) if dynamic_batch else None
+    if hf.dynamic_seq and not set(names) & set(TEXT_INPUTS):
+        raise InputError(f"--dynamic-seq: {type(model).__name__} takes {', '.join(names)}, which have no sequence axis")
+    dynamic = None
+    if dynamic_batch or hf.dynamic_seq:
+        dynamic = tuple({**({0: torch.export.Dim.DYNAMIC} if dynamic_batch else {}),
+                         **({1: torch.export.Dim.DYNAMIC} if hf.dynamic_seq and name in TEXT_INPUTS else {})}
+                        for name in names)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         program = torch.export.export(wrapped, args, dynamic_shapes=dynamic)
@@ -135,15 +173,19 @@ def save_pretrained_program(model: Any, out_dir: Path, specs: ExampleInputs | No
 
 
 def materialize_dir(directory: Path, out_dir: Path, task: str | None, specs: ExampleInputs | None,
-                    dynamic_batch: bool, trust_code: bool, shown: Path | None = None) -> MaterializeResponse:
+                    dynamic_batch: bool, trust_code: bool, shown: Path | None = None,
+                    hf: HfExport | None = None) -> MaterializeResponse:
     """Load a ``save_pretrained`` directory and export it (the child step of the source layer)."""
     pretrained = read_pretrained(directory, task=task, trust_code=trust_code)
     model = load_pretrained(pretrained, trust_code=trust_code, shown=shown)
     note = f"Transformers {pretrained.architecture}, exported with its inputs and outputs named"
-    return save_pretrained_program(model, out_dir, specs, dynamic_batch, note)
+    try:
+        return save_pretrained_program(model, out_dir, specs, dynamic_batch, note, hf=hf)
+    except InputError as exc:  # name the folder the user gave
+        raise InputError(f"{shown or directory}: {exc}") from exc
 
 
-def load_eager(directory: Path, task: str | None, names: tuple[str, ...], trust_code: bool) -> Any:
+def load_eager(directory: Path, task: str | None, names: tuple[str, ...], trust_code: bool, kv_cache: bool = False) -> Any:
     """The Transformers model of a folder's copy, wrapped as it was exported (verify's eager source)."""
     pretrained = read_pretrained(directory, task=task, trust_code=trust_code)
-    return wrap(load_pretrained(pretrained, trust_code=trust_code), names)
+    return wrap(load_pretrained(pretrained, trust_code=trust_code), names, kv_cache=kv_cache)

@@ -15,12 +15,12 @@ from typing import Any
 from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.inputs import ExampleInputs
-from bridge.messages import MaterializeResponse
+from bridge.messages import HfExport, MaterializeResponse
 from bridge.sources import live_format
 
 
 def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_batch: bool, *,
-                torchscript: bool = False, origin: str = "the model") -> MaterializeResponse:
+                torchscript: bool = False, origin: str = "the model", hf: HfExport | None = None) -> MaterializeResponse:
     """Save `obj`; with `torchscript`, a PyTorch module is traced (for the TorchScript exporter)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fmt = live_format(obj)
@@ -28,7 +28,10 @@ def materialize(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_ba
 
     if is_pretrained_model(obj):
         # Named inputs chosen from its config when none are given; outputs keep their Transformers names.
-        return save_pretrained_program(obj, out_dir, specs, dynamic_batch, f"Transformers {type(obj).__name__}")
+        return save_pretrained_program(obj, out_dir, specs, dynamic_batch, f"Transformers {type(obj).__name__}", hf=hf)
+    if hf is not None:
+        raise InputError(f"{origin}: --dynamic-seq and --kv-cache apply to Hugging Face Transformers models; "
+                         f"this is a {type(obj).__name__}")
     if fmt == Format.JAX:
         from bridge.hops.jax_model import save_jax
 

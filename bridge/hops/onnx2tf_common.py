@@ -176,9 +176,11 @@ def write_name_map(report: Path, target: Path) -> bool:
     return True
 
 
-def example_shapes(signature: Signature) -> dict[str, list[int]]:
-    """Every input's shape with symbolic dimensions set to 1 (for a static-shape conversion)."""
-    return {s.name: [d if isinstance(d, int) else 1 for d in s.shape] for s in signature.inputs}
+def example_shapes(signature: Signature, length: int | None = None) -> dict[str, list[int]]:
+    """Every input's shape with a symbolic batch set to 1 and other symbolic dimensions to `length` (else 1),
+    for a static-shape conversion."""
+    return {s.name: [d if isinstance(d, int) else (1 if i == 0 else length or 1) for i, d in enumerate(s.shape)]
+            for s in signature.inputs}
 
 
 def channels_last_outputs(folder: Path) -> set[str]:

@@ -28,7 +28,7 @@ class OnnxToTf(Hop):
     def convert(self, job: HopJob) -> HopResult:
         settings = job.candidate.settings
         work = job.out_dir / "onnx2tf"
-        static = example_shapes(job.signature) if settings.get("static_shapes") else None
+        static = example_shapes(job.signature, job.options.seq_len) if settings.get("static_shapes") else None
         run = run_onnx2tf(job.src, work, saved_model=True, backend=str(settings["backend"]), static_shapes=static,
                           batch_free_reshape=bool(settings.get("batch_free_reshape")))
         target = move_saved_model(work, job.out_dir / "saved_model")
@@ -38,5 +38,5 @@ class OnnxToTf(Hop):
         perms, notes = hop_perms(job.signature, child, channels_last, inputs_kept_by_rule(job.src), "onnx->tf")
         if static:
             notes = (*notes, "input shapes fixed to " + ", ".join(f"{k} {v}" for k, v in static.items())
-                     + " (symbolic dimensions set to 1): the SavedModel takes that shape only")
+                     + " (symbolic dimensions set to the example's): the SavedModel takes that shape only")
         return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs, notes=notes)

@@ -121,9 +121,9 @@ class TorchRunner(Runner):
             from bridge.hops.huggingface import load_eager
             from bridge.huggingface import parse_eager_reference
 
-            directory, task = parse_eager_reference(options.factory)
+            directory, task, kv_cache = parse_eager_reference(options.factory)
             names = tuple(s.name for s in options.input_specs or ())
-            self.module, self.kind, self.program = load_eager(directory, task, names, options.trust_code), "eager", None
+            self.module, self.kind, self.program = load_eager(directory, task, names, options.trust_code, kv_cache), "eager", None
         elif options.factory is not None:
             from bridge.hops.huggingface import is_pretrained_model, wrap
             from bridge.sources import load_factory

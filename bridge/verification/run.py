@@ -122,7 +122,7 @@ def subjects_of(manifest: Manifest, out_dir: Path, *, factory: str | None = None
 
         directory = inside(out_dir, src.pretrained.directory, out_dir / MANIFEST_NAME, "source.pretrained.directory")
         subjects.append(Subject(EAGER, src.format, src_path, src.signature, None, "float32", "",
-                                factory=eager_reference(directory, src.pretrained.task)))
+                                factory=eager_reference(directory, src.pretrained.task, src.pretrained.kv_cache)))
     parent_of_source = EAGER if subjects else None
     subjects.append(Subject(SOURCE, src.format, src_path, src.signature, parent_of_source, "float32", src.sha256))
     keys = {a.key for a in manifest.artifacts}
@@ -196,7 +196,8 @@ def _prepare_inputs(manifest: Manifest, subjects: Sequence[Subject],
     if options.int_high is None and manifest.source.pretrained is not None:
         highs.update(_pretrained_highs(manifest, subjects))
     return inputs_mod.generate(signature, seed=options.seed, samples=options.samples,
-                               int_high=options.int_high or defaults.INT_HIGH, int_highs=highs), True
+                               int_high=options.int_high or defaults.INT_HIGH, int_highs=highs,
+                               length=manifest.source.sequence_length), True
 
 
 def _pretrained_highs(manifest: Manifest, subjects: Sequence[Subject]) -> dict[str, int]:
@@ -206,7 +207,7 @@ def _pretrained_highs(manifest: Manifest, subjects: Sequence[Subject]) -> dict[s
     eager = next((s for s in subjects if s.name == EAGER and s.factory), None)
     if eager is None or eager.factory is None:
         return {}
-    directory, task = parse_eager_reference(eager.factory)
+    directory, task, _ = parse_eager_reference(eager.factory)
     return int_highs(read_pretrained(directory, task=task, trust_code=True).config)
 
 
