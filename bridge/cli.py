@@ -245,8 +245,8 @@ def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) ->
 @main.command(context_settings=SUB_CONTEXT)
 @click.argument("model")
 @click.option("--to", "to", type=FormatList(), required=True,
-              help="Target format(s): torch, onnx, tf, tflite, tfjs, comma-separated; 'all' is every model format "
-                   "(not the deployment form tfjs: 'all,tfjs').")
+              help="Target format(s): torch, onnx, tf, tflite, keras, tfjs, comma-separated; 'all' is torch, onnx, tf "
+                   "and tflite where the source reaches them (name keras and tfjs: 'all,keras').")
 @_convert_options
 @click.option("--candidates", "candidates", is_flag=True,
               help="List each hop's candidates on the route, in the order they would be tried, and convert nothing.")

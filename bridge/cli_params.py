@@ -31,7 +31,7 @@ class FormatList(click.ParamType[str]):
             self.fail("give at least one format", param, ctx)
         if self.allow_all and names == ["all"]:
             return "all"
-        try:  # "all,tfjs": every model format and a deployment form
+        try:  # "all,tfjs": what all makes, and a format it leaves out
             return ",".join(n if (n == "all" and self.allow_all) else Format.parse(n).value for n in names)
         except InputError as exc:
             self.fail(str(exc), param, ctx)

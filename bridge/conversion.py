@@ -81,13 +81,13 @@ class Conversion:
 def parse_targets(to: str | Format | Sequence[str | Format], source: Format, registry: HopRegistry) -> tuple[Format, ...]:
     """``tflite``, ``onnx,tf``, ``all`` or a list of formats.
 
-    ``all`` is every model format the source reaches; deployment forms (``tfjs``) are added by name
-    (``all,tfjs``).
+    ``all`` is every format the source reaches that `FormatSpec.in_all` includes; ``keras`` and ``tfjs`` are
+    added by name (``all,tfjs``).
     """
     items = [to] if isinstance(to, (str, Format)) else list(to)
     named = [p.strip().lower() for i in items for p in (i.split(",") if isinstance(i, str) else [i.value])]
     if "all" in named:
-        everything = tuple(f for f in reachable(source, registry) if f != source and not f.spec.deployment)
+        everything = tuple(f for f in reachable(source, registry) if f != source and f.spec.in_all)
         extra = parse_formats([n for n in named if n != "all"]) if len(named) > 1 else ()
         return tuple(dict.fromkeys((*everything, *extra)))
     return parse_formats(items)

@@ -108,8 +108,9 @@ class FormatSpec:
     marker: str | None = None
     """For a directory format: the file whose presence inside identifies it."""
     runners: tuple[RunnerSpec, ...] = ()
-    deployment: bool = False
-    """A form a model is deployed in (TF.js) rather than a model format: ``--to all`` leaves it out; name it."""
+    in_all: bool = True
+    """Whether ``--to all`` makes it. A deployment form (TF.js) and a target that repeats another's graph (Keras:
+    onnx2tf's model, whose SavedModel ``all`` makes) are made when named (``--to all,keras,tfjs``)."""
 
     @property
     def is_directory(self) -> bool:
@@ -172,6 +173,7 @@ FORMATS: dict[Format, FormatSpec] = {
             runners=(RunnerSpec(Format.KERAS, "keras", "bridge.runtimes.tensorflow_runner:KerasRunner",
                                 (*_TF_REQ, "keras"), "tf", "keras", ("cpu", "cuda"),
                                 capture="bridge.runtimes.tensorflow_capture:capture_keras"),),
+            in_all=False,
         ),
         FormatSpec(
             Format.TFLITE,
@@ -192,7 +194,7 @@ FORMATS: dict[Format, FormatSpec] = {
                 RunnerSpec(Format.TFJS, f"node-{backend}", f"bridge.runtimes.tfjs_runner:Node{backend.capitalize()}Runner", (),
                            "tfjs", "tensorflowjs", check="bridge.runtimes.tfjs_runner:missing", install=TFJS_INSTALL)
                 for backend in ("cpu", "wasm")),
-            deployment=True,
+            in_all=False,
         ),
     )
 }

@@ -183,6 +183,7 @@ DEFAULT_REGISTRY = HopRegistry(
                 candidates=_ONNX_TO_TFLITE),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",
                 candidates=_ONNX_TO_TF),
+        HopSpec(Format.ONNX, Format.KERAS, "bridge.hops.onnx_to_keras:OnnxToKeras", (*_ONNX2TF, "tf_keras"), "tf", "onnx2tf"),
         HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"),
                 "torch", "onnx2torch", candidates=_ONNX_TO_TORCH),
         HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx"),

@@ -51,6 +51,7 @@ def runs(converted_cnn: Path, converted_keras: Path, convert_once: Callable[...,
     for label, source in (("from_tflite", converted_cnn / "tflite" / "model.tflite"),
                           ("from_saved_model", converted_cnn / "tf" / "saved_model")):
         made[label] = _verify(convert_once(source, "--to", "onnx"), work)
+    made["to_keras"] = _verify(convert_once(converted_cnn / "onnx" / "model.onnx", "--to", "keras"), work)
     return made
 
 
@@ -80,6 +81,14 @@ def test_tflite_and_savedmodel_sources_to_onnx(runs: dict[str, Run]) -> None:
     for label in ("from_tflite", "from_saved_model"):
         assert [a["format"] for a in runs[label].manifest["artifacts"]] == ["onnx"]
         _assert_every_artifact_within(runs[label])
+
+
+def test_keras_is_a_target_made_by_onnx2tf_and_loaded_in_safe_mode(runs: dict[str, Run]) -> None:
+    run = runs["to_keras"]
+    [keras] = run.manifest["artifacts"]
+    assert (keras["format"], keras["hop"], keras["path"]) == ("keras", "onnx->keras", "keras/model.keras")
+    assert keras["inputs"][0]["perm"] == [0, 2, 3, 1]  # onnx2tf's channels-last input, recorded
+    _assert_every_artifact_within(run)  # verify loaded it (tf_keras, safe_mode on) and ran it
 
 
 # Hops from sources this module does not build, exercised (converted, checked, asserted) where those sources are.

@@ -73,7 +73,7 @@ def test_task_and_sequence_length_choose_the_class_and_the_inputs(pretrained: Pa
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source"]["pretrained"] == {"directory": "source/pretrained", "architecture": "AutoModel",
-                                                "task": "feature-extraction"}
+                                                "task": "feature-extraction", "kv_cache": False}
     assert [t["shape"] for t in manifest["source"]["inputs"]] == [[1, 8]] * 3
     assert [t["name"] for t in manifest["source"]["outputs"]] == ["last_hidden_state", "pooler_output"]
     assert manifest["artifacts"][0]["check"]["passed"]

@@ -37,15 +37,15 @@ def test_every_hop_is_run_by_a_zoo_route() -> None:
     for forced in FORCED_ROUTES:
         assert forced.source in _zoo_sources(), f"forced route {forced.describe()}: no zoo model is {forced.source.value}"
         used.update(h.name for h in plan(forced.source, [forced.target], via=forced.via).hops)
-    # Hops into a deployment form (tf->tfjs) are left to their own tests (tests/test_tfjs.py), as the matrix leaves the form.
-    missing = [hop.name for hop in DEFAULT_REGISTRY if hop.name not in used and not hop.dst.spec.deployment]
+    # Hops into formats --to all leaves out (tf->tfjs, onnx->keras) are left to their own tests (test_tfjs, test_hops).
+    missing = [hop.name for hop in DEFAULT_REGISTRY if hop.name not in used and hop.dst.spec.in_all]
     assert not missing, f"hops no zoo case exercises: {missing}; add a zoo model or a FORCED_ROUTES entry"
 
 
 def test_default_routes_leave_two_hops_to_forced_routes() -> None:
     """Without --via no zoo route uses tf->onnx or tflite->onnx; that is why FORCED_ROUTES exists."""
     used = {h.name for s in _zoo_sources() for h in plan(s, [t for t in reachable(s) if t != s]).hops}
-    assert {hop.name for hop in DEFAULT_REGISTRY if not hop.dst.spec.deployment} - used == {"tf->onnx", "tflite->onnx"}
+    assert {hop.name for hop in DEFAULT_REGISTRY if hop.dst.spec.in_all} - used == {"tf->onnx", "tflite->onnx"}
 
 
 def test_render_marks_known_failures_and_escapes_pipes() -> None:

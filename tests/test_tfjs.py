@@ -59,9 +59,9 @@ def test_a_graph_model_runs_in_node_on_two_backends_each_checked(
     assert _node_processes() == []
 
 
-def test_all_means_the_model_formats_and_deployment_forms_are_named() -> None:
-    assert Format.TFJS not in parse_targets("all", Format.TORCH, DEFAULT_REGISTRY)
-    assert parse_targets("all,tfjs", Format.TORCH, DEFAULT_REGISTRY)[-1] == Format.TFJS
+def test_all_leaves_tfjs_and_keras_to_be_named() -> None:
+    assert parse_targets("all", Format.TORCH, DEFAULT_REGISTRY) == (Format.ONNX, Format.TF, Format.TFLITE)
+    assert parse_targets("all,tfjs,keras", Format.TORCH, DEFAULT_REGISTRY)[-2:] == (Format.TFJS, Format.KERAS)
     assert parse_targets("tfjs", Format.TORCH, DEFAULT_REGISTRY) == (Format.TFJS,)
 
 

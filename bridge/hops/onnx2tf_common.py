@@ -33,7 +33,8 @@ class Onnx2tfRun:
 
 
 def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool, backend: str,
-                static_shapes: dict[str, list[int]] | None = None, batch_free_reshape: bool = False) -> Onnx2tfRun:
+                static_shapes: dict[str, list[int]] | None = None, batch_free_reshape: bool = False,
+                keras: bool = False) -> Onnx2tfRun:
     """Call onnx2tf with one backend (the hop's candidate chooses it).
 
     onnx2tf rewrites its input file in place (onnxsim, op names), so it is given a private copy:
@@ -41,7 +42,8 @@ def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool, backend: st
     It names what it writes after the input's stem, so the copy is always ``model.onnx``.
     `static_shapes` fixes each named input's shape and folds the shape arithmetic of the copy
     (onnxsim) before onnx2tf sees it; `batch_free_reshape` rewrites the copy's Reshape targets that
-    carry an input's batch size (`rewrite_batch_reshapes`).
+    carry an input's batch size (`rewrite_batch_reshapes`). `keras` also writes the model onnx2tf
+    builds as a Keras (tf_keras) ``.keras`` archive (``model_float32_v3.keras``; its tf_converter backend).
     """
     import onnx2tf
 
@@ -58,6 +60,8 @@ def run_onnx2tf(onnx_path: Path, folder: Path, *, saved_model: bool, backend: st
         }
         if backend == DIRECT:
             kwargs["flatbuffer_direct_output_saved_model"] = saved_model
+        if keras:
+            kwargs["output_keras_v3"] = True
         if static_shapes:
             kwargs["overwrite_input_shape"] = [f"{name}:{','.join(str(d) for d in shape)}" for name, shape in static_shapes.items()]
         onnx2tf.convert(**kwargs)

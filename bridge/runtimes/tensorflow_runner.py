@@ -26,6 +26,11 @@ def _device_scope(tf: Any, device: str) -> str:
     return "/CPU:0"
 
 
+def _dtype(dtype: Any) -> str:
+    """``float32`` from Keras 3 (a string) and tf_keras (a tf.DType) alike."""
+    return str(getattr(dtype, "name", dtype))
+
+
 def _shape(shape: Any) -> tuple[int | str | None, ...]:
     return tuple(int(d) if d is not None else None for d in shape)
 
@@ -89,16 +94,35 @@ class SavedModelRunner(_TensorflowRunner):
         return {name: value.numpy() for name, value in result.items()}
 
 
+def saved_by_tf_keras(path: Path) -> bool:
+    """Whether a ``.keras`` archive was written by tf_keras (Keras 2, as onnx2tf writes), not Keras 3."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    return isinstance(config, dict) and str(config.get("module", "")).startswith("tf_keras")
+
+
 def load_keras(path: Path, *, trust_code: bool) -> Any:
-    """Load a Keras model with safe_mode on, after refusing archives with Lambda layers."""
+    """Load a Keras model with safe_mode on, after refusing archives with Lambda layers.
+
+    A ``.keras`` archive written by tf_keras (onnx -> keras, onnx2tf's model) is loaded by tf_keras,
+    also with safe_mode on.
+    """
     import keras
 
+    loader = keras.saving.load_model
     if path.suffix.lower() == ".keras":
         safety.check_keras_archive(path, trust_code=trust_code)
+        if saved_by_tf_keras(path):
+            import tf_keras
+
+            loader = tf_keras.models.load_model
     elif path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty; save the model again")
     try:
-        return keras.saving.load_model(str(path), safe_mode=not trust_code, compile=False)
+        return loader(str(path), safe_mode=not trust_code, compile=False)
     except ValueError as exc:
         if "safe_mode" in str(exc) or "Lambda" in str(exc):
             raise UnsafeInputError(
@@ -127,10 +151,10 @@ class KerasRunner(_TensorflowRunner):
         with tf.device(self._scope):
             self.model = load_keras(path, trust_code=options.trust_code)
         self._inputs = tuple(
-            TensorSpec(t.name, _shape(t.shape), str(t.dtype)) for t in self.model.inputs
+            TensorSpec(t.name, _shape(t.shape), _dtype(t.dtype)) for t in self.model.inputs
         )
         self._outputs = tuple(
-            TensorSpec(f"output_{i}", _shape(t.shape), str(t.dtype)) for i, t in enumerate(self.model.outputs)
+            TensorSpec(f"output_{i}", _shape(t.shape), _dtype(t.dtype)) for i, t in enumerate(self.model.outputs)
         )
 
     def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:

@@ -198,8 +198,8 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
 
     started = time.perf_counter()
     source = Format(model.source)
-    # Model formats only, as --to all: a deployment form (TF.js) has a row per runtime, which a cell does not show.
-    wanted = tuple(f for f in reachable(source) if f != source and not f.spec.deployment)
+    # As --to all: TF.js has a row per runtime, which a cell does not show; Keras repeats the SavedModel's graph.
+    wanted = tuple(f for f in reachable(source) if f != source and f.spec.in_all)
     if targets is not None:
         wanted = tuple(f for f in wanted if f in targets)
     default_routes = {t: " -> ".join(f.value for f in plan(source, [t]).path_to(t)) for t in wanted}

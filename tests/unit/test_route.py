@@ -42,9 +42,9 @@ def test_via_with_a_missing_hop_names_it() -> None:
 
 
 def test_no_route_is_a_clear_error() -> None:
-    # Nothing in the registry produces Keras.
-    with pytest.raises(UnsupportedRouteError, match="no route from torch to keras"):
-        plan(Format.TORCH, [Format.KERAS])
+    # Nothing in the registry reads TF.js.
+    with pytest.raises(UnsupportedRouteError, match="no route from tfjs to onnx"):
+        plan(Format.TFJS, [Format.ONNX])
 
 
 def test_ties_break_by_preference_in_a_test_registry() -> None:
@@ -74,9 +74,9 @@ def test_duplicate_hop_is_refused() -> None:
 
 
 def test_reachable_from_each_source() -> None:
-    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
+    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, Format.TFJS)
     assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
-    assert reachable(Format.JAX) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
+    assert reachable(Format.JAX) == (Format.TORCH, Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, Format.TFJS)
     assert reachable(Format.TFJS) == ()
 
 
