@@ -40,7 +40,9 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", MODELS)
+# BERT in the default run; GPT-2 and ViT (the same path, 50 s each) with -m heavy.
+@pytest.mark.parametrize("name", ["bert", pytest.param("gpt2", marks=pytest.mark.heavy),
+                                  pytest.param("vit", marks=pytest.mark.heavy)])
 def test_a_save_pretrained_folder_converts_to_every_format_and_verifies_against_transformers(
         pretrained: Path, tmp_path: Path, name: str) -> None:
     folder, out, report_path = pretrained / f"tiny{name}", tmp_path / f"tiny{name}.bridge", tmp_path / "report.json"

@@ -126,6 +126,7 @@ def test_one_changed_weight_is_found_in_exactly_its_layer(converted_cnn: Path, t
     assert [op["node"] for op in found["top"]][0] == node
 
 
+@pytest.mark.heavy  # 30 s; bisection itself is tested on the LSTM (test_bisection_finds_the_same_lstm_by_converting_cuts)
 def test_bisection_says_when_a_fresh_conversion_agrees(converted_cnn: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cnn.bridge"
     shutil.copytree(converted_cnn, folder)

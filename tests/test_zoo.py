@@ -276,7 +276,7 @@ def test_dynamic_batch_export_accepts_other_batch_sizes(exported: Callable[[str]
     assert shapes == [[1, 5], [2, 5], [7, 5]]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # every model, 1-2 min; the matrix exports each of them too, and the default run exports FAST_EXPORTS
 @pytest.mark.parametrize("name", [n for n in names() if n not in (*FAST_EXPORTS, "dynamic_batch")])
 def test_every_other_model_exports(name: str, tmp_path: Path) -> None:
     model = get(name)
