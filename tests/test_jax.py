@@ -87,13 +87,12 @@ def test_a_jnp_function_reaches_onnx_and_tflite_with_its_output_names(tmp_path: 
         assert artifact["check"]["passed"], artifact["path"]
 
 
-def test_a_jaxexport_file_converts_through_jax2tf_and_says_why_onnx_needs_the_factory(flax_cnn: Path, tmp_path: Path) -> None:
+def test_a_jaxexport_file_says_why_onnx_needs_the_factory(flax_cnn: Path, tmp_path: Path) -> None:
+    """(From the file, jax2tf makes the SavedModel as from the factory: the fixture's jax -> tf hop reads only the file.)"""
     saved = flax_cnn / "source" / "model.jaxexport"
     result = run_bridge("convert", str(saved), "--to", "onnx", "-o", str(tmp_path / "onnx.bridge"))
     assert result.returncode == 2  # a hop that made nothing
     assert "jax2onnx converts the Python function" in result.stderr and "package.module:factory" in result.stderr
-    result = run_bridge("convert", str(saved), "--to", "tflite", "-o", str(tmp_path / "tflite.bridge"), "-q")
-    assert result.returncode == 0, result.stderr
 
 
 def test_a_factory_that_builds_another_model_each_time_is_caught(tmp_path: Path) -> None:

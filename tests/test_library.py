@@ -18,6 +18,7 @@ from tests.conftest import run_bridge
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.heavy  # 30 s; one convert and one verify in a process are what every other test here does
 def test_convert_then_verify_twice_in_one_process(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     model = zoo_model("mlp")
     for attempt in range(2):  # the package's functions must survive their own submodules being imported
