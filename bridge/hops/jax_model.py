@@ -195,8 +195,9 @@ def save_jax(obj: Any, out_dir: Path, specs: ExampleInputs | None, dynamic_batch
     return MaterializeResponse(path, Format.JAX, model.kind, ordered)
 
 
-def same_model(model: JaxModel, artifact: Path) -> bool:
-    """Whether `model` computes what the saved `artifact` computes, on one seeded input (the hop's rebuild check).
+def same_model(model: JaxModel, function: Callable[[dict[str, Any]], dict[str, Any]], artifact: Path) -> bool:
+    """Whether `model` (as `named_function` wraps it) computes what the saved `artifact` computes, on one seeded
+    input (the hop's rebuild check).
 
     (The serializations differ between builds: they record the Python call stack as locations.)
     """
@@ -205,7 +206,6 @@ def same_model(model: JaxModel, artifact: Path) -> bool:
     from bridge.runtimes.jax_runner import load_exported
 
     exported = load_exported(artifact)
-    function, _ = named_function(model)
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in model.specs.specs:

@@ -44,10 +44,10 @@ class JaxToOnnx(Hop):
         sys.path[:0] = [str(p) for p in job.code.import_paths]
         specs = job.code.example_inputs or factory_example_inputs(reference)  # as materialize chose them
         model = as_jax_model(load_factory(reference), specs, reference)
-        if not same_model(model, job.src):
+        function, output_names = named_function(model)
+        if not same_model(model, function, job.src):
             raise HopError(f"{reference}: built a different model this time than {job.src.name} (weights from an unseeded "
                            "random key, or code that changed); make the factory deterministic, e.g. jax.random.key(0)")
-        function, output_names = named_function(model)
         input_names = sorted(s.name for s in model.specs.specs)
         by_name = {s.name: s for s in model.specs.specs}
 
