@@ -27,6 +27,8 @@ class Format(str, enum.Enum):
     KERAS = "keras"
     TFLITE = "tflite"
     TFJS = "tfjs"
+    TF_SERVING = "tf-serving"
+    TORCHSERVE = "torchserve"
 
     def __str__(self) -> str:
         return self.value
@@ -107,6 +109,8 @@ class FormatSpec:
     """File suffixes that identify the format (lower case, with the dot)."""
     marker: str | None = None
     """For a directory format: the file whose presence inside identifies it."""
+    recogniser: str | None = None
+    """For a directory format without one marker file: ``module:function(path) -> bool`` (imports no framework)."""
     runners: tuple[RunnerSpec, ...] = ()
     in_all: bool = True
     """Whether ``--to all`` makes it. A deployment form (TF.js) and a target that repeats another's graph (Keras:
@@ -114,17 +118,23 @@ class FormatSpec:
 
     @property
     def is_directory(self) -> bool:
-        return self.marker is not None
+        return self.marker is not None or self.recogniser is not None
 
     def recognises(self, path: Path) -> bool:
         """Whether `path` (which exists) is in this format, judged by its name and, for directories, its contents."""
         if path.is_dir():
+            if self.recogniser is not None:
+                import pkgutil
+
+                return bool(pkgutil.resolve_name(self.recogniser)(path))
             return self.marker is not None and (path / self.marker).is_file()
         return path.suffix.lower() in self.suffixes
 
 
 TFJS_INSTALL = ("bash .ci/setup does it; by hand: pip install --no-deps tensorflowjs==4.22.0 tensorflow-hub==0.16.1 "
                 "(their declared dependencies conflict with the pinned TensorFlow) and npm ci --prefix bridge/runtimes/tfjs")
+TF_SERVING_INSTALL = ("tensorflow_model_server is not pip-installable: install TF Serving's Debian package "
+                      "(tensorflow-model-server) or run its Docker image, and put the binary on PATH")
 _TORCH_REQ = ("torch",)
 _ORT_REQ = ("onnxruntime", "onnx")
 _TF_REQ = ("tensorflow",)
@@ -194,6 +204,32 @@ FORMATS: dict[Format, FormatSpec] = {
                 RunnerSpec(Format.TFJS, f"node-{backend}", f"bridge.runtimes.tfjs_runner:Node{backend.capitalize()}Runner", (),
                            "tfjs", "tensorflowjs", check="bridge.runtimes.tfjs_runner:missing", install=TFJS_INSTALL)
                 for backend in ("cpu", "wasm")),
+            in_all=False,
+        ),
+        FormatSpec(
+            Format.TF_SERVING,
+            "TF Serving model directory (NAME/VERSION/ SavedModel with warm-up records), run through its serve tag and "
+            "serving_default signature, and by tensorflow_model_server over REST where it is installed",
+            artifact_name="model",
+            recogniser="bridge.runtimes.serving_layout:is_tf_serving_dir",
+            runners=(
+                RunnerSpec(Format.TF_SERVING, "serving-signature", "bridge.runtimes.tf_serving_runner:ServingSignatureRunner",
+                           (*_TF_REQ, "tensorflow_serving"), "serving", "tensorflow-serving-api", ("cpu", "cuda")),
+                RunnerSpec(Format.TF_SERVING, "tf-serving-rest", "bridge.runtimes.tf_serving_runner:TfServingRestRunner",
+                           ("tensorflow_serving",), "serving", "tensorflow-serving-api",
+                           check="bridge.runtimes.tf_serving_runner:missing_server", install=TF_SERVING_INSTALL),
+            ),
+            in_all=False,
+        ),
+        FormatSpec(
+            Format.TORCHSERVE,
+            "TorchServe model archive .mar (torch-model-archiver, with a handler bridge generates), served by a real "
+            "TorchServe on 127.0.0.1",
+            artifact_name="model.mar",
+            suffixes=(".mar",),
+            runners=(RunnerSpec(Format.TORCHSERVE, "torchserve", "bridge.runtimes.torchserve_runner:TorchServeRunner",
+                                ("ts", *_TORCH_REQ), "serving", "torchserve",
+                                check="bridge.runtimes.torchserve_runner:missing"),),
             in_all=False,
         ),
     )

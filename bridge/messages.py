@@ -174,6 +174,9 @@ class RunResponse:
     runtime: str
     provider: str = ""
     """What actually ran it: onnxruntime's execution provider, TensorFlow's device, ``cpu``."""
+    notes: tuple[str, ...] = ()
+    model_latency_ns: tuple[int, ...] = ()
+    """The model alone, measured inside a server, where `latency_ns` is end to end."""
 
 
 @dataclass(frozen=True)

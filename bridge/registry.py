@@ -191,6 +191,10 @@ DEFAULT_REGISTRY = HopRegistry(
                 preference=1),
         HopSpec(Format.KERAS, Format.TF, "bridge.hops.keras_to_tf:KerasToTf", ("tensorflow", "keras"), "tf", "keras"),
         HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        HopSpec(Format.TF, Format.TF_SERVING, "bridge.hops.tf_to_tf_serving:TfToTfServing",
+                ("tensorflow", "tensorflow_serving"), "serving", "tensorflow-serving-api"),
+        HopSpec(Format.TORCH, Format.TORCHSERVE, "bridge.hops.torch_to_torchserve:TorchToTorchServe",
+                ("torch", "model_archiver"), "serving", "torch-model-archiver"),
         HopSpec(Format.TF, Format.TFJS, "bridge.hops.tf_to_tfjs:TfToTfjs", ("tensorflowjs", "tensorflow", "tensorflow_hub"),
                 "tfjs", "tensorflowjs", install=TFJS_INSTALL),
         # A Keras source reaches TFLite through its own SavedModel (keras -> tf -> tflite) rather

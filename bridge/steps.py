@@ -139,7 +139,8 @@ def run_samples(request: RunRequest) -> RunResponse:
         first = {name: array[0] for name, array in feeds_all.items()}
         latencies = runner.timed(first, warmup=request.warmup, runs=request.runs)
         write_npz(request.outputs, outputs)
-        return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider)
+        return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider, runner.notes(),
+                           tuple(runner.model_latency()))
     finally:
         runner.close()
 

@@ -73,6 +73,14 @@ class Runner(abc.ABC):
 
         return measure(self.run, feeds, self.synchronize, warmup=warmup, runs=runs)
 
+    def notes(self) -> tuple[str, ...]:
+        """What the report says about this run beside its numbers (warm-up records replayed, how latency was taken)."""
+        return ()
+
+    def model_latency(self) -> list[int]:
+        """Nanoseconds the model alone took in the timed runs, where `timed` measures more (a server's round trip)."""
+        return []
+
     def synchronize(self) -> None:  # noqa: B027 - a no-op by default: only asynchronous devices wait
         """Wait for queued device work (CUDA) so timings measure the whole call."""
 

@@ -47,6 +47,8 @@ class Representation:
     """Its file against the manifest's sha256: ``matches``, ``changed ...; allowed``, or empty (not a file)."""
     log: str | None = None
     """The runtime's whole output for this run (a file under ``DIR/verify/logs``)."""
+    model_latency: LatencyStats | None = None
+    """The model alone, measured inside a server, where `latency` is the client's end-to-end figure."""
 
     @property
     def label(self) -> str:
@@ -57,6 +59,7 @@ class Representation:
             "name": self.name, "format": self.format, "device": self.device, "runtime": self.runtime,
             "provider": self.provider, "digest": self.digest, "log": self.log, "path": self.path, "status": self.status,
             "latency_ms": self.latency.to_json() if self.latency else None,
+            "model_latency_ms": self.model_latency.to_json() if self.model_latency else None,
             "error": self.error, "notes": list(self.notes),
         }
 
@@ -288,11 +291,12 @@ class Report:
                          for c in data[kind if kind != "device" else "devices"])
 
         def representation(r: dict[str, Any]) -> Representation:
-            latency = r.get("latency_ms")
-            stats = LatencyStats(**{k: latency[k] for k in ("p50", "p90", "p99", "mean", "n", "batch")}) if latency else None
-            return Representation(r["name"], r["format"], r["device"], r["runtime"], r["path"], r["status"], stats,
-                                  r.get("error"), tuple(r.get("notes", ())), r.get("provider", ""), r.get("digest", ""),
-                                  r.get("log"))
+            def stats(latency: dict[str, Any] | None) -> LatencyStats | None:
+                return LatencyStats(**{k: latency[k] for k in ("p50", "p90", "p99", "mean", "n", "batch")}) if latency else None
+
+            return Representation(r["name"], r["format"], r["device"], r["runtime"], r["path"], r["status"],
+                                  stats(r.get("latency_ms")), r.get("error"), tuple(r.get("notes", ())),
+                                  r.get("provider", ""), r.get("digest", ""), r.get("log"), stats(r.get("model_latency_ms")))
 
         i = data["inputs"]
         return cls(

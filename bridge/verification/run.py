@@ -364,7 +364,10 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
     rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
     hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
     compared = {c.dst for c in (*hops, *cumulative)}
-    uncompared = tuple(dict.fromkeys(s.name for s in slots if s.subject.name not in (SOURCE, EAGER) and s.name not in compared))
+    # A second runtime that is not here (tensorflow_model_server) leaves its artifact compared all the same.
+    primaries = {s.subject.name for s in slots if s.primary and s.name in compared}
+    uncompared = tuple(dict.fromkeys(s.name for s in slots if s.subject.name not in (SOURCE, EAGER) and s.name not in compared
+                                     and not (not s.primary and s.subject.name in primaries)))
     localization: tuple[Any, ...] = ()
     if options.localize is not None:
         from bridge.localization.run import localize_comparisons
@@ -408,7 +411,11 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         return row(UNAVAILABLE, error=f"{device}: not available (no NVIDIA driver on this machine)"), None
     missing = runner.missing()
     if missing:
-        return row(ERROR, error=f"the {runner.runtime} runtime needs {', '.join(missing)}: pip install 'bridge[{runner.extra}]'"), None
+        # A program that is not there (a server, node) makes the runtime unavailable here, like an absent device;
+        # a Python module pip would install is an error.
+        modules = [m for m in missing if m in runner.requires]
+        return row(ERROR if modules else UNAVAILABLE,
+                   error=f"the {runner.runtime} runtime needs {', '.join(missing)}: {runner.install_hint}"), None
     if subject.factory is None and not subject.path.exists():
         return row(ERROR, error=f"{subject.path}: missing; convert again"), None
     out_path = work / f"{slot.name.replace(':', '_')}.{device}{tag}.outputs.npz"
@@ -427,7 +434,9 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         raw = {name: data[name] for name in data.files}
     batch = next((int(s.shape[0]) for s in subject.signature.inputs if s.shape and isinstance(s.shape[0], int)), 1)
     latency = LatencyStats.from_ns(result.latency_ns, batch) if result.latency_ns else None
-    return row(OK, latency=latency, provider=result.provider, log=str(log_to) if log_to else None), \
+    model_latency = LatencyStats.from_ns(result.model_latency_ns, batch) if result.model_latency_ns else None
+    return row(OK, latency=latency, model_latency=model_latency, provider=result.provider, notes=result.notes,
+               log=str(log_to) if log_to else None), \
         _outputs_in_source_layout(subject, raw, samples)
 
 
