@@ -195,6 +195,10 @@ DEFAULT_REGISTRY = HopRegistry(
                 ("tensorflow", "tensorflow_serving"), "serving", "tensorflow-serving-api"),
         HopSpec(Format.TORCH, Format.TORCHSERVE, "bridge.hops.torch_to_torchserve:TorchToTorchServe",
                 ("torch", "model_archiver"), "serving", "torch-model-archiver"),
+        # A deployed package back to its model, so it can be verified against other formats (it runs as the source).
+        HopSpec(Format.TF_SERVING, Format.TF, "bridge.hops.tf_serving_to_tf:TfServingToTf", ("tensorflow",), "tf", "bridge"),
+        HopSpec(Format.TORCHSERVE, Format.TORCH, "bridge.hops.torchserve_to_torch:TorchServeToTorch", ("torch",), "torch",
+                "bridge"),
         HopSpec(Format.TF, Format.TFJS, "bridge.hops.tf_to_tfjs:TfToTfjs", ("tensorflowjs", "tensorflow", "tensorflow_hub"),
                 "tfjs", "tensorflowjs", install=TFJS_INSTALL),
         # A Keras source reaches TFLite through its own SavedModel (keras -> tf -> tflite) rather
