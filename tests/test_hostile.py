@@ -107,6 +107,11 @@ CASES = {
     "jax-random": Case("random.jaxexport", "onnx", ("not a jax.export serialization", "convert it again")),
     "tfjs-missing-shard": Case("tfjs_missing_shard", "onnx", ("'group1-shard1of1.bin' is missing", "copy every shard")),
     "tfjs-weights-outside": Case("tfjs_outside", "onnx", ("'../secret.bin' lies outside the model's folder", "refusing")),
+    "mar-without-manifest": Case("no_manifest.mar", "onnx", ("a .mar without MAR-INF/MANIFEST.json", "torch-model-archiver")),
+    "mar-foreign-handler": Case("foreign_handler.mar", "onnx", ("its handler 'handler.py' is not the one bridge generates",
+                                                                "--trust-code")),
+    "tf-serving-unnumbered-version": Case("serving_unnumbered", "tflite", ("needs numbered version folders", "found 'latest'",
+                                                                           "rename the version folder to an integer")),
     "jax-truncated": Case("truncated.jaxexport", "tflite", ("not a jax.export serialization", "convert it again")),
 }
 
