@@ -250,7 +250,8 @@ def detect(path: Path) -> Format:
     if path.is_dir():
         markers = " or ".join(s.marker for s in FORMATS.values() if s.marker)
         raise InputError(
-            f"{path}: a directory but not a SavedModel or another model directory (no {markers} inside); "
+            f"{path}: a directory but not a SavedModel or another model directory (no {markers} inside, "
+            "nor TF Serving's VERSION/saved_model.pb); "
             "point at a model directory or a model file"
         )
     known = ", ".join(sorted(s for spec in FORMATS.values() for s in spec.suffixes))

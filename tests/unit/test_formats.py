@@ -14,13 +14,13 @@ def test_every_format_has_one_spec_with_a_runner() -> None:
     assert set(FORMATS) == set(Format)
     for fmt, spec in FORMATS.items():
         assert spec.format is fmt and fmt.spec is spec and fmt.description == spec.description
-        assert spec.artifact_name and (spec.suffixes or spec.marker)
+        assert spec.artifact_name and (spec.suffixes or spec.marker or spec.recogniser)
         assert spec.runners and all(r.format is fmt for r in spec.runners)
 
 
 @pytest.mark.parametrize(("name", "fmt"), [
     ("m.pt2", Format.TORCH), ("m.PT", Format.TORCH), ("m.onnx", Format.ONNX), ("m.tflite", Format.TFLITE),
-    ("m.keras", Format.KERAS), ("m.h5", Format.KERAS),
+    ("m.keras", Format.KERAS), ("m.h5", Format.KERAS), ("m.mar", Format.TORCHSERVE), ("m.jaxexport", Format.JAX),
 ])
 def test_files_are_recognised_by_suffix(name: str, fmt: Format, tmp_path: Path) -> None:
     path = tmp_path / name
@@ -31,6 +31,13 @@ def test_files_are_recognised_by_suffix(name: str, fmt: Format, tmp_path: Path) 
 def test_a_directory_is_recognised_by_its_marker(tmp_path: Path) -> None:
     (tmp_path / "saved_model.pb").write_bytes(b"x")
     assert detect(tmp_path) is Format.TF
+
+
+def test_a_tf_serving_directory_is_recognised_by_its_version_folders(tmp_path: Path) -> None:
+    (tmp_path / "model" / "3").mkdir(parents=True)
+    (tmp_path / "model" / "3" / "saved_model.pb").write_bytes(b"x")
+    assert detect(tmp_path / "model") is Format.TF_SERVING
+    assert detect(tmp_path / "model" / "3") is Format.TF
 
 
 def test_unrecognised_paths_say_what_to_do(tmp_path: Path) -> None:

@@ -74,10 +74,14 @@ def test_duplicate_hop_is_refused() -> None:
 
 
 def test_reachable_from_each_source() -> None:
-    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, Format.TFJS)
-    assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, Format.TFJS)
-    assert reachable(Format.JAX) == (Format.TORCH, Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, Format.TFJS)
+    served = (Format.TFJS, Format.TF_SERVING, Format.TORCHSERVE)
+    assert reachable(Format.TORCH) == (Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, *served)
+    assert reachable(Format.KERAS) == (Format.TORCH, Format.ONNX, Format.TF, Format.TFLITE, *served)
+    assert reachable(Format.JAX) == (Format.TORCH, Format.ONNX, Format.TF, Format.KERAS, Format.TFLITE, *served)
     assert reachable(Format.TFJS) == ()
+    # A deployed package is taken back to its model, and from there anywhere.
+    assert reachable(Format.TORCHSERVE)[:2] == (Format.TORCH, Format.ONNX)
+    assert Format.TORCHSERVE not in reachable(Format.TF_SERVING)[:1] and Format.TF in reachable(Format.TF_SERVING)
 
 
 def test_listing_hops_and_planning_import_no_framework() -> None:
