@@ -477,15 +477,15 @@ def formats(verbose: int, quiet: bool, debug: bool) -> None:
         click.echo(f"  {resolver.kind.value:<17} {state(resolver.missing(), hint):<4} {resolver.description}")
     click.echo("formats:")
     for spec in FORMATS.values():
-        click.echo(f"  {spec.format.value:<7} {spec.description}")
+        click.echo(f"  {spec.format.value:<10} {spec.description}")
     click.echo("runtimes:")
     for spec in FORMATS.values():
         for runner in spec.runners:
-            click.echo(f"  {spec.format.value:<7} {runner.runtime:<14} {'/'.join(runner.devices):<9} "
+            click.echo(f"  {spec.format.value:<10} {runner.runtime:<17} {'/'.join(runner.devices):<9} "
                        f"{state(runner.missing(), runner.install_hint)}")
     click.echo("hops:")
     for hop in DEFAULT_REGISTRY:
-        click.echo(f"  {hop.name:<14} {hop.tool:<24} {state(hop.missing(), hop.install_hint)}")
+        click.echo(f"  {hop.name:<17} {hop.tool:<24} {state(hop.missing(), hop.install_hint)}")
 
 
 @main.command(context_settings=SUB_CONTEXT)
