@@ -46,6 +46,8 @@ class Usable:
     name: str
     extra: str
     missing: tuple[str, ...]
+    optional: bool = False
+    """A second runtime of its format (tf-serving-rest): its absence leaves the extra usable."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Environment:
         """Each pip extra bridge declares, and whether everything it brings is here."""
         status: dict[str, bool] = {}
         for item in (*self.hops, *self.runtimes):
-            status[item.extra] = status.get(item.extra, True) and not item.missing
+            status[item.extra] = status.get(item.extra, True) and (not item.missing or item.optional)
         status["zoo"] = not self.zoo_missing
         return status
 
@@ -83,8 +85,8 @@ def environment(registry: HopRegistry = DEFAULT_REGISTRY, runners: RunnerRegistr
         platform=platform.platform(),
         distributions=tuple((name, None if v == "not installed" else v) for name, v in sorted(versions.items())),
         hops=tuple(Usable(h.name, h.extra, h.missing()) for h in registry),
-        runtimes=tuple(Usable(f"{r.format.value}:{r.runtime}", r.extra, r.missing()) for s in FORMATS.values()
-                       for r in s.runners if r in runners),
+        runtimes=tuple(Usable(f"{r.format.value}:{r.runtime}", r.extra, r.missing(), optional=i > 0) for s in FORMATS.values()
+                       for i, r in enumerate(s.runners) if r in runners),
         cuda=cuda_driver(),
         zoo_missing=tuple(m for m in ("torchvision",) if importlib.util.find_spec(m) is None),
     )
