@@ -12,7 +12,7 @@ from bridge.formats import Format
 from bridge.registry import DEFAULT_REGISTRY
 from bridge.route import plan, reachable
 from bridge.zoo import MODELS
-from bridge.zoo.matrix import FAIL, FORCED_ROUTES, KNOWN, PASS, Divergence, MatrixCell, render, run_matrix
+from bridge.zoo.matrix import DEPLOYED, FAIL, FORCED_ROUTES, KNOWN, PASS, Divergence, MatrixCell, render, run_matrix
 
 
 def _zoo_sources() -> set[Format]:
@@ -37,15 +37,16 @@ def test_every_hop_is_run_by_a_zoo_route() -> None:
     for forced in FORCED_ROUTES:
         assert forced.source in _zoo_sources(), f"forced route {forced.describe()}: no zoo model is {forced.source.value}"
         used.update(h.name for h in plan(forced.source, [forced.target], via=forced.via).hops)
-    # Hops into formats --to all leaves out (tf->tfjs, onnx->keras) are left to their own tests (test_tfjs, test_hops).
-    missing = [hop.name for hop in DEFAULT_REGISTRY if hop.name not in used and hop.dst.spec.in_all]
+    # Hops from a served package back to its model (tf-serving->tf, torchserve->torch) are left to test_serving.
+    missing = [hop.name for hop in DEFAULT_REGISTRY if hop.name not in used and hop.src not in DEPLOYED]
     assert not missing, f"hops no zoo case exercises: {missing}; add a zoo model or a FORCED_ROUTES entry"
 
 
 def test_default_routes_leave_two_hops_to_forced_routes() -> None:
     """Without --via no zoo route uses tf->onnx or tflite->onnx; that is why FORCED_ROUTES exists."""
     used = {h.name for s in _zoo_sources() for h in plan(s, [t for t in reachable(s) if t != s]).hops}
-    assert {hop.name for hop in DEFAULT_REGISTRY if hop.dst.spec.in_all} - used == {"tf->onnx", "tflite->onnx"}
+    unused = {hop.name for hop in DEFAULT_REGISTRY if hop.src not in DEPLOYED} - used
+    assert unused == {"tf->onnx", "tflite->onnx"}
 
 
 def test_render_marks_known_failures_and_escapes_pipes() -> None:
@@ -70,7 +71,8 @@ def test_render_marks_known_failures_and_escapes_pipes() -> None:
 def test_matrix_small_subset() -> None:
     cells = [cell for run in run_matrix(["mlp", "conv1d"], localize=False) for cell in run.cells]
     by_key = {(c.model, c.target): c for c in cells}
-    assert set(by_key) == {(m, t) for m in ("mlp", "conv1d") for t in ("onnx", "tf", "tflite")}
+    targets = ("onnx", "tf", "keras", "tflite", "tfjs", "tfjs (node-wasm)", "tf-serving", "torchserve")
+    assert set(by_key) == {(m, t) for m in ("mlp", "conv1d") for t in targets}
     for cell in cells:
         assert cell.target and cell.status in (PASS, FAIL, KNOWN)
         assert cell.status == PASS or cell.reason, f"{cell}: a failure needs its reason"

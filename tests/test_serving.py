@@ -119,6 +119,23 @@ def test_a_served_package_is_verified_as_a_source(deployed_cnn: tuple[Path, dict
 
 @serving
 @pytest.mark.slow
+def test_a_tf_serving_folder_is_verified_as_a_source(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
+    """The folder runs through its serving signature as the source; its highest version is the SavedModel taken on."""
+    out, _, _ = deployed_cnn
+    result = run_bridge("verify", str(out / "tf-serving" / "model"), "--to", "tflite", "-o", str(tmp_path / "tfs"),
+                        "--device", "cpu", "--samples", "2", "--latency-runs", "2", "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["name"]: r for r in report["representations"]}
+    assert rows["source"]["runtime"] == "serving-signature" and rows["tf"]["status"] == rows["tflite"]["status"] == "ok"
+    manifest = json.loads((tmp_path / "tfs" / "manifest.json").read_text())
+    tf = next(a for a in manifest["artifacts"] if a["format"] == "tf")
+    assert tf["hop"] == "tf-serving->tf" and tf["options"] == {"version": 1}
+    assert not (tmp_path / "tfs" / "tf" / "saved_model" / "assets.extra").exists()
+
+
+@serving
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_mobilenet_v3_small_verifies_in_every_deployed_runtime(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     assert_deployed(*deploy(zoo_model("mobilenet_v3_small"), tmp_path))
