@@ -21,12 +21,27 @@ pytestmark = [pytest.mark.skipif(bool(missing()), reason=f"TF.js runners unavail
 # The graph model run in Node.js on both backends, with the other deployment targets: tests/test_serving.py.
 
 
+def _graph_model(folder: Path, nodes: list[dict[str, object]], weights: list[tuple[dict[str, object], bytes]],
+                 split: int) -> None:
+    data = b"".join(d for _, d in weights)
+    (folder / "group1-shard1of2.bin").write_bytes(data[:split])  # a weight split across two shards
+    (folder / "group1-shard2of2.bin").write_bytes(data[split:])
+    document = {"format": "graph-model", "modelTopology": {"node": nodes},
+                "weightsManifest": [{"paths": ["group1-shard1of2.bin", "group1-shard2of2.bin"], "weights": [s for s, _ in weights]}]}
+    (folder / "model.json").write_text(json.dumps(document))
+
+
+def _stored(folder: Path) -> tuple[dict[str, object], bytes]:
+    document = json.loads((folder / "model.json").read_text())
+    return document, b"".join((folder / name).read_bytes() for name in document["weightsManifest"][0]["paths"])
+
+
 def test_fully_connected_weights_are_stored_untransposed_where_used_once(tmp_path: Path) -> None:
     """TF.js's WebAssembly backend adds a transposed fully connected layer's bias once per 48 columns (docs/tfjs.md):
     the hop stores such a weight transposed back and clears transpose_b; a weight two nodes share is left alone."""
     import numpy as np
 
-    from bridge.hops.tf_to_tfjs import untranspose_fused_matmuls
+    from bridge.hops.tfjs_portable import make_portable
 
     w1, w2 = np.arange(6, dtype="<f4").reshape(2, 3), np.arange(8, dtype="<f4").reshape(2, 4)
     bias = np.ones(2, dtype="<f4")
@@ -36,23 +51,40 @@ def test_fully_connected_weights_are_stored_untransposed_where_used_once(tmp_pat
                 "attr": {"transpose_b": {"b": True}, "transpose_a": {"b": False}}}
 
     nodes = [fused("fc1", "w1"), fused("fc2", "w2"), {"name": "other", "op": "Identity", "input": ["w2"]}]
-    specs = [{"name": "w1", "shape": [2, 3], "dtype": "float32"}, {"name": "b", "shape": [2], "dtype": "float32"},
-             {"name": "w2", "shape": [2, 4], "dtype": "float32"}]
-    data = w1.tobytes() + bias.tobytes() + w2.tobytes()
-    (tmp_path / "group1-shard1of2.bin").write_bytes(data[:20])  # a weight split across two shards
-    (tmp_path / "group1-shard2of2.bin").write_bytes(data[20:])
-    document = {"format": "graph-model", "modelTopology": {"node": nodes},
-                "weightsManifest": [{"paths": ["group1-shard1of2.bin", "group1-shard2of2.bin"], "weights": specs}]}
-    (tmp_path / "model.json").write_text(json.dumps(document))
+    _graph_model(tmp_path, nodes, [({"name": "w1", "shape": [2, 3], "dtype": "float32"}, w1.tobytes()),
+                                   ({"name": "b", "shape": [2], "dtype": "float32"}, bias.tobytes()),
+                                   ({"name": "w2", "shape": [2, 4], "dtype": "float32"}, w2.tobytes())], split=20)
 
-    assert untranspose_fused_matmuls(tmp_path) == ["fc1"]
-    after = json.loads((tmp_path / "model.json").read_text())
-    fc1, fc2 = after["modelTopology"]["node"][:2]
+    assert make_portable(tmp_path, shard_bytes=16) == {"untransposed": ["fc1"], "bias_expanded": []}
+    after, stored = _stored(tmp_path)
+    fc1, fc2 = after["modelTopology"]["node"][:2]  # type: ignore[index]
     assert fc1["attr"]["transpose_b"] == {"b": False} and fc2["attr"]["transpose_b"] == {"b": True}
-    assert [w["shape"] for w in after["weightsManifest"][0]["weights"]] == [[3, 2], [2], [2, 4]]
-    stored = (tmp_path / "group1-shard1of2.bin").read_bytes() + (tmp_path / "group1-shard2of2.bin").read_bytes()
+    assert [w["shape"] for w in after["weightsManifest"][0]["weights"]] == [[3, 2], [2], [2, 4]]  # type: ignore[index]
     assert stored == w1.T.copy().tobytes() + bias.tobytes() + w2.tobytes()
-    assert (tmp_path / "group1-shard1of2.bin").stat().st_size == 20
+    assert after["weightsManifest"][0]["paths"] == [f"group1-shard{i}of4.bin" for i in range(1, 5)]  # type: ignore[index]
+    assert sorted(p.name for p in tmp_path.glob("*.bin")) == [f"group1-shard{i}of4.bin" for i in range(1, 5)]
+
+
+def test_a_convolutions_scalar_bias_is_stored_per_channel(tmp_path: Path) -> None:
+    """Conv2D + AddV2(3.0), as hard-swish is written, fuses to a rank-0 bias that the WebAssembly backend refuses."""
+    import numpy as np
+
+    from bridge.hops.tfjs_portable import make_portable
+
+    conv = {"name": "add_1", "op": "_FusedConv2D", "input": ["x", "f", "three"], "attr": {}}
+    depthwise = {"name": "dw", "op": "FusedDepthwiseConv2dNative", "input": ["x", "d", "three"], "attr": {}}
+    three = np.float32(3.0).tobytes()
+    _graph_model(tmp_path, [conv, depthwise], [
+        ({"name": "f", "shape": [1, 1, 2, 5], "dtype": "float32"}, np.zeros(10, "<f4").tobytes()),
+        ({"name": "d", "shape": [3, 3, 4, 2], "dtype": "float32"}, np.zeros(72, "<f4").tobytes()),
+        ({"name": "three", "shape": [], "dtype": "float32"}, three)], split=8)
+    assert make_portable(tmp_path, shard_bytes=4 * 1024 * 1024) == {"untransposed": [], "bias_expanded": ["add_1", "dw"]}
+    after, stored = _stored(tmp_path)
+    nodes = {n["name"]: n for n in after["modelTopology"]["node"]}  # type: ignore[index]
+    assert nodes["add_1"]["input"][2] == "add_1/bridge_bias" and nodes["add_1/bridge_bias"]["op"] == "Const"
+    specs = {w["name"]: w for w in after["weightsManifest"][0]["weights"]}  # type: ignore[index]
+    assert specs["add_1/bridge_bias"]["shape"] == [5] and specs["dw/bridge_bias"]["shape"] == [8]
+    assert stored.endswith(np.full(5, 3.0, "<f4").tobytes() + np.full(8, 3.0, "<f4").tobytes())
 
 
 def test_all_leaves_tfjs_and_keras_to_be_named() -> None:

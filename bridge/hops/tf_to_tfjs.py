@@ -5,6 +5,8 @@ tensorflowjs 4.22 declares dependencies that cannot be installed beside the pinn
 It imports ``tensorflow_decision_forests`` unconditionally and uses it only for decision-forest
 models: `decision_forests_shim` puts an empty module in its place, in this hop's child process
 only, and a SavedModel that needs the real one fails its conversion with TensorFlow's own error.
+The graph is then rewritten where TF.js's WebAssembly backend would compute it wrong or refuse it
+(`bridge.hops.tfjs_portable`).
 """
 
 from __future__ import annotations
@@ -13,78 +15,16 @@ import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 from bridge.errors import NotApplicableError
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
+from bridge.hops.tfjs_portable import make_portable
 from bridge.runtimes.base import read_signature
 from bridge.signature import carry_layout
 
 SHIM = "tensorflow_decision_forests"
-_BYTES = {"float32": 4, "int32": 4, "bool": 1, "float16": 2, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2}
-
-
-def untranspose_fused_matmuls(folder: Path) -> list[str]:
-    """Store each fully connected weight the way TF.js's WebAssembly backend computes correctly; the nodes changed.
-
-    tfjs-backend-wasm 4.22 runs a ``_FusedMatMul`` with ``transpose_b`` on its fallback kernel, which
-    adds the bias once per 48-wide block of the shared dimension (and applies the activation to each
-    block's partial sum): wrong results on every fully connected layer wider than 48 (docs/tfjs.md).
-    A stored rank-2 float32 weight used by that node alone is transposed in its shard and the node's
-    ``transpose_b`` cleared: the same product on every backend, and the WebAssembly one takes its
-    XNNPACK path. Weights of other kinds, shared weights and batched products are left as they are.
-    """
-    import json
-
-    import numpy as np
-
-    model_json = folder / "model.json"
-    document = json.loads(model_json.read_text(encoding="utf-8"))
-    nodes = document["modelTopology"].get("node", [])
-    users: dict[str, int] = {}
-    for node in nodes:
-        for name in node.get("input", []):
-            key = name.split(":")[0].lstrip("^")
-            users[key] = users.get(key, 0) + 1
-    changed: list[str] = []
-    for group in document.get("weightsManifest", []):
-        offsets, offset = {}, 0
-        for weight in group["weights"]:
-            offsets[weight["name"]] = (offset, weight)
-            dtype = weight.get("quantization", {}).get("dtype", weight["dtype"])
-            offset += int(np.prod(weight["shape"], dtype=np.int64)) * _BYTES.get(dtype, 4)
-        shards = [folder / name for name in group["paths"]]
-        data = bytearray(b"".join(path.read_bytes() for path in shards))
-        touched = False
-        for node in nodes:
-            attr = node.get("attr", {})
-            if node.get("op") != "_FusedMatMul" or not attr.get("transpose_b", {}).get("b") or \
-                    attr.get("transpose_a", {}).get("b") or len(node.get("input", [])) < 2:
-                continue
-            name = node["input"][1].split(":")[0]
-            found = offsets.get(name)
-            if found is None or users.get(name) != 1:
-                continue
-            start, weight = found
-            if len(weight["shape"]) != 2 or weight["dtype"] != "float32" or "quantization" in weight:
-                continue
-            n, k = weight["shape"]
-            matrix = np.frombuffer(bytes(data[start:start + n * k * 4]), dtype="<f4").reshape(n, k)
-            data[start:start + n * k * 4] = np.ascontiguousarray(matrix.T).tobytes()
-            weight["shape"] = [k, n]
-            attr["transpose_b"] = {"b": False}
-            changed.append(str(node["name"]))
-            touched = True
-        if touched:
-            position = 0
-            for path in shards:
-                size = path.stat().st_size
-                path.write_bytes(bytes(data[position:position + size]))
-                position += size
-    if changed:
-        model_json.write_text(json.dumps(document), encoding="utf-8")
-    return changed
 
 
 @contextmanager
@@ -108,7 +48,7 @@ class TfToTfjs(Hop):
             from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
 
         target = job.out_dir / "graph_model"
-        options = {"signature_def": "serving_default", "saved_model_tags": "serve", "control_flow_v2": False,
+        options: dict[str, Any] = {"signature_def": "serving_default", "saved_model_tags": "serve", "control_flow_v2": False,
                    "strip_debug_ops": True, "weight_shard_size_bytes": 4 * 1024 * 1024}
         try:
             tfjs.convert_tf_saved_model(str(job.src), str(target), **options)
@@ -117,9 +57,15 @@ class TfToTfjs(Hop):
                 raise NotApplicableError(f"{job.src}: the SavedModel runs StableHLO in an XlaCallModule op (jax2tf "
                                          "writes them), which TF.js cannot run") from exc
             raise
-        untransposed = untranspose_fused_matmuls(target)
-        options["untransposed_fused_matmuls"] = len(untransposed)
-        notes = (f"{len(untransposed)} fully connected weights stored untransposed (TF.js's WebAssembly backend "
-                 "computes a transposed one wrong; docs/tfjs.md)",) if untransposed else ()
+        changed = make_portable(target, options["weight_shard_size_bytes"])
+        options["untransposed_fused_matmuls"] = len(changed["untransposed"])
+        options["expanded_scalar_biases"] = len(changed["bias_expanded"])
+        notes = []
+        if changed["untransposed"]:
+            notes.append(f"{len(changed['untransposed'])} fully connected weights stored untransposed (TF.js's "
+                         "WebAssembly backend computes a transposed one wrong; docs/tfjs.md)")
+        if changed["bias_expanded"]:
+            notes.append(f"{len(changed['bias_expanded'])} fused convolutions' scalar biases stored per channel "
+                         "(TF.js's WebAssembly backend refuses a scalar one)")
         child = read_signature(Format.TFJS, target)
-        return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options, notes=notes)
+        return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options, notes=tuple(notes))
