@@ -22,7 +22,7 @@ from bridge import defaults
 from bridge import inputs as inputs_mod
 from bridge.formats import Format
 from bridge.manifest import DRIFT, PASSED, UNRUNNABLE, Attempt, Check, CheckedOutput, ChecksRecord
-from bridge.options import ConvertOptions
+from bridge.options import ConvertOptions, tolerance_rules_of
 from bridge.runtimes.registry import RunnerRegistry
 from bridge.signature import Signature
 from bridge.verification.compare import OutputDrift, ToleranceRules
@@ -136,7 +136,7 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
 
 
 def tolerance_rules(options: ConvertOptions) -> ToleranceRules:
-    return ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
+    return tolerance_rules_of(options)
 
 
 def judge(name: str, parent: str, ran: Ran, parent_outputs: tuple[Outputs | None, ...],

@@ -193,6 +193,14 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
         click.option("--example-inputs", type=click.Path(path_type=Path), help=".npz of example inputs keyed by input name."),
         click.option("--dynamic-batch", is_flag=True, help="Keep the batch dimension symbolic where the hops allow it."),
         click.option("--fp16", is_flag=True, help="Also write float16 TFLite."),
+        click.option("--quantize", metavar="SCHEMES",
+                     help="Also make quantized tflite/onnx artifacts: dynamic, int8, int8-io (TFLite), fp16; comma-separated."),
+        click.option("--calibration", type=click.Path(path_type=Path),
+                     help=".npz of representative inputs for int8 (as --inputs; default: generated, with a warning)."),
+        click.option("--min-sqnr", type=float, metavar="DB",
+                     help="Quantized artifacts: least SQNR in dB against the float parent (default per scheme)."),
+        click.option("--min-top1", type=click.FloatRange(0, 1),
+                     help="Quantized artifacts: least top-1 agreement with the float parent (default per scheme)."),
         click.option("--force", is_flag=True, help="Replace an existing output directory whole."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each hop may take before it is stopped."),
         click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file)."),
@@ -230,7 +238,8 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
         fp16=kw["fp16"], timeout=kw["timeout"], trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
         torch_exporter=kw["torch_exporter"], check=not kw["no_check"], prefer=kw["prefer"], only=kw["only"],
         atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]), task=kw["task"], seq_len=kw["seq_len"],
-        image_size=kw["image_size"], dynamic_seq=kw["dynamic_seq"], kv_cache=kw["kv_cache"],
+        image_size=kw["image_size"], dynamic_seq=kw["dynamic_seq"], kv_cache=kw["kv_cache"], quantize=kw["quantize"],
+        calibration=kw["calibration"], min_sqnr=kw["min_sqnr"], min_top1=kw["min_top1"],
     )
 
 
@@ -363,6 +372,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
             trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
             allow_changed=allow_changed, factory=factory, localize=LocalizeOptions() if localize else None,
+            min_sqnr=kw["min_sqnr"], min_top1=kw["min_top1"],
         )
         reports = ReportPaths(json, junit, markdown)
         reports.check()

@@ -103,7 +103,7 @@ def print_conversion(conversion: Conversion, *, to_stderr: bool = False) -> None
 
 def print_report(report: Report, quiet: bool, *, to_stderr: bool = False) -> None:
     """The table of representations (rich on a terminal), the inputs used and the report's notes."""
-    from bridge.verification.report import TABLE_HEADERS, table_rows
+    from bridge.verification.report import QUANTIZED_HEADERS, TABLE_HEADERS, quantized_rows, table_rows
 
     out = sys.stderr if to_stderr else sys.stdout
     rows = table_rows(report)
@@ -121,6 +121,12 @@ def print_report(report: Report, quiet: bool, *, to_stderr: bool = False) -> Non
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(TABLE_HEADERS)]
         for row in [list(TABLE_HEADERS), *rows]:
             click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
+    quantized = quantized_rows(report)
+    if quantized:
+        click.echo("quantized against the float parent (size and p50 as a share of the float artifact of the same format):", file=out)
+        widths = [max(len(h), *(len(r[i]) for r in quantized)) for i, h in enumerate(QUANTIZED_HEADERS)]
+        for row in [list(QUANTIZED_HEADERS), *quantized]:
+            click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
     if not quiet:
         click.echo(f"inputs: {report.inputs.path} (sha256 {report.inputs.sha256[:12]}, {report.inputs.samples} samples)",
                    file=out)

@@ -141,6 +141,10 @@ def convert(
     image_size: int | None = None,
     dynamic_seq: bool | None = None,
     kv_cache: bool | None = None,
+    quantize: str | Sequence[str] | None = None,
+    calibration: str | Path | None = None,
+    min_sqnr: float | None = None,
+    min_top1: float | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
@@ -159,7 +163,8 @@ def convert(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
         timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
         check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol, task=task, seq_len=seq_len,
-        image_size=image_size, dynamic_seq=dynamic_seq, kv_cache=kv_cache,
+        image_size=image_size, dynamic_seq=dynamic_seq, kv_cache=kv_cache, quantize=quantize, calibration=calibration,
+        min_sqnr=min_sqnr, min_top1=min_top1,
     )
     notify = Notifier(progress)
     specs = parse_example_inputs(example_inputs, input_shapes)
@@ -167,6 +172,10 @@ def convert(
     identified = resolver.identify(model, options)
     if identified.format is not None:  # plan now, so a route that cannot exist fails before any work
         plan(identified.format, parse_targets(to, identified.format, registry), via=options.via, registry=registry)
+        if options.quantize:
+            from bridge.quantize import check_targets
+
+            check_targets(options.quantize, parse_targets(to, identified.format, registry))
     final_dir = Path(out_dir) if out_dir is not None else identified.default_out_dir
     stage = staging.prepare(final_dir, force=force)
     pipeline: Pipeline | None = None
@@ -176,6 +185,13 @@ def convert(
         if prepared.record.sequence_length is not None:  # a dynamic sequence axis: checks and hops use the example's length
             options = replace(options, seq_len=prepared.record.sequence_length)
         targets = parse_targets(to, prepared.format, registry)
+        if options.quantize:  # calibration samples checked (or generated) and saved for the hops, in the source's layout
+            from bridge.quantize import check_targets, save_calibration
+
+            formats = check_targets(options.quantize, targets)
+            calibration_path = stage / "quantize" / "calibration.npz"
+            save_calibration(options, prepared.signature, calibration_path)
+            options = replace(options, quantize_formats=formats, calibration_data=calibration_path)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
         log.info("route: %s", route.describe())
         code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
@@ -275,14 +291,15 @@ def raise_for_failures(conversion: Conversion) -> None:
 
 def _parents_first(route: Route, artifacts: Sequence[Artifact]) -> tuple[Artifact, ...]:
     """Artifacts ordered so that each comes after the one it was made from (then in route order)."""
-    made_from = {a.format: a.made_from for a in artifacts}
+    # A quantization of the float ONNX is made from an artifact of its own format: it comes after that one.
+    made_from = {a.format: a.made_from for a in artifacts if a.made_from != a.format}
 
     def depth(fmt: Format) -> int:
         return 0 if fmt == route.source or fmt not in made_from else 1 + depth(made_from[fmt])
 
     formats = [route.source, *(h.dst for h in route.hops)]
-    return tuple(sorted(artifacts, key=lambda a: (depth(a.format), formats.index(a.format) if a.format in formats
-                                                  else len(formats), a.key)))
+    return tuple(sorted(artifacts, key=lambda a: (depth(a.format) + (a.made_from == a.format),
+                                                  formats.index(a.format) if a.format in formats else len(formats), a.key)))
 
 
 def _detours(pipeline: Pipeline, outcomes: list[HopOutcome], route: Route, prepared: Prepared,

@@ -50,14 +50,25 @@ TOP5 = 5
 
 @dataclass(frozen=True)
 class Tolerance:
-    """|actual - expected| <= atol + rtol * |expected|, elementwise."""
+    """|actual - expected| <= atol + rtol * |expected|, elementwise; or, for a quantized artifact, floors on the
+    signal-to-quantization-noise ratio and on top-1 agreement (`min_sqnr_db` set: atol and rtol do not apply)."""
 
     atol: float
     rtol: float
     source: str = "default"
-    """Where the tolerance came from: ``default float32``, ``--atol``, ``--tol logits=...``."""
+    """Where the tolerance came from: ``default float32``, ``--atol``, ``--tol logits=...``, ``default int8``."""
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None
+    """Where the output looks like class scores: the share of samples whose top class agrees, at least."""
 
-    def to_json(self) -> dict[str, float | str]:
+    @property
+    def quantized(self) -> bool:
+        return self.min_sqnr_db is not None
+
+    def to_json(self) -> dict[str, float | str | None]:
+        if self.quantized:
+            return {"atol": self.atol, "rtol": self.rtol, "source": self.source, "min_sqnr_db": self.min_sqnr_db,
+                    "min_top1": self.min_top1}
         return {"atol": self.atol, "rtol": self.rtol, "source": self.source}
 
 
@@ -67,9 +78,38 @@ TOLERANCES = {
     "float64": Tolerance(1e-6, 1e-5, "default float64"),
 }
 INTEGER_TOLERANCE = Tolerance(0.0, 0.0, "default integer (exact)")
+QUANTIZED_TOLERANCES = {
+    "dynamic": Tolerance(0.0, 0.0, "default dynamic (quantized)", min_sqnr_db=20.0, min_top1=0.95),
+    "int8": Tolerance(0.0, 0.0, "default int8 (quantized)", min_sqnr_db=15.0, min_top1=0.9),
+    "int8-io": Tolerance(0.0, 0.0, "default int8-io (quantized)", min_sqnr_db=15.0, min_top1=0.9),
+}
+"""A quantized artifact against its float parent (docs/quantization.md says how these were chosen)."""
+
+
+QUANTIZE_SCHEMES = ("dynamic", "int8", "int8-io", "fp16")
+"""``--quantize``: dynamic-range (int8 weights, float activations), static int8 with float inputs and outputs,
+static int8 inputs and outputs too (TFLite), float16."""
+QUANTIZE_FORMAT_SCHEMES = {"tflite": ("dynamic", "int8", "int8-io", "fp16"), "onnx": ("dynamic", "int8", "fp16")}
+CALIBRATION_SAMPLES = 64
+"""Samples generated when no --calibration file is given (int8 accuracy is then not meaningful)."""
+MIN_CALIBRATION_SAMPLES = 8
+"""Fewer calibration samples than this is refused: the ranges would be a guess."""
+
+
+def combined_precision(*precisions: str) -> str:
+    """The precision a comparison between artifacts of these precisions is judged at: the first not float32."""
+    return next((p for p in precisions if p != "float32"), "float32")
+
+
+def quantized_precision(scheme: str) -> str:
+    """The precision a scheme's artifact records (and its key's suffix): ``fp16`` is ``float16``."""
+    return "float16" if scheme == "fp16" else scheme
 
 
 def default_tolerance(dtype: str) -> Tolerance:
+    """The tolerance for an output of this dtype, or of this quantized precision (``int8``, ``dynamic``)."""
+    if dtype in QUANTIZED_TOLERANCES:
+        return QUANTIZED_TOLERANCES[dtype]
     if dtype in TOLERANCES:
         return TOLERANCES[dtype]
     if dtype.startswith(("int", "uint", "bool")):

@@ -39,6 +39,19 @@ class Produced:
     precision: str = "float32"
     name_map: Path | None = None
     """A file the hop wrote beside it: the converter's names for the parent's tensors (bridge.tensor_names/1)."""
+    derived: Derivation | None = None
+    """Made by a second tool (a quantization), which the manifest records as this artifact's own."""
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """How a second artifact of a hop was made: the tool and its options, and from what."""
+
+    tool: Tool
+    options: dict[str, Any]
+    from_first: bool = True
+    """Made from the hop's first artifact (the float ONNX a quantization starts from), which is then its parent;
+    False: from the hop's parent, like the first (a quantized TFLite from the parent SavedModel)."""
 
 
 @dataclass(frozen=True)

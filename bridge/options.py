@@ -11,11 +11,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from bridge import defaults
 from bridge.errors import InputError
 from bridge.formats import Format
+
+if TYPE_CHECKING:
+    from bridge.verification.compare import ToleranceRules
 
 TORCH_EXPORTERS = ("dynamo", "torchscript")
 DEVICES = ("cpu", "cuda")
@@ -56,6 +59,10 @@ class ConvertOptions:
     atol: float | None = None
     rtol: float | None = None
     tol: Mapping[str, float] = field(default_factory=dict)
+    min_sqnr: float | None = None
+    """Quantized artifacts: the least SQNR in dB against the float parent (default per scheme, docs/quantization.md)."""
+    min_top1: float | None = None
+    """Quantized artifacts: the least top-1 agreement with the float parent, where outputs are class scores."""
     """Tolerances of the checks, as verify takes them; None means the defaults for each output's dtype."""
     task: str | None = None
     """For a Hugging Face folder: the task whose Auto class loads it (``--task``), instead of the config's architectures."""
@@ -67,9 +74,22 @@ class ConvertOptions:
     """For a Hugging Face text model: the sequence axis (dim 1 of its inputs) symbolic where the hops allow it."""
     kv_cache: bool = False
     """For a Hugging Face causal LM: its key/value cache as outputs too (``present.N.key``, ``present.N.value``)."""
+    quantize: tuple[str, ...] = ()
+    """Quantized artifacts to make beside the float ones, for the tflite and onnx targets (``--quantize int8,dynamic``)."""
+    calibration: Path | None = None
+    """The ``.npz`` of representative inputs static int8 quantization calibrates on (``--calibration``); else generated."""
+    calibration_data: Path | None = None
+    """Set by convert: the calibration samples checked and saved in the source's layout, which the hops read."""
+    quantize_formats: tuple[Format, ...] = ()
+    """Set by convert: the targets the schemes apply to (tflite and onnx among those asked for)."""
 
     def __post_init__(self) -> None:
         _check_tolerances(self.atol, self.rtol, self.tol)
+        for scheme in self.quantize:
+            if scheme not in defaults.QUANTIZE_SCHEMES:
+                raise InputError(f"--quantize {scheme}: use one of {', '.join(defaults.QUANTIZE_SCHEMES)}")
+        if self.calibration is not None and not self.quantize:
+            raise InputError(f"--calibration {self.calibration}: it calibrates a quantization; add --quantize int8")
         for name, value in (("--seq-len", self.seq_len), ("--image-size", self.image_size)):
             if value is not None and value < 1:
                 raise InputError(f"{name} {value}: give a positive size")
@@ -136,6 +156,10 @@ class VerifyOptions:
     atol: float | None = None
     rtol: float | None = None
     tol: Mapping[str, float] = field(default_factory=dict)
+    min_sqnr: float | None = None
+    """Quantized artifacts: the least SQNR in dB against the float parent (default per scheme, docs/quantization.md)."""
+    min_top1: float | None = None
+    """Quantized artifacts: the least top-1 agreement with the float parent, where outputs are class scores."""
     """Per-output absolute tolerance: ``{output_name: atol}``."""
     latency_runs: int = defaults.LATENCY_RUNS
     warmup: int = defaults.WARMUP_RUNS
@@ -175,6 +199,14 @@ class VerifyOptions:
         return built
 
 
+def tolerance_rules_of(options: ConvertOptions | VerifyOptions) -> ToleranceRules:
+    """The `ToleranceRules` a ConvertOptions or VerifyOptions asks for."""
+    from bridge.verification.compare import ToleranceRules
+
+    return ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None,
+                          options.min_sqnr, options.min_top1)
+
+
 def _check_tolerances(atol: float | None, rtol: float | None, tol: Mapping[str, float]) -> None:
     for name, value in (("--atol", atol), ("--rtol", rtol), *((f"--tol {k}", v) for k, v in tol.items())):
         if value is not None and not value >= 0:
@@ -192,12 +224,14 @@ def _build(cls: type[Any], base: Any, changes: Mapping[str, Any]) -> Any:
             given[key] = parse_formats(given[key])
     if "from_format" in given:
         given["from_format"] = Format.parse(given["from_format"])
-    for key in ("prefer", "only"):
+    for key in ("prefer", "only", "quantize"):
         if key in given:
-            given[key] = tuple(n.strip() for n in ([given[key]] if isinstance(given[key], str) else given[key]) if n.strip())
+            items = given[key].split(",") if key == "quantize" and isinstance(given[key], str) else \
+                [given[key]] if isinstance(given[key], str) else given[key]
+            given[key] = tuple(n.strip() for n in items if n.strip())
     if "devices" in given:
         given["devices"] = tuple(given["devices"]) if not isinstance(given["devices"], str) else (given["devices"],)
-    for key in ("inputs", "save_inputs"):
+    for key in ("inputs", "save_inputs", "calibration"):
         if key in given:
             given[key] = Path(given[key])
     return dataclasses.replace(base, **given) if base is not None else cls(**given)

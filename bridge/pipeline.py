@@ -41,7 +41,7 @@ from bridge.errors import InputError, NotApplicableError, UnsupportedRouteError,
 from bridge.formats import Format
 from bridge.isolation import run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
-from bridge.messages import HopRequest, HopResponse, SourceCode
+from bridge.messages import HopRequest, HopResponse, Produced, SourceCode
 from bridge.options import ConvertOptions
 from bridge.progress import Notifier
 from bridge.registry import Candidate, HopRegistry, HopSpec
@@ -297,7 +297,7 @@ class Pipeline:
             parent.abandoned.set()
             return None, Attempt(made.candidate.name, FAILED, "not checked: the artifact it was made from did not run")
         source = self.source_outputs.result().outputs if self.source_outputs is not None else None
-        precision = "float16" if "float16" in (node.precision, parent.precision) else "float32"
+        precision = defaults.combined_precision(node.precision, parent.precision)
         check, attempt = judge(node.key, parent.key, ran, parent_outputs, source, self._signature, precision, self._rules,
                                self.inputs.record if self.inputs is not None else None)
         return (replace(check, log=self.relative(ran.log)) if check is not None else None), attempt
@@ -309,7 +309,9 @@ class Pipeline:
         artifacts = [self._artifact(hop, made, primary, check, attempts, why)]
         failure = None
         for extra in made.nodes[1:]:  # a second precision of the same artifact: checked, not a candidate of its own
-            extra_check, extra_attempt = self._judge_extra(hop, made, extra, parent)
+            derived = self._produced(made, extra).derived
+            from_first = derived is not None and derived.from_first  # made from the first: compared with it
+            extra_check, extra_attempt = self._judge_extra(hop, made, extra, primary if from_first else parent)
             artifacts.append(self._artifact(hop, made, extra, extra_check, (), why, note=extra_attempt))
             if extra_check is not None and not extra_check.passed:
                 failure = HopFailure(hop.name, f"{extra.key}: {extra_attempt}", kept=extra.key)
@@ -358,15 +360,23 @@ class Pipeline:
                   why: str, note: str = "") -> Artifact:
         digest, size = sha256_of(node.path)
         notes = (*made.response.notes, *((note,) if note and check is None else ()))
-        produced = next((p for p in made.response.produced if p.path == node.path), None)
-        name_map = produced.name_map.relative_to(made.directory).as_posix() if produced and produced.name_map else None
+        produced = self._produced(made, node)
+        name_map = produced.name_map.relative_to(made.directory).as_posix() if produced.name_map else None
+        made_from, tool, options = hop.src, made.response.tool, made.response.options
+        if produced.derived is not None:  # a quantization: its own tool; made from the first artifact, that is its parent
+            made_from = hop.dst if produced.derived.from_first else hop.src
+            tool, options = produced.derived.tool, produced.derived.options
         return Artifact(
             format=hop.dst, path=node.path.relative_to(made.directory).as_posix(), sha256=digest, bytes=size,
-            made_from=hop.src, hop=hop.name, tool=made.response.tool, seconds=round(made.seconds, 3),
-            options=made.response.options, inputs=node.signature.inputs, outputs=node.signature.outputs,
+            made_from=made_from, hop=f"{made_from.value}->{hop.dst.value}", tool=tool, seconds=round(made.seconds, 3),
+            options=options, inputs=node.signature.inputs, outputs=node.signature.outputs,
             precision=node.precision, candidate=made.candidate.name, kept_because=why, attempts=tuple(attempts),
             check=check, log=made.log, notes=tuple(notes), name_map=name_map,
         )
+
+    @staticmethod
+    def _produced(made: _Made, node: Node) -> Produced:
+        return next(p for p in made.response.produced if p.path == node.path)
 
     def discard(self, outcome: HopOutcome) -> None:
         for each in outcome.walk():

@@ -49,6 +49,9 @@ class TensorSpec:
     dtype: str
     source_name: str = ""
     perm: tuple[int, ...] = ()
+    quantization: tuple[float, int] | None = None
+    """(scale, zero_point) of an integer tensor that stands for real values: real = scale * (q - zero_point).
+    Verify quantizes the inputs and dequantizes the outputs with it (a TFLite model with int8 inputs and outputs)."""
 
     def __post_init__(self) -> None:
         if not self.source_name:
@@ -78,6 +81,7 @@ class TensorSpec:
             "shape": list(self.shape),
             "dtype": self.dtype,
             "perm": list(self.perm),
+            "quantization": list(self.quantization) if self.quantization is not None else None,
         }
 
     @classmethod
@@ -88,6 +92,8 @@ class TensorSpec:
             shape=tuple(data["shape"]),
             dtype=str(data["dtype"]),
             perm=tuple(int(p) for p in data.get("perm") or ()),
+            quantization=(float(data["quantization"][0]), int(data["quantization"][1]))
+            if isinstance(data.get("quantization"), list) else None,
         )
 
 
@@ -154,7 +160,7 @@ def carry_layout(parent: Signature, child: Signature, hop_perms: dict[str, tuple
                 continue
             step = hop_perms.get(spec.name, identity(spec.rank))
             perm = compose(ancestor.perm, step) if len(ancestor.perm) == len(step) else step
-            out.append(TensorSpec(spec.name, spec.shape, spec.dtype, ancestor.source_name, perm))
+            out.append(TensorSpec(spec.name, spec.shape, spec.dtype, ancestor.source_name, perm, spec.quantization))
         return tuple(out)
 
     return Signature(match(child.inputs, parent.inputs), match(child.outputs, parent.outputs))

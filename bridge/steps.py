@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import DeviceUnavailableError
+from bridge.formats import Format
 from bridge.localization.graph import CapturedGraph
 from bridge.messages import (
     CaptureRequest,
@@ -75,8 +76,15 @@ def hop(request: HopRequest) -> HopResponse:
     request.out_dir.mkdir(parents=True, exist_ok=True)
     result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate,
                                        request.code))
+    produced = result.produced
+    if request.hop.dst == Format.ONNX and Format.ONNX in request.options.quantize_formats:
+        from bridge.quantize import onnx_quantized, schemes_for
+
+        first = produced[0]  # the float ONNX: each quantization is its child
+        produced += tuple(onnx_quantized(first.path, first.signature, scheme, request.options)
+                          for scheme in schemes_for(Format.ONNX, request.options.quantize))
     return HopResponse(
-        produced=result.produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
+        produced=produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
         options=result.options, notes=result.notes,
     )
 

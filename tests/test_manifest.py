@@ -26,7 +26,8 @@ def test_manifest_fields_and_hashes(converted_cnn: Path) -> None:
         digest, size = sha256_of(converted_cnn / artifact["path"])
         assert (digest, size) == (artifact["sha256"], artifact["bytes"])
         for tensor in artifact["inputs"] + artifact["outputs"]:
-            assert set(tensor) == {"name", "source_name", "shape", "dtype", "perm"}
+            assert set(tensor) == {"name", "source_name", "shape", "dtype", "perm", "quantization"}
+            assert tensor["quantization"] is None  # [scale, zero_point] for a quantized model's int8 inputs and outputs
     # Route order: a parent always comes before the artifacts made from it.
     formats = [a["format"] for a in data["artifacts"]]
     assert formats.index("onnx") < formats.index("tflite")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+from bridge.errors import HopError
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.onnx2tf_common import (
@@ -17,7 +18,7 @@ from bridge.hops.onnx2tf_common import (
     write_name_map,
 )
 from bridge.hops.onnx_to_tf import move_saved_model
-from bridge.hops.tf_to_tflite import saved_model_to_tflite, tflite_name
+from bridge.hops.tf_to_tflite import float_precisions, quantized_from_saved_model, saved_model_to_tflite, tflite_name
 from bridge.runtimes.base import read_signature
 from bridge.signature import carry_layout
 
@@ -27,8 +28,10 @@ class OnnxToTflite(Hop):
         settings = job.candidate.settings
         via_saved_model = bool(settings.get("via_saved_model"))
         work = job.out_dir / "onnx2tf"
-        run = run_onnx2tf(job.src, work, saved_model=via_saved_model, backend=str(settings["backend"]))
-        precisions = ("float32", "float16") if job.options.fp16 else ("float32",)
+        quantize = Format.TFLITE in job.options.quantize_formats
+        # Quantized TFLite comes from TensorFlow's converter, which needs the SavedModel: onnx2tf writes one too.
+        run = run_onnx2tf(job.src, work, saved_model=via_saved_model or quantize, backend=str(settings["backend"]))
+        precisions = float_precisions(job.options)
         channels_last = channels_last_outputs(work)
         kept = inputs_kept_by_rule(job.src)
         produced = []
@@ -40,6 +43,7 @@ class OnnxToTflite(Hop):
             perms, notes = hop_perms(job.signature, sm_signature, channels_last, kept, "onnx->tflite")
             through = carry_layout(job.signature, sm_signature, perms)
             produced = [saved_model_to_tflite(saved_model, job.out_dir / tflite_name(p), through, p) for p in precisions]
+            produced += quantized_from_saved_model(saved_model, job.out_dir, through, job.options)
             shutil.rmtree(saved_model)
         else:
             # The names onnx2tf gave the ONNX tensors it renamed: localisation joins the two graphs with them.
@@ -51,8 +55,18 @@ class OnnxToTflite(Hop):
                 child = read_signature(Format.TFLITE, target)
                 perms, notes = hop_perms(job.signature, child, channels_last, kept, "onnx->tflite")
                 produced.append(Produced(target, carry_layout(job.signature, child, perms), precision, name_map))
+            if quantize:
+                if not (work / "saved_model.pb").is_file():
+                    raise HopError(f"{job.src}: onnx2tf wrote no SavedModel beside the TFLite, and quantization starts "
+                                   "from one; convert without --quantize, or through tf (--via tf)")
+                saved_model = move_saved_model(work, job.out_dir / "saved_model")
+                sm_signature = read_signature(Format.TF, saved_model)
+                perms, _ = hop_perms(job.signature, sm_signature, channels_last, kept, "onnx->tflite")
+                through = carry_layout(job.signature, sm_signature, perms)
+                produced += quantized_from_saved_model(saved_model, job.out_dir, through, job.options)
+                shutil.rmtree(saved_model)
         shutil.rmtree(work)
-        options = {**run.kwargs, "fp16": job.options.fp16}
+        options = {**run.kwargs, "fp16": "float16" in precisions}
         if via_saved_model:
             options["then"] = "tf.lite.TFLiteConverter.from_saved_model"
         return HopResult(tuple(produced), options=options, notes=notes)

@@ -28,6 +28,7 @@ from bridge.localization.result import AGREES, BY_NAMES, BY_VALUES, DIVERGES, NO
 from bridge.localization.walk import Walk, ancestors
 from bridge.manifest import MANIFEST_NAME, Manifest, inside
 from bridge.messages import CaptureRequest
+from bridge.options import tolerance_rules_of
 from bridge.runtimes.registry import DEFAULT_RUNNERS
 from bridge.signature import TensorSpec
 from bridge.verification.compare import ToleranceRules, to_source_layout
@@ -271,7 +272,7 @@ def localize_comparisons(subjects: Any, comparisons: Any, outputs: Mapping[str, 
     import tempfile
 
     wanted = options.localize.hop_pair()
-    rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
+    rules = tolerance_rules_of(options)
     settings = LocalizeSettings(rules, options.localize.top, options.localize.max_steps, options.localize.bisect,
                                 options.timeout, options.trust_pickle, options.trust_code, options.localize.output)
     tolerance = rules.for_output("", "float32")

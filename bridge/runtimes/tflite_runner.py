@@ -21,7 +21,10 @@ def _spec(name: str, detail: dict[str, Any]) -> TensorSpec:
     shape_signature = detail.get("shape_signature")
     shape = detail["shape"] if shape_signature is None or len(shape_signature) == 0 else shape_signature
     dims = tuple(int(d) if int(d) >= 0 else None for d in shape)
-    return TensorSpec(name, dims, detail["dtype"].__name__ if hasattr(detail["dtype"], "__name__") else str(detail["dtype"]))
+    dtype = detail["dtype"].__name__ if hasattr(detail["dtype"], "__name__") else str(detail["dtype"])
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quantized = dtype in ("int8", "uint8", "int16") and float(scale) > 0  # int8 inputs and outputs standing for reals
+    return TensorSpec(name, dims, dtype, quantization=(float(scale), int(zero_point)) if quantized else None)
 
 
 class TfliteRunner(Runner):

@@ -36,6 +36,8 @@ class OutputDrift:
     passed: bool
     tolerance: Tolerance
     error: str | None = None
+    sqnr_db: float | None = None
+    """Signal to noise, 10 log10(sum expected^2 / sum (actual - expected)^2), capped at `SQNR_CAP_DB` (identical)."""
 
     def to_json(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
@@ -46,7 +48,7 @@ class OutputDrift:
             "max_rel": num(self.max_rel), "rmse": num(self.rmse), "cosine": num(self.cosine),
             "top1_agreement": num(self.top1_agreement), "top5_overlap": num(self.top5_overlap),
             "nonfinite": self.nonfinite, "passed": self.passed, "tolerance": self.tolerance.to_json(),
-            "error": self.error,
+            "error": self.error, "sqnr_db": num(self.sqnr_db),
         }
 
     def describe(self) -> str:
@@ -54,7 +56,26 @@ class OutputDrift:
             return f"{self.name}: {self.error}"
         if self.nonfinite:
             return f"{self.name}: {self.nonfinite}"
+        if self.tolerance.quantized:
+            top1 = f", top-1 {self.top1_agreement:.3f} (min {self.tolerance.min_top1:g})" \
+                if self.top1_agreement is not None and self.tolerance.min_top1 is not None else ""
+            return f"{self.name}: SQNR {self.sqnr_db:.1f} dB (min {self.tolerance.min_sqnr_db:g}){top1}"
         return f"{self.name}: max abs {self.max_abs:.3g} (atol {self.tolerance.atol:g}, rtol {self.tolerance.rtol:g})"
+
+
+SQNR_CAP_DB = 200.0
+"""SQNR of identical outputs (no noise at all) is reported as this."""
+
+
+def sqnr_db(expected: NDArray[Any], actual: NDArray[Any]) -> float:
+    """10 log10 of the expected outputs' power over the power of the difference, in dB (capped)."""
+    signal = float(np.sum(np.square(expected, dtype=np.float64)))
+    noise = float(np.sum(np.square(actual.astype(np.float64) - expected)))
+    if noise == 0.0:
+        return SQNR_CAP_DB
+    if signal == 0.0:
+        return -SQNR_CAP_DB
+    return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
 
 
 def _full_perm(perm: tuple[int, ...], leading: int) -> tuple[int, ...]:
@@ -143,11 +164,17 @@ def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tole
                 te = np.argsort(-rows_e, axis=-1)[:, :k]
                 ta = np.argsort(-rows_a, axis=-1)[:, :k]
                 top5 = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(te, ta, strict=False)]))
-        within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
+        sqnr = sqnr_db(ef, af)
+        if tolerance.quantized:
+            assert tolerance.min_sqnr_db is not None
+            within = sqnr >= tolerance.min_sqnr_db and (
+                top1 is None or tolerance.min_top1 is None or top1 >= tolerance.min_top1)
+        else:
+            within = bool(np.all(np.abs(a - e)[finite] <= tolerance.atol + tolerance.rtol * np.abs(e)[finite]))
         return OutputDrift(
             name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,
             rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
-            nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance,
+            nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance, sqnr_db=sqnr,
         )
 
 
@@ -158,9 +185,18 @@ class ToleranceRules:
     atol: float | None = None
     rtol: float | None = None
     per_output: Mapping[str, float] | None = None
+    min_sqnr_db: float | None = None
+    min_top1: float | None = None
+    """``--min-sqnr`` and ``--min-top1``: the quantized artifacts' floors (the float tolerances never apply to them)."""
 
     def for_output(self, name: str, dtype: str) -> Tolerance:
         base = defaults.default_tolerance(dtype)
+        if base.quantized:
+            if self.min_sqnr_db is None and self.min_top1 is None:
+                return base
+            return Tolerance(0.0, 0.0, "--min-sqnr/--min-top1",
+                             self.min_sqnr_db if self.min_sqnr_db is not None else base.min_sqnr_db,
+                             self.min_top1 if self.min_top1 is not None else base.min_top1)
         atol, rtol, source = base.atol, base.rtol, base.source
         if self.atol is not None or self.rtol is not None:
             atol = self.atol if self.atol is not None else atol

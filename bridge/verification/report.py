@@ -49,6 +49,8 @@ class Representation:
     """The runtime's whole output for this run (a file under ``DIR/verify/logs``)."""
     model_latency: LatencyStats | None = None
     """The model alone, measured inside a server, where `latency` is the client's end-to-end figure."""
+    bytes: int | None = None
+    """The artifact's size on disk (a folder's files together); None for the eager module."""
 
     @property
     def label(self) -> str:
@@ -59,7 +61,7 @@ class Representation:
             "name": self.name, "format": self.format, "device": self.device, "runtime": self.runtime,
             "provider": self.provider, "digest": self.digest, "log": self.log, "path": self.path, "status": self.status,
             "latency_ms": self.latency.to_json() if self.latency else None,
-            "model_latency_ms": self.model_latency.to_json() if self.model_latency else None,
+            "model_latency_ms": self.model_latency.to_json() if self.model_latency else None, "bytes": self.bytes,
             "error": self.error, "notes": list(self.notes),
         }
 
@@ -284,7 +286,8 @@ class Report:
             t = o["tolerance"]
             return OutputDrift(o["name"], num("max_abs"), num("mean_abs"), num("max_rel"), num("rmse"), num("cosine"),
                                o.get("top1_agreement"), o.get("top5_overlap"), o.get("nonfinite"), o["passed"],
-                               Tolerance(float(t["atol"]), float(t["rtol"]), str(t["source"])), o.get("error"))
+                               Tolerance(float(t["atol"]), float(t["rtol"]), str(t["source"]), t.get("min_sqnr_db"),
+                                         t.get("min_top1")), o.get("error"), o.get("sqnr_db"))
 
         def comparisons(kind: str) -> tuple[Comparison, ...]:
             return tuple(Comparison(kind, c["src"], c["dst"], c["device"], tuple(drift(o) for o in c["outputs"]))
@@ -296,7 +299,8 @@ class Report:
 
             return Representation(r["name"], r["format"], r["device"], r["runtime"], r["path"], r["status"],
                                   stats(r.get("latency_ms")), r.get("error"), tuple(r.get("notes", ())),
-                                  r.get("provider", ""), r.get("digest", ""), r.get("log"), stats(r.get("model_latency_ms")))
+                                  r.get("provider", ""), r.get("digest", ""), r.get("log"), stats(r.get("model_latency_ms")),
+                                  r.get("bytes"))
 
         i = data["inputs"]
         return cls(
@@ -327,6 +331,12 @@ class Report:
                  "|---|---|---|---|---|---|---|---|"]
         for row in table_rows(self):
             lines.append("| " + " | ".join(row) + " |")
+        quantized = quantized_rows(self)
+        if quantized:
+            lines += ["", "Quantized artifacts against their float parent; size and p50 as a share of the float artifact "
+                      "of the same format:", "",
+                      "| " + " | ".join(QUANTIZED_HEADERS) + " |", "|" + "---|" * len(QUANTIZED_HEADERS)]
+            lines += ["| " + " | ".join(row) + " |" for row in quantized]
         if not self.passed:
             lines += ["", "**Problems**", ""] + [f"- {line}" for line in self.summary().splitlines()]
         if self.localization:
@@ -344,6 +354,37 @@ def _worst(comparison: Comparison | None) -> str:
 
 
 TABLE_HEADERS = ("representation", "runtime", "device", "vs parent", "vs source", "result", "p50 ms", "p90 ms")
+QUANTIZED_HEADERS = ("quantized", "against", "device", "SQNR dB", "cosine", "top-1", "top-5", "size vs float",
+                     "p50 vs float", "result", "tolerance")
+
+
+def quantized_rows(report: Report) -> list[list[str]]:
+    """One row per quantized artifact and device, against its float parent: the quantization figures (worst
+    output), its size and median latency as a share of the parent's, and which tolerance applied."""
+    reps = {(r.name, r.device): r for r in report.representations}
+    rows = []
+    for hop in report.hops:
+        if not hop.outputs or not any(o.tolerance.quantized or o.tolerance.source.endswith("float16")
+                                      for o in hop.outputs):
+            continue
+        mine = reps.get((hop.dst, hop.device))
+        # Size and speed against the float artifact of the same format where there is one (tflite-int8 against tflite).
+        parent = reps.get((mine.format, hop.device)) if mine is not None else None
+        parent = parent or reps.get((hop.src, hop.device))
+
+        def worst(values: list[float | None]) -> str:
+            found = [v for v in values if v is not None]
+            return f"{min(found):.3f}" if found else "-"
+
+        sqnr = [o.sqnr_db for o in hop.outputs if o.sqnr_db is not None]
+        size = f"{mine.bytes / parent.bytes:.2f}x" if mine and parent and mine.bytes and parent.bytes else "-"
+        speed = f"{mine.latency.p50 / parent.latency.p50:.2f}x" if mine and parent and mine.latency and parent.latency \
+            and parent.latency.p50 > 0 else "-"
+        rows.append([hop.dst, hop.src, hop.device, f"{min(sqnr):.1f}" if sqnr else "-",
+                     worst([o.cosine for o in hop.outputs]), worst([o.top1_agreement for o in hop.outputs]),
+                     worst([o.top5_overlap for o in hop.outputs]), size, speed, "pass" if hop.passed else "FAIL",
+                     hop.outputs[0].tolerance.source])
+    return rows
 
 
 def table_rows(report: Report) -> list[list[str]]:

@@ -28,7 +28,7 @@ from bridge.formats import Format, RunnerSpec
 from bridge.isolation import run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest
-from bridge.options import LocalizeOptions, VerifyOptions
+from bridge.options import LocalizeOptions, VerifyOptions, tolerance_rules_of
 from bridge.progress import DONE, FAILED, START, Notifier, ProgressEvent
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
@@ -161,6 +161,10 @@ def feeds_for(subject: Subject, source_inputs: Mapping[str, NDArray[Any]]) -> di
     for spec in subject.signature.inputs:
         array = from_source_layout(source_inputs[spec.source_name], spec.perm, leading=1)
         dtype = np.float32 if spec.dtype == "bfloat16" else np.dtype(spec.dtype)
+        if spec.quantization is not None:  # real values to the integers the artifact takes, with its recorded scale
+            scale, zero_point = spec.quantization
+            info = np.iinfo(dtype)
+            array = np.clip(np.round(array.astype(np.float64) / scale) + zero_point, info.min, info.max)
         feeds[spec.name] = np.ascontiguousarray(array.astype(dtype, copy=False))
     return feeds
 
@@ -169,6 +173,9 @@ def _outputs_in_source_layout(subject: Subject, raw: Mapping[str, NDArray[Any]],
     out = {}
     for spec in subject.signature.outputs:
         stacked = np.stack([raw[f"{i}/{spec.name}"] for i in range(samples)])
+        if spec.quantization is not None:  # integers back to the real values they stand for
+            scale, zero_point = spec.quantization
+            stacked = ((stacked.astype(np.float64) - zero_point) * scale).astype(np.float32)
         out[spec.source_name] = to_source_layout(stacked, spec.perm, leading=1)
     return out
 
@@ -270,6 +277,8 @@ def verify(
     allow_changed: bool | None = None,
     factory: str | None = None,
     localize: LocalizeOptions | None = None,
+    min_sqnr: float | None = None,
+    min_top1: float | None = None,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
@@ -282,7 +291,7 @@ def verify(
         options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
         rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
         trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
-        allow_changed=allow_changed, factory=factory, localize=localize,
+        allow_changed=allow_changed, factory=factory, localize=localize, min_sqnr=min_sqnr, min_top1=min_top1,
     )
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
@@ -361,7 +370,7 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
     else:
         digest = inputs_mod.save_npz(source_inputs, inputs_path)
     record = InputsRecord(options.seed if generated else None, count, digest, str(inputs_path), generated)
-    rules = ToleranceRules(options.atol, options.rtol, dict(options.tol) if options.tol else None)
+    rules = tolerance_rules_of(options)
     hops, cumulative, device_checks = _compare_all(slots, outputs, manifest.source.signature, rules)
     compared = {c.dst for c in (*hops, *cumulative)}
     # A second runtime that is not here (tensorflow_model_server) leaves its artifact compared all the same.
@@ -403,7 +412,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
 
     def row(status: str, **more: Any) -> Representation:
         return Representation(slot.name, subject.format.value, device, runner.runtime, subject.location, status,
-                              digest=digest, **more)
+                              digest=digest, bytes=_size_of(subject.path) if subject.factory is None else None, **more)
 
     if device not in runner.devices:
         return row(UNAVAILABLE, error=f"{device}: not available ({runner.runtime} runs on {', '.join(runner.devices)} only)"), None
@@ -440,6 +449,14 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         _outputs_in_source_layout(subject, raw, samples)
 
 
+def _size_of(path: Path) -> int | None:
+    """A file's size, or a folder's files together; None when it is not there."""
+    try:
+        return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+
+
 def _concrete(signature: Signature) -> tuple[Any, ...]:
     """Input specs with symbolic dimensions set to 1, for runtimes that need shapes (TorchScript)."""
     from bridge.signature import TensorSpec
@@ -454,7 +471,7 @@ def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], ac
     """Every source output of `dst` against `src`, with the tolerance for its dtype (or the precision's)."""
     drifts = []
     for spec in source.outputs:
-        dtype = "float16" if precision == "float16" else spec.dtype
+        dtype = precision if precision != "float32" else spec.dtype
         tolerance = rules.for_output(spec.name, dtype)
         if spec.name not in expected or spec.name not in actual:
             missing = dst if spec.name not in actual else src
@@ -484,7 +501,7 @@ def _compare_all(slots: Sequence[Slot], outputs: Mapping[str, dict[str, NDArray[
         parent = primary.get((parent_name, device)) if parent_name is not None else None
         if parent is not None and parent is not slot:
             expected = outputs.get(_key(parent.name, device))
-            precision = "float16" if "float16" in (subject.precision, parent.subject.precision) else "float32"
+            precision = defaults.combined_precision(subject.precision, parent.subject.precision)
             if expected is not None:
                 hops.append(_compare("hop", parent, slot, device, expected, mine, source, rules, precision))
         origin = primary.get((SOURCE, device))

@@ -1,0 +1,257 @@
+"""Quantized artifacts: the schemes, the calibration samples, and the two tools that make them.
+
+``--quantize`` asks for quantized artifacts beside the float ones, for the ``tflite`` and ``onnx``
+targets (docs/quantization.md):
+
+- TFLite (``dynamic``, ``int8``, ``int8-io``, ``fp16``): TensorFlow's converter from a SavedModel, the
+  representative dataset being the calibration samples in the SavedModel's layout. The ``tf -> tflite``
+  hop has its SavedModel; ``onnx -> tflite`` asks onnx2tf for one beside its flatbuffer. The artifact is
+  compared with the hop's parent.
+- ONNX (``dynamic``, ``int8`` as QDQ per channel, ``fp16``): onnxruntime's quantization tools and its
+  float16 converter, on the float ONNX the hop just wrote: the artifact is that artifact's child
+  (`Derivation`).
+
+Calibration samples are the user's ``--calibration`` file (checked like ``--inputs``), or generated
+with a warning that int8 accuracy is then not meaningful; convert saves them in the source's layout
+(`save_calibration`) and every hop reads them in its own (`samples_for`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge import defaults
+from bridge.errors import HopError, InputError
+from bridge.formats import Format
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from bridge.messages import Produced
+    from bridge.options import ConvertOptions
+    from bridge.signature import Signature
+
+log = logging.getLogger(__name__)
+
+GENERATED_WARNING = ("no --calibration file: the int8 ranges are calibrated on generated inputs, so int8 accuracy "
+                     "is not meaningful; give representative inputs with --calibration FILE.npz")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The samples saved for the hops, and what the manifest says about them."""
+
+    path: Path
+    sha256: str
+    samples: int
+    generated: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "samples": self.samples, "generated": self.generated}
+
+
+def schemes_for(fmt: Format, schemes: tuple[str, ...]) -> tuple[str, ...]:
+    """The requested schemes that apply to `fmt`, in the order asked."""
+    return tuple(s for s in schemes if s in defaults.QUANTIZE_FORMAT_SCHEMES.get(fmt.value, ()))
+
+
+def check_targets(schemes: tuple[str, ...], targets: tuple[Format, ...]) -> tuple[Format, ...]:
+    """The targets the schemes apply to; an InputError when a scheme applies to none of them."""
+    formats = tuple(t for t in targets if t.value in defaults.QUANTIZE_FORMAT_SCHEMES)
+    if not formats:
+        raise InputError(f"--quantize {','.join(schemes)}: quantized artifacts are made for tflite and onnx; "
+                         "add --to tflite or --to onnx")
+    for scheme in schemes:
+        if not any(scheme in defaults.QUANTIZE_FORMAT_SCHEMES[t.value] for t in formats):
+            where = " or ".join(f for f, s in defaults.QUANTIZE_FORMAT_SCHEMES.items() if scheme in s)
+            raise InputError(f"--quantize {scheme}: made for {where} only; add --to {where.split(' or ')[0]}")
+    return formats
+
+
+def save_calibration(options: ConvertOptions, source: Signature, target: Path) -> Calibration:
+    """Check the user's calibration file against the source (or generate samples) and save them for the hops."""
+    from bridge.inputs import check_inputs, file_sha256, generate, load_npz, save_npz
+
+    if options.calibration is not None:
+        arrays = check_inputs(load_npz(options.calibration), source, options.calibration)
+        count = len(next(iter(arrays.values())))
+        if count < defaults.MIN_CALIBRATION_SAMPLES:
+            raise InputError(f"{options.calibration}: {count} calibration samples; give at least "
+                             f"{defaults.MIN_CALIBRATION_SAMPLES} representative inputs ([samples, *shape] per input)")
+        save_npz(arrays, target)
+        found = Calibration(target, file_sha256(options.calibration), count, False)
+    else:
+        log.warning(GENERATED_WARNING)
+        arrays = generate(source, seed=defaults.SEED + 1, samples=defaults.CALIBRATION_SAMPLES, int_high=defaults.INT_HIGH)
+        found = Calibration(target, save_npz(arrays, target), defaults.CALIBRATION_SAMPLES, True)
+    import json
+
+    target.with_suffix(".json").write_text(json.dumps(found.to_json()), encoding="utf-8")
+    return found
+
+
+def samples_for(signature: Signature, path: Path) -> list[dict[str, NDArray[Any]]]:
+    """The calibration samples in `signature`'s names, layouts and dtypes, one dict per sample."""
+    import numpy as np
+
+    from bridge.verification.compare import from_source_layout
+
+    with np.load(path) as data:
+        stacked = {spec.name: from_source_layout(data[spec.source_name], spec.perm, leading=1).astype(spec.dtype)
+                   for spec in signature.inputs}
+    count = len(next(iter(stacked.values())))
+    return [{name: np.ascontiguousarray(array[i]) for name, array in stacked.items()} for i in range(count)]
+
+
+def record(scheme: str, options: ConvertOptions, tool: str) -> dict[str, Any]:
+    """The options a quantized artifact records: scheme, tool, and the calibration it was made with."""
+    recorded: dict[str, Any] = {"quantize": scheme, "tool": tool}
+    if scheme in ("int8", "int8-io") and options.calibration_data is not None:
+        import json
+
+        meta = options.calibration_data.with_suffix(".json")
+        recorded["calibration"] = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    return recorded
+
+
+# --- TFLite, from a SavedModel -------------------------------------------------------------------------------
+
+
+def tflite_from_saved_model(saved_model: Path, target: Path, through: Signature, scheme: str,
+                            options: ConvertOptions) -> Produced:
+    """A quantized TFLite of the SavedModel's serving_default; `through` is the SavedModel's signature."""
+    import tensorflow as tf
+
+    from bridge.hops.tf_to_tflite import SIGNATURE_KEYS
+    from bridge.messages import Derivation, Produced
+    from bridge.runtimes.base import read_signature
+    from bridge.signature import carry_layout
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=SIGNATURE_KEYS)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if scheme == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif scheme in ("int8", "int8-io"):
+        if options.calibration_data is None:
+            raise InputError(f"--quantize {scheme}: no calibration samples were prepared")
+        samples = samples_for(through, options.calibration_data)
+
+        def representative() -> Any:
+            yield from samples
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if scheme == "int8-io":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        target.write_bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError
+        raise HopError(f"--quantize {scheme}: TensorFlow's converter cannot quantize this model "
+                       f"({_quantize_failure(str(exc))}); quantize to dynamic or fp16, or leave it float") from exc
+    from bridge.manifest import Tool
+
+    recorded = {**record(scheme, options, "tf.lite.TFLiteConverter"), "representative_dataset": scheme in ("int8", "int8-io"),
+                "inference_io": "int8" if scheme == "int8-io" else "float32"}
+    return Produced(target, carry_layout(through, read_signature(Format.TFLITE, target)),
+                    defaults.quantized_precision(scheme),
+                    derived=Derivation(Tool("tensorflow", tf.__version__), recorded, from_first=False))
+
+
+def _quantize_failure(message: str) -> str:
+    """The op the converter names, or the first line of its message."""
+    found = re.search(r"(?:op|operation)s?\s*['`\"]?([A-Za-z_][\w.]*)['`\"]?\s+(?:is|are)\s+(?:not|neither)", message)
+    if found:
+        return f"op {found.group(1)} cannot be quantized to int8"
+    lines = [line.strip() for line in message.splitlines() if line.strip() and "error:" in line.lower()]
+    return (lines[0] if lines else message.strip().splitlines()[0] if message.strip() else "no message")[:300]
+
+
+# --- ONNX, from the float ONNX ---------------------------------------------------------------------------------
+
+
+def onnx_quantized(float_onnx: Path, signature: Signature, scheme: str, options: ConvertOptions) -> Produced:
+    """A quantized copy of `float_onnx` beside it (``model_int8.onnx``), derived from it."""
+    import onnxruntime
+
+    from bridge.manifest import Tool
+    from bridge.messages import Derivation, Produced
+
+    target = float_onnx.with_name(f"model_{defaults.quantized_precision(scheme)}.onnx")
+    if scheme == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        model = convert_float_to_float16(onnx.load(str(float_onnx)), keep_io_types=True)
+        wrapped = OnnxModel(model)
+        wrapped.topological_sort()  # the converter appends its input casts after the nodes that read them
+        onnx.save(wrapped.model, str(target))
+        how: dict[str, Any] = {"keep_io_types": True}
+        tool = "onnxruntime.transformers.float16"
+    else:
+        clean = _without_value_info(float_onnx)
+        try:
+            how, tool = _quantize_onnx(clean, target, signature, scheme, options)
+        finally:
+            clean.unlink(missing_ok=True)
+    from bridge.runtimes.base import read_signature
+    from bridge.signature import carry_layout
+
+    recorded = {**record(scheme, options, tool), **how}
+    return Produced(target, carry_layout(signature, read_signature(Format.ONNX, target)), defaults.quantized_precision(scheme),
+                    derived=Derivation(Tool("onnxruntime", onnxruntime.__version__), recorded))
+
+
+def _quantize_onnx(clean: Path, target: Path, signature: Signature, scheme: str,
+                   options: ConvertOptions) -> tuple[dict[str, Any], str]:
+    """onnxruntime's dynamic or static (QDQ, per channel) quantization; the options used and the function's name."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if scheme == "dynamic":
+        quantize_dynamic(str(clean), str(target), weight_type=QuantType.QInt8)
+        return {"weight_type": "QInt8"}, "onnxruntime.quantization.quantize_dynamic"
+    if options.calibration_data is None:
+        raise InputError(f"--quantize {scheme}: no calibration samples were prepared")
+    reader = _Reader(samples_for(signature, options.calibration_data))
+    try:
+        quantize_static(str(clean), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types for ops it cannot quantize
+        target.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise HopError(f"--quantize int8: onnxruntime cannot quantize this model ({reason}); "
+                       "quantize to dynamic or fp16, or leave it float") from exc
+    how = {"quant_format": "QDQ", "per_channel": True, "activation_type": "QInt8", "weight_type": "QInt8"}
+    tool = "onnxruntime.quantization.quantize_static"
+    return how, tool
+
+
+def _without_value_info(float_onnx: Path) -> Path:
+    """A copy of the model without its intermediate shapes (``value_info``), beside it: onnxruntime's quantizer infers
+    them again, and a stale one (an exporter's) stops it ("inferred shape and existing shape differ")."""
+    import onnx
+
+    model = onnx.load(str(float_onnx), load_external_data=False)
+    del model.graph.value_info[:]
+    copy = float_onnx.with_name(".quantize-input.onnx")
+    onnx.save(model, str(copy))
+    return copy
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over the samples."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self._all = samples
+        self._samples = iter(samples)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._samples, None)
+
+    def rewind(self) -> None:  # onnxruntime calls it between calibration passes
+        self._samples = iter(self._all)
