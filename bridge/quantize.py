@@ -115,6 +115,8 @@ def record(scheme: str, options: ConvertOptions, tool: str) -> dict[str, Any]:
 
         meta = options.calibration_data.with_suffix(".json")
         recorded["calibration"] = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+        if recorded["calibration"].get("generated"):
+            recorded["warning"] = GENERATED_WARNING
     return recorded
 
 
