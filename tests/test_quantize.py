@@ -135,11 +135,16 @@ def test_a_wrong_recorded_input_scale_is_caught(quantized: tuple[Any, dict[str, 
     assert not _hop(json.loads((tmp_path / "r.json").read_text()), "tflite-int8-io")["passed"]
 
 
-def test_a_calibration_set_a_hundred_times_too_wide_fails(classifier: dict[str, Path], tmp_path: Path) -> None:
-    result, report = _verify(classifier, tmp_path / "bad.bridge", "tflite", "int8", "bad_calibration", "--no-check")
+def test_a_calibration_set_a_hundred_times_too_wide_fails_and_the_layer_is_named(classifier: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    result, report = _verify(classifier, tmp_path / "bad.bridge", "tflite", "int8", "bad_calibration", "--no-check",
+                             "--localize")
     hop = _hop(report, "tflite-int8")
     assert not hop["passed"] and hop["outputs"][0]["sqnr_db"] < 15.0
     assert result.returncode == 1 and "tflite-int8" in result.stderr
+    # The first layer already loses most of its signal: its inputs are quantized on a range 100x too wide.
+    found = next(f for f in report["localization"] if f["hop"] == "onnx -> tflite-int8")
+    assert found["first"]["op"] == "Gemm" and found["first"]["node"] == "node_linear", found["first"]
 
 
 @pytest.mark.parametrize("which, says", [
