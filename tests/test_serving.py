@@ -104,29 +104,28 @@ def test_each_target_is_laid_out_as_its_server_loads_it(deployed_cnn: tuple[Path
     assert tfjs["options"]["untransposed_fused_matmuls"] == 1  # the CNN's one fully connected layer
 
 
+def verify_as_source(package: Path, to: str, out: Path) -> dict[str, dict[str, Any]]:
+    """Verify a deployed package as the source of a conversion to `to`; its report's rows by name."""
+    result = run_bridge("verify", str(package), "--to", to, "-o", str(out), "--device", "cpu", "--samples", "2",
+                        "--latency-runs", "2", "--json", str(out.with_suffix(".json")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stray_processes() == []
+    return {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["representations"]}
+
+
 @serving
 @pytest.mark.slow
 def test_a_served_package_is_verified_as_a_source(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """The .mar runs in TorchServe as the source; the model inside it is taken out and checked against ONNX."""
-    out, _, _ = deployed_cnn
-    result = run_bridge("verify", str(out / "torchserve" / "model.mar"), "--to", "onnx", "-o", str(tmp_path / "mar"),
-                        "--device", "cpu", "--samples", "2", "--latency-runs", "2", "--json", str(tmp_path / "r.json"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["representations"]}
+    rows = verify_as_source(deployed_cnn[0] / "torchserve" / "model.mar", "onnx", tmp_path / "mar")
     assert rows["source"]["runtime"] == "torchserve" and rows["torch"]["status"] == rows["onnx"]["status"] == "ok"
-    assert stray_processes() == []
 
 
 @serving
 @pytest.mark.slow
 def test_a_tf_serving_folder_is_verified_as_a_source(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """The folder runs through its serving signature as the source; its highest version is the SavedModel taken on."""
-    out, _, _ = deployed_cnn
-    result = run_bridge("verify", str(out / "tf-serving" / "model"), "--to", "tflite", "-o", str(tmp_path / "tfs"),
-                        "--device", "cpu", "--samples", "2", "--latency-runs", "2", "--json", str(tmp_path / "r.json"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "r.json").read_text())
-    rows = {r["name"]: r for r in report["representations"]}
+    rows = verify_as_source(deployed_cnn[0] / "tf-serving" / "model", "tflite", tmp_path / "tfs")
     assert rows["source"]["runtime"] == "serving-signature" and rows["tf"]["status"] == rows["tflite"]["status"] == "ok"
     manifest = json.loads((tmp_path / "tfs" / "manifest.json").read_text())
     tf = next(a for a in manifest["artifacts"] if a["format"] == "tf")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import RuntimeLoadError
+from bridge.runtimes.base import Runner
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 180.0
@@ -143,3 +144,20 @@ class Server:
         if watchdog is not None and watchdog.poll() is None:
             watchdog.kill()
             watchdog.wait()
+
+
+class ServerRunner(Runner):
+    """A runner whose runtime is a server it starts on first use (`_start`) and stops on `close`, with its folder."""
+
+    _server: Server | None = None
+    _work: Path | None = None
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+        work, self._work = self._work, None
+        if work is not None:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)

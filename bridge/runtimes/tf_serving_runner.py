@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from bridge.errors import InputError
 from bridge.runtimes.base import LoadOptions, Runner
+from bridge.runtimes.server import ServerRunner
 from bridge.runtimes.serving_layout import MAX_WARMUP_RECORDS, WARMUP, version_dir
 from bridge.runtimes.tensorflow_runner import SERVING_KEY, _device_scope, _shape
 from bridge.signature import Signature, TensorSpec
@@ -123,7 +124,7 @@ class ServingSignatureRunner(Runner):
                 "verify ran, which were fed from the records' TensorProtos",)
 
 
-class TfServingRestRunner(Runner):
+class TfServingRestRunner(ServerRunner):
     """tensorflow_model_server started for this check, each sample sent over REST."""
 
     runtime = "tf-serving-rest"
@@ -132,7 +133,7 @@ class TfServingRestRunner(Runner):
     def __init__(self, path: Path, options: LoadOptions) -> None:
         super().__init__(path, options)
         self._signature = _signature_from_savedmodel(version_dir(path))
-        self._server: Any = None  # started by the first run: reading the signature starts nothing
+        # The server starts with the first run: reading the signature starts nothing.
 
     def _start(self) -> None:
         from bridge.runtimes.server import HOST, Server, free_port, http_json
@@ -187,13 +188,6 @@ class TfServingRestRunner(Runner):
     def notes(self) -> tuple[str, ...]:
         return ("latency is end to end over REST (JSON both ways); the serving-signature row is the model alone",)
 
-    def close(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.stop()
-        work = getattr(self, "_work", None)
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def _signature_from_savedmodel(version: Path) -> Signature:

@@ -1,8 +1,8 @@
 """TorchServe runner: a ``.mar`` served by a real TorchServe on 127.0.0.1, each sample sent over REST.
 
 The server is started for this check alone: its own model store, log and temporary directories,
-token authorisation off, the model API on, the inference, management and metrics APIs on
-ephemeral 127.0.0.1 ports, one worker. It is stopped with its workers when the runner closes,
+token authorisation off, the model API on, the inference, management and metrics APIs (and the
+gRPC ones, which TorchServe always opens) on ephemeral 127.0.0.1 ports, one worker. It is stopped with its workers when the runner closes,
 also when the check fails or is interrupted (`bridge.runtimes.server.Server`).
 
 Before anything starts, the archive is checked: a zip with ``MAR-INF/MANIFEST.json``, no entry
@@ -30,7 +30,8 @@ from numpy.typing import NDArray
 
 from bridge import safety
 from bridge.errors import DeviceUnavailableError, InputError, UnsafeInputError
-from bridge.runtimes.base import LoadOptions, Runner
+from bridge.runtimes.base import LoadOptions
+from bridge.runtimes.server import ServerRunner
 from bridge.signature import Signature, TensorSpec
 
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -75,7 +76,7 @@ def read_archive(path: Path, *, trust_code: bool) -> tuple[dict[str, Any], dict[
     return manifest, described
 
 
-class TorchServeRunner(Runner):
+class TorchServeRunner(ServerRunner):
     runtime = "torchserve"
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
@@ -96,7 +97,7 @@ class TorchServeRunner(Runner):
             from bridge.errors import RuntimeLoadError
 
             raise RuntimeLoadError(f"TorchServe needs {lacking[0]}")
-        self._server: Any = None  # started by the first run: reading the signature starts nothing
+        # The server starts with the first run: reading the signature starts nothing.
 
     def _start(self) -> None:
         from bridge.runtimes.server import HOST, Server, free_port, http_json
@@ -107,13 +108,15 @@ class TorchServeRunner(Runner):
         for folder in (store, logs, tmp):
             folder.mkdir()
         shutil.copyfile(self.path, store / "model.mar")
-        inference, management, metrics = free_port(), free_port(), free_port()
+        inference, management, metrics, grpc_inference, grpc_management = (free_port() for _ in range(5))
         self._inference = f"http://{HOST}:{inference}"
         self._management = f"http://{HOST}:{management}"
         config = self._work / "config.properties"
         config.write_text("\n".join([
             f"inference_address={self._inference}", f"management_address={self._management}",
-            f"metrics_address=http://{HOST}:{metrics}", f"model_store={store}", "load_models=model.mar",
+            f"metrics_address=http://{HOST}:{metrics}", f"grpc_inference_address={HOST}",
+            f"grpc_inference_port={grpc_inference}", f"grpc_management_address={HOST}",
+            f"grpc_management_port={grpc_management}", f"model_store={store}", "load_models=model.mar",
             "disable_token_authorization=true", "enable_model_api=true", "default_workers_per_model=1",
             "install_py_dep_per_model=false", "number_of_netty_threads=2", "netty_client_threads=2",
             "default_response_timeout=120", "disable_system_metrics=true", ""]), encoding="utf-8")
@@ -176,10 +179,3 @@ class TorchServeRunner(Runner):
         return ("latency is end to end over REST (JSON, TorchServe's queue and worker); model_latency_ms is the "
                 "forward pass timed in the handler",)
 
-    def close(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.stop()
-        work = getattr(self, "_work", None)
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
