@@ -3,7 +3,8 @@
 ``DIR/tf-serving/model/1/`` holds ``saved_model.pb``, ``variables/`` and
 ``assets.extra/tf_serving_warmup_requests``: a TFRecord file of ``PredictionLog`` protos (TF Serving
 API), one ``PredictRequest`` per sample of the fixed inputs verify uses by default (seed
-`bridge.defaults.SEED`, `bridge.defaults.SAMPLES` samples), in the SavedModel's layout. TF Serving
+`bridge.defaults.SEED`, `bridge.defaults.SAMPLES` samples; integers below `CHECK_INT_HIGH`), in the
+SavedModel's layout. TF Serving
 replays them when it loads a version; bridge's ``tf-serving`` runtime replays them too.
 
 The ``serving_default`` signature keeps the source's input and output names: when the parent's
@@ -19,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bridge.defaults import INT_HIGH, SAMPLES, SEED
+from bridge.defaults import CHECK_INT_HIGH, SAMPLES, SEED
 from bridge.errors import NotApplicableError
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
@@ -33,12 +34,16 @@ _TF_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$")
 
 
 def fixed_inputs(signature: Signature, samples: int = SAMPLES, seed: int = SEED) -> list[dict[str, Any]]:
-    """verify's default inputs (generated from the source's shapes), one dict per sample in `signature`'s layout."""
+    """verify's default inputs (generated from the source's shapes), one dict per sample in `signature`'s layout.
+
+    Integers stay below `CHECK_INT_HIGH` (as convert's checks do): the hop does not know an embedding's size,
+    and a token id past it would make the server refuse the version at load.
+    """
     from bridge.inputs import generate
     from bridge.verification.compare import from_source_layout
 
     source = Signature(tuple(TensorSpec(s.source_name, s.source_shape, s.dtype) for s in signature.inputs))
-    generated = generate(source, seed=seed, samples=samples, int_high=INT_HIGH)
+    generated = generate(source, seed=seed, samples=samples, int_high=CHECK_INT_HIGH)
     laid = {s.name: from_source_layout(generated[s.source_name], s.perm, leading=1) for s in signature.inputs}
     return [{name: array[i] for name, array in laid.items()} for i in range(samples)]
 
@@ -98,7 +103,7 @@ class TfToTfServing(Hop):
         parent = job.signature if same else Signature(tuple(replace(t, name=t.source_name) for t in job.signature.inputs),
                                                       tuple(replace(t, name=t.source_name) for t in job.signature.outputs))
         options = {"model_name": MODEL_NAME, "version": int(VERSION), "signature": "serving_default", "tags": ["serve"],
-                   "warmup": {"file": str(WARMUP), "records": len(samples), "seed": SEED, "int_high": INT_HIGH},
+                   "warmup": {"file": str(WARMUP), "records": len(samples), "seed": SEED, "int_high": CHECK_INT_HIGH},
                    "renamed": not same}
         notes = () if same else ("serving_default saved again with the source's tensor names",)
         return HopResult((Produced(root, carry_layout(parent, child)),), options=options, notes=notes)
