@@ -92,7 +92,9 @@ def test_keras_is_a_target_made_by_onnx2tf_and_loaded_in_safe_mode(runs: dict[st
 
 
 # Hops from sources this module does not build, exercised (converted, checked, asserted) where those sources are.
-ELSEWHERE = {"jax->onnx": "test_jax.py", "jax->tf": "test_jax.py", "tf->tfjs": "test_tfjs.py"}
+ELSEWHERE = {"jax->onnx": "test_jax.py", "jax->tf": "test_jax.py", "tf->tfjs": "test_serving.py",
+             "tf->tf-serving": "test_serving.py", "torch->torchserve": "test_serving.py",
+             "tf-serving->tf": "test_serving.py", "torchserve->torch": "test_serving.py"}
 
 
 def test_every_registered_hop_was_exercised(runs: dict[str, Run]) -> None:

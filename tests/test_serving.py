@@ -99,6 +99,8 @@ def test_each_target_is_laid_out_as_its_server_loads_it(deployed_cnn: tuple[Path
         listed = set(archive.namelist())
     assert {"MAR-INF/MANIFEST.json", "handler.py", "bridge-signature.json", "cnn.pt2"} <= listed
     assert artifacts["torchserve"]["tool"]["name"] == "torch-model-archiver"
+    assert [artifacts[f]["hop"] for f in ("tf-serving", "torchserve", "tfjs")] == ["tf->tf-serving", "torch->torchserve",
+                                                                                    "tf->tfjs"]
     tfjs = artifacts["tfjs"]
     assert tfjs["tool"] == {"name": "tensorflowjs", "version": "4.22.0"}
     assert tfjs["options"]["untransposed_fused_matmuls"] == 1  # the CNN's one fully connected layer
@@ -119,6 +121,9 @@ def test_a_served_package_is_verified_as_a_source(deployed_cnn: tuple[Path, dict
     """The .mar runs in TorchServe as the source; the model inside it is taken out and checked against ONNX."""
     rows = verify_as_source(deployed_cnn[0] / "torchserve" / "model.mar", "onnx", tmp_path / "mar")
     assert rows["source"]["runtime"] == "torchserve" and rows["torch"]["status"] == rows["onnx"]["status"] == "ok"
+    manifest = json.loads((tmp_path / "mar" / "manifest.json").read_text())
+    torch = next(a for a in manifest["artifacts"] if a["format"] == "torch")
+    assert torch["hop"] == "torchserve->torch" and torch["options"] == {"extracted": "cnn.pt2"}
 
 
 @serving
