@@ -103,6 +103,7 @@ def test_lstm_reaches_tflite_within_tolerance_without_flags(zoo_model: Callable[
     assert tflite_source["outputs"][0]["max_abs"] < 1e-4
 
 
+@pytest.mark.heavy  # 50 s; test_manifest checks the symbolic batch in each artifact, this runs two batch sizes
 def test_dynamic_batch_pt2_to_tf_runs_at_two_batch_sizes(tmp_path: Path) -> None:
     _python("""
         import torch

@@ -121,6 +121,7 @@ def test_live_pretrained_models_convert_with_their_names(tmp_path: Path) -> None
         assert all(names == ["logits"] and verified for names, verified in artifacts.values()), (name, artifacts)
 
 
+@pytest.mark.heavy  # 30 s; the eager check of a factory is tested on a torch factory (test_untrusted_folder)
 def test_a_factory_that_returns_a_pretrained_model_is_checked_against_it_eagerly(tmp_path: Path) -> None:
     out = tmp_path / "vit.bridge"
     converted = run_bridge("convert", "bridge.zoo.hf_models:build_vit", "--to", "onnx", "-o", str(out), "-q")

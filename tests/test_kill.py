@@ -159,7 +159,8 @@ def _hidden_leftovers(out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("existing", [True, False], ids=["over-previous-output", "no-previous-output"])
+@pytest.mark.parametrize("existing", [True, pytest.param(False, marks=pytest.mark.heavy)],  # the same kill, 23 s each
+                         ids=["over-previous-output", "no-previous-output"])
 def test_sigkill_leaves_previous_new_or_no_output(existing: bool, workspace: tuple[Path, Path, Path], tmp_path: Path) -> None:
     model, out, tmp = workspace
     model_sha = sha256_of(model)[0]

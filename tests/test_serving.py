@@ -179,7 +179,9 @@ def test_a_server_is_stopped_when_the_process_that_started_it_is_killed(tmp_path
     assert not _alive(pid)
 
 
-def test_tf_serving_over_rest_against_a_stand_in_server(converted_cnn: Path, tmp_path: Path) -> None:
+@serving
+@pytest.mark.slow
+def test_tf_serving_over_rest_against_a_stand_in_server(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """tensorflow_model_server cannot be installed here: the REST runner is checked against a stand-in that
     implements the two calls it makes (model status, :predict in the columnar format) from the SavedModel.
     What this proves is bridge's side (ports, readiness, JSON both ways, stopping); the real binary is not run."""
@@ -189,18 +191,15 @@ def test_tf_serving_over_rest_against_a_stand_in_server(converted_cnn: Path, tmp
     fake.write_text(f"#!{sys.executable}\n" + FAKE_SERVER, encoding="utf-8")
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    out = tmp_path / "cnn.bridge"
-    done = subprocess.run([sys.executable, "-m", "bridge", "convert", str(converted_cnn / "tf" / "saved_model"), "--to",
-                           "tf-serving", "-o", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    done = subprocess.run([sys.executable, "-m", "bridge", "verify", str(out), "--device", "cpu", "--samples", "2",
+    done = subprocess.run([sys.executable, "-m", "bridge", "verify", str(deployed_cnn[0] / "tf-serving" / "model"), "--to",
+                           "tf", "-o", str(tmp_path / "cnn.bridge"), "--device", "cpu", "--samples", "2",
                            "--latency-runs", "2", "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "r.json").read_text())
     rows = {r["name"]: r for r in report["representations"]}
-    assert rows["tf-serving:tf-serving-rest"]["status"] == "ok", rows["tf-serving:tf-serving-rest"]
-    assert {c["dst"]: c["passed"] for c in report["cumulative"]}["tf-serving:tf-serving-rest"]
+    assert rows["source:tf-serving-rest"]["status"] == "ok", rows["source:tf-serving-rest"]
+    assert {c["dst"]: c["passed"] for c in report["hops"]}["source:tf-serving-rest"]  # against serving-signature
     assert stray_processes() == []
 
 
