@@ -31,11 +31,26 @@ ROWS = {("tfjs", "node-cpu"), ("tfjs:node-wasm", "node-wasm"), ("tf-serving", "s
         ("torchserve", "torchserve"), ("keras", "keras")}
 
 
+# Every process this test session starts inherits this mark: the check below counts only those, so a
+# bridge running beside the tests (another checkout's matrix) is not taken for a leftover of theirs.
+MARK = f"BRIDGE_TEST_SESSION={os.getpid()}-{time.time_ns()}"
+os.environ["BRIDGE_TEST_SESSION"] = MARK.split("=", 1)[1]
+
+
 def stray_processes() -> list[str]:
-    """Node runners, TorchServe frontends and workers, and model servers still running."""
+    """Node runners, TorchServe frontends and workers, and model servers this session started, still running."""
     found = subprocess.run(["pgrep", "-af", "runtimes/tfjs/run.js|ts.model_server|model-server.jar|model_service_worker|"
                             "tensorflow_model_server|bridge-fake-server"], capture_output=True, text=True)
-    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+    stray = []
+    for line in found.stdout.splitlines():
+        pid = line.split(maxsplit=1)[0]
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if MARK.encode() in environ:
+            stray.append(line)
+    return stray
 
 
 def deploy(model: Path, work: Path) -> tuple[Path, dict[str, Any], subprocess.CompletedProcess[str]]:
