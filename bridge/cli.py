@@ -343,11 +343,14 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
               help="Timed runs per representation.")
 @click.option("--localize", is_flag=True,
               help="For each hop over tolerance, name the first operation that diverges (on its worst sample, CPU).")
+@click.option("--quantized-layers", type=click.IntRange(min=0), default=defaults.QUANTIZED_LAYERS, show_default=True,
+              metavar="N", help="Name the N operations of each quantized artifact that lose the most (0: none).")
 @_reports("report")
 @_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
            device: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
-           latency_runs: int, localize: bool, json: Path | None, junit: Path | None, markdown: Path | None,
+           latency_runs: int, localize: bool, quantized_layers: int, json: Path | None, junit: Path | None,
+           markdown: Path | None,
            verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
 
@@ -372,7 +375,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             rtol=kw["rtol"], tol=dict(kw["tol"]), latency_runs=latency_runs, timeout=kw["timeout"],
             trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"], allow_unavailable=allow_unavailable,
             allow_changed=allow_changed, factory=factory, localize=LocalizeOptions() if localize else None,
-            min_sqnr=kw["min_sqnr"], min_top1=kw["min_top1"],
+            min_sqnr=kw["min_sqnr"], min_top1=kw["min_top1"], quantized_layers=quantized_layers,
         )
         reports = ReportPaths(json, junit, markdown)
         reports.check()

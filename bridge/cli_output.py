@@ -127,6 +127,9 @@ def print_report(report: Report, quiet: bool, *, to_stderr: bool = False) -> Non
         widths = [max(len(h), *(len(r[i]) for r in quantized)) for i, h in enumerate(QUANTIZED_HEADERS)]
         for row in [list(QUANTIZED_HEADERS), *quantized]:
             click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out)
+    for found in report.quantization_layers:
+        for line in found.lines():
+            click.echo(line, file=out)
     if not quiet:
         click.echo(f"inputs: {report.inputs.path} (sha256 {report.inputs.sha256[:12]}, {report.inputs.samples} samples)",
                    file=out)

@@ -94,6 +94,8 @@ CALIBRATION_SAMPLES = 64
 """Samples generated when no --calibration file is given (int8 accuracy is then not meaningful)."""
 MIN_CALIBRATION_SAMPLES = 8
 """Fewer calibration samples than this is refused: the ranges would be a guess."""
+QUANTIZED_LAYERS = 5
+"""Verify names this many operations that lose the most to quantization, per quantized artifact."""
 
 
 def combined_precision(*precisions: str) -> str:

@@ -156,11 +156,14 @@ class VerifyOptions:
     atol: float | None = None
     rtol: float | None = None
     tol: Mapping[str, float] = field(default_factory=dict)
+    """Per-output absolute tolerance: ``{output_name: atol}``."""
     min_sqnr: float | None = None
     """Quantized artifacts: the least SQNR in dB against the float parent (default per scheme, docs/quantization.md)."""
     min_top1: float | None = None
     """Quantized artifacts: the least top-1 agreement with the float parent, where outputs are class scores."""
-    """Per-output absolute tolerance: ``{output_name: atol}``."""
+    quantized_layers: int = defaults.QUANTIZED_LAYERS
+    """Quantized artifacts: how many of the operations that lose the most to name (the report's
+    ``quantization_layers``); 0 measures none."""
     latency_runs: int = defaults.LATENCY_RUNS
     warmup: int = defaults.WARMUP_RUNS
     timeout: float | None = None
@@ -191,6 +194,8 @@ class VerifyOptions:
         _check_tolerances(self.atol, self.rtol, self.tol)
         if self.int_high is not None and self.int_high < 1:
             raise InputError(f"--int-high {self.int_high}: give a bound of at least 1")
+        if self.quantized_layers < 0:
+            raise InputError(f"--quantized-layers {self.quantized_layers}: give 0 (none) or more")
 
     @classmethod
     def build(cls, base: VerifyOptions | None = None, **changes: Any) -> Self:

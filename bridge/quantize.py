@@ -159,8 +159,10 @@ def tflite_from_saved_model(saved_model: Path, target: Path, through: Signature,
 
     recorded = {**record(scheme, options, "tf.lite.TFLiteConverter"), "representative_dataset": scheme in ("int8", "int8-io"),
                 "inference_io": "int8" if scheme == "int8-io" else "float32"}
-    return Produced(target, carry_layout(through, read_signature(Format.TFLITE, target)),
-                    defaults.quantized_precision(scheme),
+    signature = carry_layout(through, read_signature(Format.TFLITE, target))
+    if scheme in ("int8", "int8-io"):
+        recorded["output_scales"] = tflite_output_scales(target, signature)
+    return Produced(target, signature, defaults.quantized_precision(scheme),
                     derived=Derivation(Tool("tensorflow", tf.__version__), recorded, from_first=False))
 
 
@@ -205,7 +207,10 @@ def onnx_quantized(float_onnx: Path, signature: Signature, scheme: str, options:
     from bridge.signature import carry_layout
 
     recorded = {**record(scheme, options, tool), **how}
-    return Produced(target, carry_layout(signature, read_signature(Format.ONNX, target)), defaults.quantized_precision(scheme),
+    produced = carry_layout(signature, read_signature(Format.ONNX, target))
+    if scheme == "int8":
+        recorded["output_scales"] = onnx_output_scales(target, produced)
+    return Produced(target, produced, defaults.quantized_precision(scheme),
                     derived=Derivation(Tool("onnxruntime", onnxruntime.__version__), recorded))
 
 
@@ -243,6 +248,52 @@ def _without_value_info(float_onnx: Path) -> Path:
     copy = float_onnx.with_name(".quantize-input.onnx")
     onnx.save(model, str(copy))
     return copy
+
+
+def onnx_output_scales(path: Path, signature: Signature) -> dict[str, float]:
+    """Source output name -> the scale of the int8 tensor each output is dequantised from (a DequantizeLinear
+    producing it), where there is one: verify gives the max abs error in units of it."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {i.name: i for i in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    scales: dict[str, float] = {}
+    for spec in signature.outputs:
+        node = producers.get(spec.name)
+        if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in constants:
+            continue
+        scale = numpy_helper.to_array(constants[node.input[1]])
+        if scale.size == 1:
+            scales[spec.source_name] = float(scale.reshape(()))
+    return scales
+
+
+def tflite_output_scales(path: Path, signature: Signature) -> dict[str, float]:
+    """The same for a TFLite: an int8 output's own scale, or that of the tensor a DEQUANTIZE turns into the output."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}  # noqa: SLF001 - no public graph API
+    listed = interpreter.get_signature_list()
+    key = "serving_default" if "serving_default" in listed else next(iter(listed), None)
+    indices = interpreter._get_full_signature_list()[key]["outputs"] if key is not None else {}  # noqa: SLF001
+    scales: dict[str, float] = {}
+    for spec in signature.outputs:
+        index = indices.get(spec.name)
+        if index is None:
+            continue
+        detail = details[index]
+        op = producers.get(index)
+        if np.dtype(detail["dtype"]).kind == "f" and op is not None and op["op_name"] == "DEQUANTIZE":
+            detail = details[op["inputs"][0]]
+        scale = (detail.get("quantization_parameters") or {}).get("scales")
+        if scale is not None and len(scale) == 1 and float(scale[0]) > 0:
+            scales[spec.source_name] = float(scale[0])
+    return scales
 
 
 class _Reader:

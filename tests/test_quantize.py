@@ -97,7 +97,24 @@ def test_each_quantized_artifact_keeps_the_float_models_decisions(quantized: tup
     assert output["sqnr_db"] >= floor, output
     if "float16" not in key:  # quantized tolerances, never the float ones
         assert output["tolerance"]["source"].endswith("(quantized)") and output["tolerance"]["min_sqnr_db"] is not None
+    if "int8" in key:  # the error in steps of the int8 scale the logits are read from: a few steps at most
+        assert 0 < output["max_abs_scales"] < 10, output
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_each_quantized_artifact_names_the_layers_that_lose_the_most(quantized: tuple[Any, dict[str, Any], Path]) -> None:
+    result, report, _ = quantized
+    found = {f["hop"]: f for f in report["quantization_layers"]}
+    assert set(found) == {"onnx -> tflite-int8", "onnx -> tflite-int8-io", "onnx -> tflite-dynamic",
+                          "onnx -> tflite-float16", "onnx -> onnx-int8", "onnx -> onnx-dynamic", "onnx -> onnx-float16"}
+    qdq = found["onnx -> onnx-int8"]
+    assert qdq["method"] == "names" and qdq["layers"], qdq  # the QDQ graph keeps the float graph's names
+    order = ["node_linear", "node_relu", "node_linear_1", "node_relu_1", "node_linear_2"]
+    named = [layer["node"] for layer in qdq["layers"]]
+    assert named == sorted(named, key=order.index)  # graph order
+    assert all(layer["lost_db"] > 0 and layer["sqnr_db"] < 200 for layer in qdq["layers"])
+    assert found["onnx -> tflite-int8"]["layers"], found["onnx -> tflite-int8"]
+    assert "operations that lose the most" in result.stdout
 
 
 def test_the_manifest_says_how_each_was_made(quantized: tuple[Any, dict[str, Any], Path], classifier: dict[str, Path]) -> None:
@@ -137,14 +154,32 @@ def test_a_wrong_recorded_input_scale_is_caught(quantized: tuple[Any, dict[str, 
 
 def test_a_calibration_set_a_hundred_times_too_wide_fails_and_the_layer_is_named(classifier: dict[str, Path],
                                                                                  tmp_path: Path) -> None:
-    result, report = _verify(classifier, tmp_path / "bad.bridge", "tflite", "int8", "bad_calibration", "--no-check",
-                             "--localize")
+    result, report = _verify(classifier, tmp_path / "bad.bridge", "tflite", "int8", "bad_calibration", "--no-check")
     hop = _hop(report, "tflite-int8")
     assert not hop["passed"] and hop["outputs"][0]["sqnr_db"] < 15.0
     assert result.returncode == 1 and "tflite-int8" in result.stderr
-    # The first layer already loses most of its signal: its inputs are quantized on a range 100x too wide.
-    found = next(f for f in report["localization"] if f["hop"] == "onnx -> tflite-int8")
-    assert found["first"]["op"] == "Gemm" and found["first"]["node"] == "node_linear", found["first"]
+    # The first layer loses most of the signal: its inputs are quantized on a range 100x too wide.
+    found = next(f for f in report["quantization_layers"] if f["hop"] == "onnx -> tflite-int8")
+    worst = max(found["layers"], key=lambda layer: layer["lost_db"])
+    assert worst["op"] == "Gemm" and worst["node"] == "node_linear", found
+    assert "* Gemm node_linear" in result.stdout
+
+
+def test_an_op_the_quantizer_cannot_make_int8_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    import torch
+
+    class Wave(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sin(x) * 2.0
+
+    model = tmp_path / "wave.pt2"
+    torch.export.save(torch.export.export(Wave(), (torch.zeros(1, 8),)), str(model))
+    out = tmp_path / "wave.bridge"
+    result = run_bridge("convert", str(model), "--to", "tflite", "--quantize", "int8", "-o", str(out))
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("bridge: error: ") and "SIN" in line.upper() and "--quantize dynamic" in line, line
+    assert not out.exists() and not list(tmp_path.glob(".wave*"))
 
 
 @pytest.mark.parametrize("which, says", [

@@ -51,7 +51,7 @@ def measure(expected: NDArray[Any], actual: NDArray[Any], atol: float, rtol: flo
     e = as_float(expected)
     best: Measure | None = None
     for layout in layouts:
-        moved = _move(actual, expected.shape, layout)
+        moved = move_to(actual, expected.shape, layout)
         if moved is None:
             continue
         a = as_float(moved)
@@ -75,7 +75,7 @@ def measure(expected: NDArray[Any], actual: NDArray[Any], atol: float, rtol: flo
     return best
 
 
-def _move(actual: NDArray[Any], shape: tuple[int, ...], layout: str) -> NDArray[Any] | None:
+def move_to(actual: NDArray[Any], shape: tuple[int, ...], layout: str) -> NDArray[Any] | None:
     rank = actual.ndim
     if layout == SAME:
         return actual if actual.shape == shape else None

@@ -86,7 +86,6 @@ def worst_sample(expected: Mapping[str, NDArray[Any]], actual: Mapping[str, NDAr
 def localize_hop(hop: HopSubjects, manifest: Manifest, folder: Path, source_inputs: Mapping[str, NDArray[Any]],
                  sample: int, settings: LocalizeSettings, work: Path) -> Localization:
     """Where `hop` (of the conversion in `folder`) diverges on `sample` of `source_inputs` (source names, ``[samples, ...]``)."""
-    from bridge.verification.run import feeds_for
 
     started = time.perf_counter()
     # The samples up to this one, in verify's order: a stateful child computes on it what it computed in verify.
@@ -96,24 +95,7 @@ def localize_hop(hop: HopSubjects, manifest: Manifest, folder: Path, source_inpu
     tolerance = settings.rules.for_output("", "float32")
     base: dict[str, Any] = dict(hop=hop.name, formats=hop.formats, candidate=candidate, sample=sample, output=settings.output,
                 atol=tolerance.atol, rtol=tolerance.rtol)
-    captured: dict[str, tuple[CapturedGraph, Path] | str] = {}
-    for side, subject in (("parent", hop.parent), ("child", hop.child)):
-        feeds_path, tensors = work / f"{side}.feeds.npz", work / f"{side}.tensors.npz"
-        inputs_mod.write_npz(feeds_path, feeds_for(subject, history))
-        names = candidate if side == "parent" and subject.format == Format.TORCH and hop.child.format == Format.ONNX \
-            and candidate.startswith("dynamo") else ""
-        runner = DEFAULT_RUNNERS.primary(subject.format)
-        recorded = next((a.name_map for a in manifest.artifacts if a.key == subject.name and a.name_map), None)
-        name_map = inside(folder, recorded, folder / MANIFEST_NAME, "name_map") if recorded else None
-        try:
-            graph = run_isolated(CaptureRequest(
-                runner, subject.path, feeds_path, tensors, names=names, name_map=name_map,
-                input_specs=subject.signature.inputs,
-                trust_pickle=settings.trust_pickle, trust_code=settings.trust_code,
-            ), stage=f"capture {subject.name}", timeout=settings.timeout, hide_gpu=True)
-            captured[side] = (graph, tensors)
-        except BridgeError as exc:
-            captured[side] = str(exc).splitlines()[0]
+    captured = capture_sides(hop, manifest, folder, history, settings, work)
     parent, child = captured["parent"], captured["child"]
     if isinstance(parent, tuple) and isinstance(child, tuple) and not settings.bisect:
         found = _join_and_walk(hop, parent, child, settings, base)
@@ -134,6 +116,35 @@ def localize_hop(hop: HopSubjects, manifest: Manifest, folder: Path, source_inpu
     return _timed(Localization(**base, status=NOT_LOCALISED, method="", first=None, top=(), outputs=(), compared=0,
                                nodes=0, seconds=0.0, reason=f"{reason}; and only an ONNX parent can be cut and bisected"),
                   started)
+
+
+def capture_sides(hop: HopSubjects, manifest: Manifest, folder: Path, history: Mapping[str, NDArray[Any]],
+                  settings: LocalizeSettings, work: Path) -> dict[str, tuple[CapturedGraph, Path] | str]:
+    """Parent and child run on the last sample of `history` with every tensor kept, each in a child process:
+    ``{"parent": (graph, tensors file) or the one-line reason it could not be captured, "child": ...}``."""
+    from bridge.verification.run import feeds_for
+
+    artifact = next((a for a in manifest.artifacts if a.key == hop.child.name), None)
+    candidate = artifact.candidate if artifact is not None else ""
+    captured: dict[str, tuple[CapturedGraph, Path] | str] = {}
+    for side, subject in (("parent", hop.parent), ("child", hop.child)):
+        feeds_path, tensors = work / f"{side}.feeds.npz", work / f"{side}.tensors.npz"
+        inputs_mod.write_npz(feeds_path, feeds_for(subject, history))
+        names = candidate if side == "parent" and subject.format == Format.TORCH and hop.child.format == Format.ONNX \
+            and candidate.startswith("dynamo") else ""
+        runner = DEFAULT_RUNNERS.primary(subject.format)
+        recorded = next((a.name_map for a in manifest.artifacts if a.key == subject.name and a.name_map), None)
+        name_map = inside(folder, recorded, folder / MANIFEST_NAME, "name_map") if recorded else None
+        try:
+            graph = run_isolated(CaptureRequest(
+                runner, subject.path, feeds_path, tensors, names=names, name_map=name_map,
+                input_specs=subject.signature.inputs,
+                trust_pickle=settings.trust_pickle, trust_code=settings.trust_code,
+            ), stage=f"capture {subject.name}", timeout=settings.timeout, hide_gpu=True)
+            captured[side] = (graph, tensors)
+        except BridgeError as exc:
+            captured[side] = str(exc).splitlines()[0]
+    return captured
 
 
 def _timed(found: Localization, started: float) -> Localization:
@@ -160,7 +171,7 @@ def _walk(hop: HopSubjects, parent: CapturedGraph, child: CapturedGraph, expecte
     atol, rtol = tolerance.atol, tolerance.rtol
     results: dict[str, Measure | None] = {}
     # The graph inputs and outputs, by signature, each side in the source's layout.
-    boundary = _boundary(hop, parent, child)
+    boundary = boundary_tensors(hop, parent, child)
     output_drifts = []
     for tensor, target, parent_spec, child_spec in boundary:
         e, a = expected.get(tensor), actual.get(target)
@@ -229,7 +240,7 @@ def _walk(hop: HopSubjects, parent: CapturedGraph, child: CapturedGraph, expecte
                         reason=reason, notes=notes)
 
 
-def _boundary(hop: HopSubjects, parent: CapturedGraph, child: CapturedGraph) -> list[tuple[str, str, TensorSpec, TensorSpec]]:
+def boundary_tensors(hop: HopSubjects, parent: CapturedGraph, child: CapturedGraph) -> list[tuple[str, str, TensorSpec, TensorSpec]]:
     """(parent tensor, child tensor, parent spec, child spec) of the graph inputs and outputs, by signature."""
     pairs = []
     for kind in ("inputs", "outputs"):

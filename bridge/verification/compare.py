@@ -38,6 +38,8 @@ class OutputDrift:
     error: str | None = None
     sqnr_db: float | None = None
     """Signal to noise, 10 log10(sum expected^2 / sum (actual - expected)^2), capped at `SQNR_CAP_DB` (identical)."""
+    max_abs_scales: float | None = None
+    """A quantized artifact's max abs error in units of its output's int8 scale (1 = one quantization step)."""
 
     def to_json(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
@@ -48,7 +50,7 @@ class OutputDrift:
             "max_rel": num(self.max_rel), "rmse": num(self.rmse), "cosine": num(self.cosine),
             "top1_agreement": num(self.top1_agreement), "top5_overlap": num(self.top5_overlap),
             "nonfinite": self.nonfinite, "passed": self.passed, "tolerance": self.tolerance.to_json(),
-            "error": self.error, "sqnr_db": num(self.sqnr_db),
+            "error": self.error, "sqnr_db": num(self.sqnr_db), "max_abs_scales": num(self.max_abs_scales),
         }
 
     def describe(self) -> str:
@@ -129,8 +131,9 @@ def missing_output(name: str, tolerance: Tolerance, error: str) -> OutputDrift:
 
 
 def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tolerance: Tolerance, *,
-                   same_nonfinite_agrees: bool = False) -> OutputDrift:
-    """Metrics for one output over every sample; both arrays are ``[samples, *shape]``.
+                   same_nonfinite_agrees: bool = False, scale: float | None = None) -> OutputDrift:
+    """Metrics for one output over every sample; both arrays are ``[samples, *shape]``; `scale`: the int8 scale
+    the actual output is dequantised from, for the max abs in its units.
 
     NaN or Inf on either side fails, except with `same_nonfinite_agrees` (convert's checks), where
     a NaN or an Inf of the same sign at the same place on both sides agrees: the source computed it.
@@ -149,8 +152,8 @@ def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tole
         diff = np.abs(a - e)[finite] if nonfinite else np.abs(a - e).ravel()
         if diff.size == 0:
             diff = np.zeros(1)
-        scale = np.maximum(np.abs(e), defaults.REL_FLOOR)
-        rel = (np.abs(a - e) / scale)[finite] if nonfinite else (np.abs(a - e) / scale).ravel()
+        floor = np.maximum(np.abs(e), defaults.REL_FLOOR)
+        rel = (np.abs(a - e) / floor)[finite] if nonfinite else (np.abs(a - e) / floor).ravel()
         ef, af = np.where(finite, e, 0).ravel(), np.where(finite, a, 0).ravel()
         norms = float(np.linalg.norm(ef) * np.linalg.norm(af))
         cosine = float(ef @ af / norms) if norms > 0 else (1.0 if not ef.any() and not af.any() else 0.0)
@@ -175,6 +178,7 @@ def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tole
             name=name, max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()) if rel.size else 0.0,
             rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
             nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance, sqnr_db=sqnr,
+            max_abs_scales=float(diff.max()) / scale if scale else None,
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bridge import records
 from bridge.defaults import Tolerance
 from bridge.errors import EXIT_DRIFT, EXIT_OK, EXIT_USER_ERROR, InputError, OutputError
+from bridge.localization.quantized import LayerErrors
 from bridge.localization.result import Localization
 from bridge.staging import atomic_write_text
 from bridge.verification.compare import OutputDrift
@@ -144,6 +145,8 @@ class Report:
     allow_unavailable: bool = False
     localization: tuple[Localization, ...] = ()
     """Where each failing hop diverges (``verify --localize``, ``bridge explain``)."""
+    quantization_layers: tuple[LayerErrors, ...] = ()
+    """Each quantized artifact's operations that lose the most against its float parent (bridge.localization.quantized)."""
 
     @property
     def errors(self) -> tuple[Representation, ...]:
@@ -209,6 +212,7 @@ class Report:
             "allow_unavailable": self.allow_unavailable,
             "notes": list(self.notes),
             "localization": [records.to_json(found) for found in self.localization],
+            "quantization_layers": [records.to_json(found) for found in self.quantization_layers],
         }
 
     def __repr__(self) -> str:
@@ -287,7 +291,7 @@ class Report:
             return OutputDrift(o["name"], num("max_abs"), num("mean_abs"), num("max_rel"), num("rmse"), num("cosine"),
                                o.get("top1_agreement"), o.get("top5_overlap"), o.get("nonfinite"), o["passed"],
                                Tolerance(float(t["atol"]), float(t["rtol"]), str(t["source"]), t.get("min_sqnr_db"),
-                                         t.get("min_top1")), o.get("error"), o.get("sqnr_db"))
+                                         t.get("min_top1")), o.get("error"), o.get("sqnr_db"), o.get("max_abs_scales"))
 
         def comparisons(kind: str) -> tuple[Comparison, ...]:
             return tuple(Comparison(kind, c["src"], c["dst"], c["device"], tuple(drift(o) for o in c["outputs"]))
@@ -311,6 +315,8 @@ class Report:
             uncompared=tuple(data.get("uncompared", ())), allow_unavailable=bool(data.get("allow_unavailable", False)),
             localization=tuple(records.from_json(Localization, found, f"localization[{k}]")
                                for k, found in enumerate(data.get("localization", ()))),
+            quantization_layers=tuple(records.from_json(LayerErrors, found, f"quantization_layers[{k}]")
+                                      for k, found in enumerate(data.get("quantization_layers", ()))),
         )
 
     def write_all(self, paths: ReportPaths) -> None:
@@ -337,6 +343,9 @@ class Report:
                       "of the same format:", "",
                       "| " + " | ".join(QUANTIZED_HEADERS) + " |", "|" + "---|" * len(QUANTIZED_HEADERS)]
             lines += ["| " + " | ".join(row) + " |" for row in quantized]
+        if self.quantization_layers:
+            lines += ["", "**Operations that lose the most to quantization** (graph order)", ""]
+            lines += [found.to_markdown() for found in self.quantization_layers]
         if not self.passed:
             lines += ["", "**Problems**", ""] + [f"- {line}" for line in self.summary().splitlines()]
         if self.localization:
@@ -354,8 +363,13 @@ def _worst(comparison: Comparison | None) -> str:
 
 
 TABLE_HEADERS = ("representation", "runtime", "device", "vs parent", "vs source", "result", "p50 ms", "p90 ms")
-QUANTIZED_HEADERS = ("quantized", "against", "device", "SQNR dB", "cosine", "top-1", "top-5", "size vs float",
-                     "p50 vs float", "result", "tolerance")
+QUANTIZED_HEADERS = ("quantized", "against", "device", "SQNR dB", "cosine", "top-1", "top-5", "max abs (scales)",
+                     "size vs float", "p50 vs float", "result", "tolerance")
+
+
+def precision_of(rep: Representation) -> str:
+    """An artifact's precision, from its key (``tflite-int8``: the format, then the precision when not float32)."""
+    return rep.name[len(rep.format) + 1:] if rep.name.startswith(rep.format + "-") else "float32"
 
 
 def quantized_rows(report: Report) -> list[list[str]]:
@@ -364,17 +378,16 @@ def quantized_rows(report: Report) -> list[list[str]]:
     reps = {(r.name, r.device): r for r in report.representations}
     rows = []
     for hop in report.hops:
-        if not hop.outputs or not any(o.tolerance.quantized or o.tolerance.source.endswith("float16")
-                                      for o in hop.outputs):
-            continue
         mine = reps.get((hop.dst, hop.device))
+        if not hop.outputs or mine is None or precision_of(mine) == "float32":
+            continue
         # Size and speed against the float artifact of the same format where there is one (tflite-int8 against tflite).
         parent = reps.get((mine.format, hop.device)) if mine is not None else None
         parent = parent or reps.get((hop.src, hop.device))
 
-        def worst(values: list[float | None]) -> str:
-            found = [v for v in values if v is not None]
-            return f"{min(found):.3f}" if found else "-"
+        def worst(values: list[float | None], largest: bool = False) -> str:
+            found = [v for v in values if v is not None and v == v]
+            return (f"{max(found):.3g}" if largest else f"{min(found):.3f}") if found else "-"
 
         sqnr = [o.sqnr_db for o in hop.outputs if o.sqnr_db is not None]
         size = f"{mine.bytes / parent.bytes:.2f}x" if mine and parent and mine.bytes and parent.bytes else "-"
@@ -382,7 +395,8 @@ def quantized_rows(report: Report) -> list[list[str]]:
             and parent.latency.p50 > 0 else "-"
         rows.append([hop.dst, hop.src, hop.device, f"{min(sqnr):.1f}" if sqnr else "-",
                      worst([o.cosine for o in hop.outputs]), worst([o.top1_agreement for o in hop.outputs]),
-                     worst([o.top5_overlap for o in hop.outputs]), size, speed, "pass" if hop.passed else "FAIL",
+                     worst([o.top5_overlap for o in hop.outputs]),
+                     worst([o.max_abs_scales for o in hop.outputs], largest=True), size, speed, "pass" if hop.passed else "FAIL",
                      hop.outputs[0].tolerance.source])
     return rows
 

@@ -70,6 +70,8 @@ class Subject:
     expected_sha256: str
     factory: str | None = None
     """For the eager module: the ``package.module:factory`` that builds it (no file)."""
+    output_scales: Mapping[str, float] | None = None
+    """A quantized artifact's source outputs -> the int8 scale each is dequantised from (max abs in its units)."""
 
     @property
     def location(self) -> str:
@@ -129,9 +131,17 @@ def subjects_of(manifest: Manifest, out_dir: Path, *, factory: str | None = None
     for i, artifact in enumerate(manifest.artifacts):
         parent = artifact.made_from.value if artifact.made_from.value in keys else SOURCE
         path = inside(out_dir, artifact.path, out_dir / MANIFEST_NAME, f"artifacts[{i}].path")
+        scales = artifact.options.get("output_scales")
         subjects.append(Subject(artifact.key, artifact.format, path, artifact.signature,
-                                parent, artifact.precision, artifact.sha256))
+                                parent, artifact.precision, artifact.sha256,
+                                output_scales=_scales(scales) if isinstance(scales, dict) else None))
     return subjects, notes
+
+
+def _scales(recorded: Mapping[str, Any]) -> dict[str, float]:
+    """The recorded output scales that are positive numbers (the manifest may come from anyone)."""
+    return {str(k): float(v) for k, v in recorded.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")}
 
 
 def check_digests(subjects: Sequence[Subject], allow_changed: bool) -> dict[str, str]:
@@ -279,6 +289,7 @@ def verify(
     localize: LocalizeOptions | None = None,
     min_sqnr: float | None = None,
     min_top1: float | None = None,
+    quantized_layers: int | None = None,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
@@ -292,6 +303,7 @@ def verify(
         rtol=rtol, tol=tol, latency_runs=latency_runs, warmup=warmup, timeout=timeout, save_inputs=save_inputs,
         trust_pickle=trust_pickle, trust_code=trust_code, allow_unavailable=allow_unavailable,
         allow_changed=allow_changed, factory=factory, localize=localize, min_sqnr=min_sqnr, min_top1=min_top1,
+        quantized_layers=quantized_layers,
     )
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
@@ -385,11 +397,21 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
         started = time.perf_counter()
         localization = localize_comparisons(subjects, hops, outputs, source_inputs, manifest, out_dir, options)
         notify(DONE, "localise", time.perf_counter() - started)
+    layers: tuple[Any, ...] = ()
+    if options.quantized_layers and any(s.precision != "float32" for s in subjects):
+        from bridge.localization.quantized import quantized_layers
+
+        notify(START, "per-layer quantization error")
+        started = time.perf_counter()
+        layers = quantized_layers(subjects, hops, outputs, source_inputs, manifest, out_dir, options,
+                                  options.quantized_layers)
+        notify(DONE, "per-layer quantization error", time.perf_counter() - started)
     report = Report(
         manifest=str(out_dir / MANIFEST_NAME), inputs=record, representations=tuple(representations),
         hops=tuple(hops), cumulative=tuple(cumulative), devices=tuple(device_checks),
         bridge_version=__version__, notes=(*notes, *(() if generated else (f"inputs from {options.inputs}",))),
         uncompared=uncompared, allow_unavailable=options.allow_unavailable, localization=localization,
+        quantization_layers=layers,
     )
     if reports is not None:
         report.write_all(reports)
@@ -467,8 +489,10 @@ def _concrete(signature: Signature) -> tuple[Any, ...]:
 
 def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], actual: Mapping[str, NDArray[Any]],
                     source: Signature, rules: ToleranceRules, precision: str,
-                    same_nonfinite_agrees: bool = False) -> tuple[OutputDrift, ...]:
-    """Every source output of `dst` against `src`, with the tolerance for its dtype (or the precision's)."""
+                    same_nonfinite_agrees: bool = False,
+                    scales: Mapping[str, float] | None = None) -> tuple[OutputDrift, ...]:
+    """Every source output of `dst` against `src`, with the tolerance for its dtype (or the precision's);
+    `scales`: a quantized `dst`'s output scales, for the max abs in their units."""
     drifts = []
     for spec in source.outputs:
         dtype = precision if precision != "float32" else spec.dtype
@@ -478,13 +502,15 @@ def compare_outputs(src: str, dst: str, expected: Mapping[str, NDArray[Any]], ac
             drifts.append(missing_output(spec.name, tolerance, f"{missing} has no output for source output {spec.name!r}"))
             continue
         drifts.append(compare_output(spec.name, expected[spec.name], actual[spec.name], tolerance,
-                                     same_nonfinite_agrees=same_nonfinite_agrees))
+                                     same_nonfinite_agrees=same_nonfinite_agrees,
+                                     scale=(scales or {}).get(spec.name)))
     return tuple(drifts)
 
 
 def _compare(kind: str, src: Slot, dst: Slot, device: str, expected: Mapping[str, NDArray[Any]],
              actual: Mapping[str, NDArray[Any]], source: Signature, rules: ToleranceRules, precision: str) -> Comparison:
-    drifts = compare_outputs(src.name, dst.name, expected, actual, source, rules, precision)
+    scales = dst.subject.output_scales if kind != "device" else None
+    drifts = compare_outputs(src.name, dst.name, expected, actual, source, rules, precision, scales=scales)
     return Comparison(kind, src.name, dst.name, device, drifts)
 
 

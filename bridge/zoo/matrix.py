@@ -19,6 +19,7 @@ as the stated reason.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -90,6 +91,10 @@ class MatrixCell:
     """The reason from the model's known_failures for this target, if one is declared."""
     forced: bool = False
     """Made through a `ForcedRoute` (``via=``) rather than the planner's default route."""
+    sqnr_db: float | None = None
+    """A quantized cell's worst SQNR against the source (its figure; max abs is not what decides it)."""
+    top1: float | None = None
+    """A quantized cell's worst top-1 agreement with the source, where the outputs are class scores."""
 
     @property
     def passed(self) -> bool:
@@ -125,8 +130,8 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _status(model: ZooModel, target: Format, ok: bool) -> tuple[str, str]:
-    known = model.known_failure(target.value)
+def _status(model: ZooModel, target: Format | str, ok: bool) -> tuple[str, str]:
+    known = model.known_failure(target.value if isinstance(target, Format) else target)
     declared = known.reason if known else ""
     if ok:
         return PASS, declared
@@ -185,6 +190,41 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
         cells.append(MatrixCell(model.name, model.source, key, route, status, max_abs, p50,
                                 "; ".join(reasons), declared, forced))
         cells += _other_runtime_cells(model, target, route, reps, cumulative, forced)
+    return cells + _quantized_cells(model, conversion, reps, cumulative, forced)
+
+
+def _quantized_cells(model: ZooModel, conversion: Any, reps: dict[str, Any], cumulative: dict[str, Any],
+                     forced: bool) -> list[MatrixCell]:
+    """A cell per quantized artifact (``tflite-int8``), judged by its quantized tolerance against the source, and
+    a failed cell per scheme asked for that made no artifact."""
+    from bridge.defaults import quantized_precision
+    from bridge.quantize import schemes_for
+
+    made = {a.key: a for a in conversion.manifest.artifacts if a.precision != "float32"}
+    cells = []
+    for fmt in (Format.TFLITE, Format.ONNX):
+        if fmt not in conversion.route.targets:
+            continue
+        route = " -> ".join(f.value for f in conversion.route.path_to(fmt))
+        for scheme in schemes_for(fmt, model.quantize):
+            key = f"{fmt.value}-{quantized_precision(scheme)}"
+            rep, comparison = reps.get(key), cumulative.get(key)
+            reason = "" if key in made else f"no {key} artifact was made (the {fmt.value} hop failed)"
+            if not reason and (rep is None or rep.status != "ok"):
+                reason = f"{key} could not run: {_first_line(rep.error or '') if rep is not None else 'not run'}"
+            if not reason and comparison is None:
+                reason = f"no {key} artifact was compared against the source"
+            if not reason and comparison is not None and not comparison.passed:
+                reason = "under the quantized tolerance: " + "; ".join(o.describe() for o in comparison.failing)
+            outputs = [o for o in comparison.outputs if o.error is None] if comparison is not None else []
+            sqnr = [o.sqnr_db for o in outputs if o.sqnr_db is not None]
+            top1 = [o.top1_agreement for o in outputs if o.top1_agreement is not None]
+            status, declared = _status(model, key, not reason)
+            cells.append(MatrixCell(
+                model.name, model.source, key, f"{route} ({scheme})", status,
+                max(o.max_abs for o in outputs) if outputs else None,
+                rep.latency.p50 if rep is not None and rep.latency is not None else None, reason, declared, forced,
+                min(sqnr) if sqnr else None, min(top1) if top1 else None))
     return cells
 
 
@@ -200,9 +240,10 @@ def _other_runtime_cells(model: ZooModel, target: Format, route: str, reps: dict
         values = [o.max_abs for o in comparison.outputs if o.error is None] if comparison is not None else []
         if not reason and comparison is not None and not comparison.passed:
             reason = "drift over tolerance: " + "; ".join(o.describe() for o in comparison.failing)
-        status, declared = _status(model, target, not reason)
+        cell = f"{target.value} ({rep.runtime})"
+        status, declared = _status(model, cell, not reason)
         p50 = rep.latency.p50 if rep.latency is not None else None
-        cells.append(MatrixCell(model.name, model.source, f"{target.value} ({rep.runtime})", route, status,
+        cells.append(MatrixCell(model.name, model.source, cell, route, status,
                                 max(values) if values else None, p50, reason, declared, forced))
     return cells
 
@@ -248,14 +289,15 @@ def run_model(model: ZooModel, work_dir: Path, targets: Sequence[Format] | None 
     divergences: list[Divergence] = []
     for job_targets, via, out_dir, is_forced, routes in jobs:
         try:
+            quantize = ",".join(model.quantize) if model.quantize and not is_forced else None
             conversion = convert(source_of(model, exported.model_path), to=list(job_targets), via=via, out_dir=out_dir, force=True,
-                                 strict=False, example_inputs=example_inputs)
+                                 strict=False, example_inputs=example_inputs, quantize=quantize)
         except BridgeError as exc:
             cells += _failed_cells(model, job_targets, routes, f"convert failed: {_first_line(str(exc))}", is_forced)
             continue
         try:
             report = verify(conversion, devices=(DEVICE,), samples=SAMPLES, latency_runs=LATENCY_RUNS,
-                            atol=model.atol, rtol=model.rtol)
+                            atol=model.atol, rtol=model.rtol, quantized_layers=0)
         except BridgeError as exc:
             cells += _failed_cells(model, job_targets, routes, f"verify failed: {_first_line(str(exc))}", is_forced)
             continue
@@ -371,8 +413,8 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
     ]
     counts = {s: sum(1 for c in cells if c.status == s) for s in (PASS, FAIL, KNOWN)}
     lines += [f"**{len(cells)} cells: {counts[PASS]} pass, {counts[FAIL]} fail, {counts[KNOWN]} known.**", ""]
-    lines += ["| model | source | target | route | status | max abs drift | p50 ms | reason |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| model | source | target | route | status | max abs drift | SQNR dB (top-1) | p50 ms | reason |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         drift = f"{c.max_abs:.2e}" if c.max_abs is not None else "-"
         latency = f"{c.p50_ms:.3f}" if c.p50_ms is not None else "-"
@@ -383,8 +425,9 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
         else:
             reason = c.reason
         route = c.route + (" (via)" if c.forced else "")
+        quantized = "-" if c.sqnr_db is None else f"{c.sqnr_db:.1f}" + (f" ({c.top1:.2f})" if c.top1 is not None else "")
         lines.append("| " + " | ".join(_cell_text(x) for x in (c.model, c.source, c.target, route, c.status,
-                                                                  drift, latency, reason)) + " |")
+                                                                  drift, quantized, latency, reason)) + " |")
     lines += ["", "## Where it diverges", "",
               "Every failing cell whose artifact ran, and every candidate a hop tried and rejected, with where it "
               "diverges (`bridge explain`, docs/localization.md): the first divergent operation in the parent's "
@@ -399,6 +442,41 @@ def render(cells: Sequence[MatrixCell], *, command: str = COMMAND, seconds: floa
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class SavedMatrix:
+    """What a matrix run measured (``--save-cells``), to render again without running anything."""
+
+    command: str
+    seconds: float
+    cells: tuple[MatrixCell, ...]
+    divergences: tuple[Divergence, ...]
+
+
+def rejudged(cell: MatrixCell) -> MatrixCell:
+    """`cell` with its status judged against the known failures declared now (the measurement unchanged)."""
+    from dataclasses import replace
+
+    model = next((m for m in MODELS if m.name == cell.model), None)
+    if model is None:
+        return cell
+    status, declared = _status(model, cell.target, cell.status == PASS)
+    return replace(cell, status=status, declared=declared)
+
+
+def _render_saved(path: Path, out: Path | None) -> int:
+    from bridge import records
+    from bridge.staging import atomic_write_text
+
+    saved = records.from_json(SavedMatrix, json.loads(path.read_text(encoding="utf-8")), str(path))
+    cells = [rejudged(cell) for cell in saved.cells]
+    text = render(cells, command=saved.command, seconds=saved.seconds, divergences=saved.divergences)
+    if out:
+        atomic_write_text(out, text)
+    else:
+        sys.stdout.write(text)
+    return 1 if any(c.status == FAIL for c in cells) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the matrix and write the Markdown table; exit 1 when a cell fails that is not declared known."""
     parser = argparse.ArgumentParser(prog="python -m bridge.zoo.matrix", description=__doc__.splitlines()[0])
@@ -408,7 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-slow", action="store_true", help="also run the slow (torchvision, keras.applications) models")
     parser.add_argument("--work-dir", type=Path, help="keep the exported models and artifacts here (default: a temporary directory)")
     parser.add_argument("--no-localize", action="store_true", help="do not localise failing cells and rejected candidates")
+    parser.add_argument("--save-cells", type=Path, help="also write the measured cells as JSON here")
+    parser.add_argument("--render-cells", type=Path, metavar="CELLS.json",
+                        help="run nothing: render cells saved by --save-cells, each status judged again against the "
+                             "known failures declared now (bridge/zoo/registry.py)")
     args = parser.parse_args(argv)
+    if args.render_cells:
+        return _render_saved(args.render_cells, args.out)
     if args.models:
         models = [get(name.strip()) for name in args.models.split(",") if name.strip()]
     else:
@@ -423,8 +507,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     runs = run_matrix(models, targets, work_dir=args.work_dir, progress=report, localize=not args.no_localize)
     cells = [cell for run in runs for cell in run.cells]
-    text = render(cells, command=command, seconds=time.perf_counter() - started,
-                  divergences=[d for run in runs for d in run.divergences])
+    seconds = time.perf_counter() - started
+    divergences = [d for run in runs for d in run.divergences]
+    text = render(cells, command=command, seconds=seconds, divergences=divergences)
+    if args.save_cells:
+        from bridge import records
+        from bridge.staging import atomic_write_text
+
+        saved = SavedMatrix(command, seconds, tuple(cells), tuple(divergences))
+        atomic_write_text(args.save_cells, json.dumps(records.to_json(saved), indent=1))
     if args.out:
         from bridge.staging import atomic_write_text
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.defaults import quantized_precision
 from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.signature import TensorSpec
@@ -22,8 +23,12 @@ from bridge.signature import TensorSpec
 SOURCES = ("torch", "keras", "jax")
 """The formats a zoo model can be written in (its builder returns an nn.Module, a Keras model, or a JAX model
 in a form bridge.hops.jax_model takes)."""
-TARGETS = tuple(f.value for f in Format)
-"""The formats a known failure can name."""
+QUANTIZE = ("int8", "dynamic", "fp16")
+"""The schemes the matrix quantizes the zoo's image classifiers with (``ZooModel.quantize``)."""
+TARGETS = (*(f.value for f in Format),
+           *(f"{fmt}-{quantized_precision(s)}" for fmt in ("tflite", "onnx") for s in QUANTIZE), "tfjs (node-wasm)")
+"""The formats a known failure can name, the quantized artifacts' keys (``tflite-int8``), and a target's second
+runtime (``tfjs (node-wasm)``: the matrix's cell for TF.js's WebAssembly backend)."""
 INPUTS_SEED = 0
 
 
@@ -83,6 +88,8 @@ class ZooModel:
     """Exported with a dynamic batch dimension (dim 0 of every input)."""
     slow: bool = False
     """Big enough (torchvision, keras.applications) that tests mark its cases slow."""
+    quantize: tuple[str, ...] = ()
+    """The ``--quantize`` schemes the matrix also makes and verifies (the image classifiers: `QUANTIZE`)."""
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -134,6 +141,7 @@ MODELS: tuple[ZooModel, ...] = (
     ),
     ZooModel(
         name="cnn",
+        quantize=QUANTIZE,
         description="PyTorch image classifier: two conv+ReLU+maxpool blocks, dropout, Linear to 10 classes",
         source="torch",
         builder="bridge.zoo.torch_models:build_cnn",
@@ -141,6 +149,7 @@ MODELS: tuple[ZooModel, ...] = (
     ),
     ZooModel(
         name="keras_cnn",
+        quantize=QUANTIZE,
         description="The cnn architecture as a Keras Sequential (NHWC input 'image')",
         source="keras",
         builder="bridge.zoo.keras_models:build_keras_cnn",
@@ -166,6 +175,10 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="bridge.zoo.torch_models:build_transformer",
         inputs=(InputSpec("tokens", (1, 16), "int64", high=100),),
+        known_failures=(KnownFailure("keras", "onnx2tf's tf_keras model drifts from the ONNX (max abs 0.037) on token "
+                                              "ids above 1, while the SavedModel of the same onnx2tf run agrees (7e-8); "
+                                              "convert's check feeds ids 0 and 1 only (defaults.CHECK_INT_HIGH), so "
+                                              "verify is what finds it"),),
     ),
     ZooModel(
         name="lstm",
@@ -173,6 +186,12 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="bridge.zoo.torch_models:build_lstm",
         inputs=_float_input((1, 12, 8)),
+        known_failures=(
+            KnownFailure("keras", "onnx2tf's tf_keras model cannot be saved: its CustomLSTMCell has no get_config() "
+                                  "(NotImplementedError), so no .keras is written"),
+            KnownFailure("tfjs (node-wasm)", "TF.js 4.22's WebAssembly backend refuses the LSTM's _FusedMatMul with a "
+                                             "rank-3 bias ('only supports rank-1 bias'); the CPU backend runs it"),
+        ),
         # onnx2tf's flatbuffer_direct LSTM lowering drifts ~3.5e-4 from the ONNX; convert's check passes it
         # over for the tf_converter candidate (docs/limitations.md).
     ),
@@ -217,6 +236,7 @@ MODELS: tuple[ZooModel, ...] = (
     ),
     ZooModel(
         name="resnet18",
+        quantize=QUANTIZE,
         description="torchvision resnet18 (random weights, BN calibrated), 1000 classes",
         source="torch",
         builder="bridge.zoo.torch_models:build_resnet18",
@@ -225,6 +245,7 @@ MODELS: tuple[ZooModel, ...] = (
     ),
     ZooModel(
         name="mobilenet_v3_small",
+        quantize=QUANTIZE,
         description="torchvision mobilenet_v3_small (random weights, BN calibrated), 1000 classes",
         source="torch",
         builder="bridge.zoo.torch_models:build_mobilenet_v3_small",
@@ -233,6 +254,7 @@ MODELS: tuple[ZooModel, ...] = (
     ),
     ZooModel(
         name="keras_mobilenet_v2",
+        quantize=QUANTIZE,
         description="keras.applications.MobileNetV2 at 96x96, 10 classes (random weights, BN calibrated)",
         source="keras",
         builder="bridge.zoo.keras_models:build_keras_mobilenet_v2",

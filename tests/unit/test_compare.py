@@ -79,3 +79,10 @@ def test_tolerance_rules_by_dtype_flag_and_output() -> None:
     assert (general.atol, general.rtol, general.source) == (0.5, 1e-3, "--atol/--rtol")
     special = rules.for_output("logits", "float32")
     assert special.atol == 0.25 and special.source == "--tol logits=0.25"
+
+
+def test_a_quantized_outputs_max_abs_is_also_given_in_steps_of_its_scale() -> None:
+    expected = np.zeros((2, 4))
+    actual = expected + np.array([0.0, 0.05, -0.25, 0.1])
+    assert compare_output("y", expected, actual, TOL, scale=0.1).max_abs_scales == pytest.approx(2.5)
+    assert compare_output("y", expected, actual, TOL).max_abs_scales is None  # no scale recorded: not given

@@ -225,3 +225,41 @@ def test_integer_tensors_are_dequantised_per_tensor_and_per_axis() -> None:
     assert np.allclose(_dequantised(np.array([[10, 10]], np.int8), per_axis), [[10.0, 1.0]])
     floats = np.array([1.5], np.float32)
     assert _dequantised(floats, per_tensor) is floats  # a float tensor is left as it is
+
+
+def test_the_layer_that_adds_the_quantization_noise_is_named_not_the_ones_that_carry_it(tmp_path: Path) -> None:
+    """x -> conv -> relu -> gemm: the conv is quantized badly (its output noisy), relu only carries the noise,
+    gemm adds more noise of its own: the two named, in graph order, conv losing the most; relu is not."""
+    from types import SimpleNamespace
+
+    from bridge.localization.quantized import LayerErrors, layer_errors
+    from bridge.signature import Signature
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)
+    conv = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)
+    relu = np.maximum(conv, 0)
+    gemm = rng.standard_normal((1, 10)).astype(np.float32)
+    noisy_conv = conv + 0.1 * rng.standard_normal(conv.shape).astype(np.float32)  # about 20 dB
+    child_tensors = {"x": x, "conv": noisy_conv.transpose(0, 2, 3, 1), "relu": np.maximum(noisy_conv, 0).transpose(0, 2, 3, 1),
+                     "gemm": gemm + 0.5 * rng.standard_normal(gemm.shape).astype(np.float32)}
+    nodes = (GraphNode("c", "Conv", ("x",), ("conv",)), GraphNode("r", "Relu", ("conv",), ("relu",)),
+             GraphNode("g", "Gemm", ("relu",), ("gemm",)))
+    parent_path, parent_keys = _store(tmp_path, "parent", {"x": x, "conv": conv, "relu": relu, "gemm": gemm})
+    child_path, child_keys = _store(tmp_path, "child", child_tensors)
+    parent = CapturedGraph(nodes, ("x",), ("gemm",), parent_keys)
+    child = CapturedGraph(nodes, ("x",), ("gemm",), child_keys)  # the quantizer kept the names, not the layout
+    spec_in, spec_out = TensorSpec("x", (1, 4, 3, 3), "float32"), TensorSpec("gemm", (1, 10), "float32")
+    side = SimpleNamespace(signature=Signature((spec_in,), (spec_out,)))
+    hop = SimpleNamespace(name="onnx -> onnx-int8", formats="onnx->onnx", parent=side, child=side)
+    expected, actual = TensorReader(parent, parent_path), TensorReader(child, child_path)
+    try:
+        found = layer_errors(hop, parent, child, expected, actual, top=2, sample=0)
+    finally:
+        expected.close()
+        actual.close()
+    assert found.method == BY_NAMES and [layer.op for layer in found.layers] == ["Conv", "Gemm"]  # graph order
+    conv_loss = found.layers[0]
+    assert 15 < conv_loss.sqnr_db < 25 and conv_loss.lost_db > 170  # its inputs were exact (200 dB)
+    assert found.worst is conv_loss and "loses" in found.lines()[1]
+    assert records.from_json(LayerErrors, json.loads(json.dumps(records.to_json(found))), "layers") == found

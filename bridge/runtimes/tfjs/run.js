@@ -57,8 +57,21 @@ function tensors(feeds, data) {
   return named;
 }
 
+// A graph with control flow (an LSTM's while loop: Enter, Exit, Merge) cannot run synchronously;
+// TF.js says so when execute() is tried, and executeAsync() runs it from then on.
+let dynamic = false;
+
 async function execute(model, feeds, outputs) {
-  const result = model.execute(feeds, outputs);
+  let result;
+  if (!dynamic) {
+    try {
+      result = model.execute(feeds, outputs);
+    } catch (err) {
+      if (!String(err && err.message).includes('executeAsync')) throw err;
+      dynamic = true;
+    }
+  }
+  if (dynamic) result = await model.executeAsync(feeds, outputs);
   const list = Array.isArray(result) ? result : [result];
   const values = await Promise.all(list.map((t) => t.data()));
   return {list, values};
