@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, staging
-from bridge.errors import BridgeError, HopError, UnverifiedError
+from bridge.errors import BridgeError, HopError, QuantizeError, UnverifiedError
 from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
 from bridge.isolation import end_all
@@ -222,6 +222,8 @@ def convert(
         if isinstance(exc, BridgeError):
             _rescue_logs(stage, final_dir, exc)
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(exc, QuantizeError) and isinstance(model, (str, Path)):
+            raise QuantizeError(f"{model}: {exc}") from exc  # the user's file, not the hop's staged parent
         raise
     conversion = Conversion(final_dir, manifest, route, source_object=identified.live, factory=identified.reference)
     if strict:

@@ -51,6 +51,11 @@ class UnsafeInputError(InputError):
     """Loading this file would run code or reach outside its directory."""
 
 
+class QuantizeError(InputError):
+    """The model cannot be quantized as asked (an op left in float32 by an integer-only scheme): the whole
+    conversion stops and leaves nothing, whatever candidate made the float artifact."""
+
+
 class OutputError(UserError):
     """The output location cannot be used."""
 

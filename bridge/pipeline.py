@@ -37,7 +37,7 @@ from bridge.checking import (
     subject_for,
     tolerance_rules,
 )
-from bridge.errors import InputError, NotApplicableError, UnsupportedRouteError, UserError
+from bridge.errors import InputError, NotApplicableError, QuantizeError, UnsupportedRouteError, UserError
 from bridge.formats import Format
 from bridge.isolation import run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
@@ -271,6 +271,9 @@ class Pipeline:
                                     seconds=round(time.perf_counter() - started, 3), log=log))
             self._event("done", step, time.perf_counter() - started, "not applicable")
             return None
+        except QuantizeError:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise  # not the candidate's fault: every candidate would meet it
         except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
             seconds = time.perf_counter() - started
             shutil.rmtree(directory, ignore_errors=True)

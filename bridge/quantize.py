@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge import defaults
-from bridge.errors import HopError, InputError
+from bridge.errors import HopError, InputError, QuantizeError
 from bridge.formats import Format
 
 if TYPE_CHECKING:
@@ -161,6 +161,12 @@ def tflite_from_saved_model(saved_model: Path, target: Path, through: Signature,
                 "inference_io": "int8" if scheme == "int8-io" else "float32"}
     signature = carry_layout(through, read_signature(Format.TFLITE, target))
     if scheme in ("int8", "int8-io"):
+        left = float_ops(target)
+        if left:
+            target.unlink(missing_ok=True)
+            raise QuantizeError(f"--quantize {scheme}: {', '.join(left[:5])} {'stays' if len(left) == 1 else 'stay'} float32 in "
+                           "the int8 TFLite (TensorFlow's converter has no int8 kernel for it), so it is not an integer "
+                           "model; quantize to dynamic or fp16, or leave it float")
         recorded["output_scales"] = tflite_output_scales(target, signature)
     return Produced(target, signature, defaults.quantized_precision(scheme),
                     derived=Derivation(Tool("tensorflow", tf.__version__), recorded, from_first=False))
@@ -168,9 +174,10 @@ def tflite_from_saved_model(saved_model: Path, target: Path, through: Signature,
 
 def _quantize_failure(message: str) -> str:
     """The op the converter names, or the first line of its message."""
-    found = re.search(r"(?:op|operation)s?\s*['`\"]?([A-Za-z_][\w.]*)['`\"]?\s+(?:is|are)\s+(?:not|neither)", message)
+    found = re.search(r"(?:op|operation)s?\s*['`\"]?([A-Za-z_][\w.]*)['`\"]?\s+(?:is|are)\s+(?:not|neither)", message) \
+        or re.search(r"['`\"]([A-Za-z_][\w.]*)['`\"]\s+op\s+is\s+(?:not|neither)", message)
     if found:
-        return f"op {found.group(1)} cannot be quantized to int8"
+        return f"op {found.group(1).removeprefix('tf.')} has no int8 kernel in TFLite"
     lines = [line.strip() for line in message.splitlines() if line.strip() and "error:" in line.lower()]
     return (lines[0] if lines else message.strip().splitlines()[0] if message.strip() else "no message")[:300]
 
@@ -268,6 +275,23 @@ def onnx_output_scales(path: Path, signature: Signature) -> dict[str, float]:
         if scale.size == 1:
             scales[spec.source_name] = float(scale.reshape(()))
     return scales
+
+
+def float_ops(path: Path) -> list[str]:
+    """The operations of a TFLite that compute in float32 (besides the QUANTIZE and DEQUANTIZE at its edges), each
+    named once: what the converter could not make int8."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    kinds = {d["index"]: np.dtype(d["dtype"]).kind for d in interpreter.get_tensor_details()}
+    found: list[str] = []
+    for op in interpreter._get_ops_details():  # noqa: SLF001 - no public graph API
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or op["op_name"] in found:
+            continue
+        if any(kinds.get(int(t)) == "f" for t in (*op["inputs"], *op["outputs"]) if int(t) >= 0):
+            found.append(str(op["op_name"]))
+    return found
 
 
 def tflite_output_scales(path: Path, signature: Signature) -> dict[str, float]:

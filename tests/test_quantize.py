@@ -161,8 +161,11 @@ def test_a_calibration_set_a_hundred_times_too_wide_fails_and_the_layer_is_named
     # The first layer loses most of the signal: its inputs are quantized on a range 100x too wide.
     found = next(f for f in report["quantization_layers"] if f["hop"] == "onnx -> tflite-int8")
     worst = max(found["layers"], key=lambda layer: layer["lost_db"])
-    assert worst["op"] == "Gemm" and worst["node"] == "node_linear", found
-    assert "* Gemm node_linear" in result.stdout
+    # LiteRT computes each Linear and its ReLU in one FULLY_CONNECTED, and the int8 TFLite keeps no ONNX names: its
+    # tensors are joined by value, and where the values are this far off the first ones cannot be told apart. The
+    # operation losing the most is named with the ones fused before it, the first Gemm among them.
+    assert worst["node"] == "node_linear" or "Gemm node_linear" in worst["fused"], found
+    assert worst["lost_db"] > 100 and "Gemm node_linear" in result.stdout
 
 
 def test_an_op_the_quantizer_cannot_make_int8_is_named_and_nothing_is_left(tmp_path: Path) -> None:
@@ -170,7 +173,7 @@ def test_an_op_the_quantizer_cannot_make_int8_is_named_and_nothing_is_left(tmp_p
 
     class Wave(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sin(x) * 2.0
+            return torch.atan(x) * 2.0
 
     model = tmp_path / "wave.pt2"
     torch.export.save(torch.export.export(Wave(), (torch.zeros(1, 8),)), str(model))
@@ -178,7 +181,8 @@ def test_an_op_the_quantizer_cannot_make_int8_is_named_and_nothing_is_left(tmp_p
     result = run_bridge("convert", str(model), "--to", "tflite", "--quantize", "int8", "-o", str(out))
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("bridge: error: ") and "SIN" in line.upper() and "--quantize dynamic" in line, line
+    assert line.startswith(f"bridge: error: {model}: --quantize int8: ATAN2 stays float32 in the int8 TFLite"), line
+    assert "quantize to dynamic or fp16" in line
     assert not out.exists() and not list(tmp_path.glob(".wave*"))
 
 

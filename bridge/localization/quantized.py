@@ -47,11 +47,15 @@ class LayerLoss:
     max_abs: float | None
     """None when not finite."""
     source: SourceRef | None = None
+    fused: tuple[str, ...] = ()
+    """Parent operations before this one that have no tensor of their own in the child (``Gemm node_linear`` fused
+    into the FULLY_CONNECTED that also applies this Relu): the loss may be in any of them."""
 
     def describe(self) -> str:
         where = f" in {self.source.describe()}" if self.source and self.source.describe() else ""
         figure = f"max abs {self.max_abs:.3g}" if self.max_abs is not None else "not finite"
-        return (f"{self.op} {self.node}{where}: SQNR {self.sqnr_db:.1f} dB, loses {self.lost_db:.1f} dB "
+        fused = f" (computed together with {', '.join(self.fused[:4])})" if self.fused else ""
+        return (f"{self.op} {self.node}{fused}{where}: SQNR {self.sqnr_db:.1f} dB, loses {self.lost_db:.1f} dB "
                 f"({figure}; {self.tensor} -> {self.target})")
 
 
@@ -90,11 +94,12 @@ class LayerErrors:
         lines = [f"#### {self.hop} ({self.formats})", ""]
         if not self.layers:
             return "\n".join([*lines, f"Not measured: {self.reason}", ""]) + "\n"
-        lines += ["| op | node | source | SQNR dB | loses dB | max abs |", "|---|---|---|---|---|---|"]
+        lines += ["| op | node | fused with | source | SQNR dB | loses dB | max abs |", "|---|---|---|---|---|---|---|"]
         for layer in self.layers:
             source = layer.source.describe() if layer.source else ""
             figure = f"{layer.max_abs:.3g}" if layer.max_abs is not None else "-"
-            lines.append(f"| {layer.op} | `{layer.node}` | {source} | {layer.sqnr_db:.1f} | {layer.lost_db:.1f} | {figure} |")
+            lines.append(f"| {layer.op} | `{layer.node}` | {', '.join(layer.fused)} | {source} | {layer.sqnr_db:.1f} | "
+                         f"{layer.lost_db:.1f} | {figure} |")
         lines += ["", f"Joined by {self.method}; {self.compared} tensors compared over {self.nodes} operations on sample "
                       f"{self.sample} in {self.seconds:.1f} s.", ""]
         return "\n".join(lines) + "\n"
@@ -163,6 +168,13 @@ def layer_errors(hop: Any, parent: CapturedGraph, child: CapturedGraph, expected
         found = _best_layout(e, a) if a is not None else None
         if found is not None:
             measured[tensor] = (*found, target)
+    # A child tensor joined to several parent tensors is the output of ops the child fused (Gemm and its Relu in
+    # one FULLY_CONNECTED): it stands for the one it is closest to; the others are computed inside the fusion.
+    best: dict[str, str] = {}
+    for tensor, (sqnr, _, target) in measured.items():
+        if target not in best or sqnr > measured[best[target]][0]:
+            best[target] = tensor
+    measured = {tensor: found for tensor, found in measured.items() if best[found[2]] == tensor}
     base = dict(hop=hop.name, formats=hop.formats, sample=sample, nodes=len(parent.nodes))
     inner_measured = sum(1 for t in inner if t in measured)
     if not inner_measured:
@@ -183,6 +195,20 @@ def layer_errors(hop: Any, parent: CapturedGraph, child: CapturedGraph, expected
         noise[tensor] = min(level(t, seen | {tensor}) for t in producer.inputs)
         return noise[tensor]
 
+    def fused_with(node: Any) -> tuple[str, ...]:
+        """The operations feeding `node` whose outputs were not measured, back to measured tensors."""
+        found: list[str] = []
+        stack = [t for t in node.inputs if t not in measured]
+        seen: set[str] = set()
+        while stack:
+            producer = producers.get(stack.pop())
+            if producer is None or producer.name in seen:
+                continue
+            seen.add(producer.name)
+            found.append(f"{producer.op} {producer.name}")
+            stack.extend(t for t in producer.inputs if t not in measured)
+        return tuple(reversed(found))
+
     losses: list[tuple[int, LayerLoss]] = []
     for position, node in enumerate(parent.nodes):
         outs = [t for t in node.outputs if t in measured]
@@ -193,7 +219,7 @@ def layer_errors(hop: Any, parent: CapturedGraph, child: CapturedGraph, expected
         reaching = min((level(t) for t in node.inputs), default=SQNR_CAP_DB)
         losses.append((position, LayerLoss(node.name, node.op, tensor, target, round(own, 2),
                                            round(max(0.0, reaching - own), 2),
-                                           max_abs if np.isfinite(max_abs) else None, node.source)))
+                                           max_abs if np.isfinite(max_abs) else None, node.source, fused_with(node))))
     chosen = sorted((item for item in losses if item[1].lost_db > 0), key=lambda item: -item[1].lost_db)[:top]
     layers = tuple(layer for _, layer in sorted(chosen, key=lambda item: item[0]))
     return LayerErrors(**base, method=BY_NAMES if by_names else BY_VALUES, layers=layers, compared=len(measured),
