@@ -8,6 +8,8 @@ from dataclasses import dataclass
 # --- convert -------------------------------------------------------------------------------
 ONNX_OPSET = 18
 """The opset torch.onnx's dynamo exporter targets; onnx2tf and onnxruntime 1.26 support it."""
+MIN_SOURCE_OPSET = 7
+"""onnxruntime has no kernel below opset 7: an older ONNX source is lifted to ONNX_OPSET first (bridge.onnx_opset)."""
 TORCHSCRIPT_MAX_OPSET = 20
 ONNX2TORCH_MAX_OPSET = 17
 """onnx2torch 1.5.15 lacks some converters past 17 (ReduceMean at 18); older opsets are converted first."""
@@ -78,6 +80,8 @@ TOLERANCES = {
     "float64": Tolerance(1e-6, 1e-5, "default float64"),
 }
 INTEGER_TOLERANCE = Tolerance(0.0, 0.0, "default integer (exact)")
+UPGRADE_TOLERANCE = Tolerance(1e-5, 1e-4, "opset upgrade")
+"""An old ONNX file lifted to a newer opset against the original (the same float32 maths in two runtimes)."""
 QUANTIZED_TOLERANCES = {
     "dynamic": Tolerance(0.0, 0.0, "default dynamic (quantized)", min_sqnr_db=20.0, min_top1=0.95),
     "int8": Tolerance(0.0, 0.0, "default int8 (quantized)", min_sqnr_db=15.0, min_top1=0.9),

@@ -167,6 +167,24 @@ class Pretrained:
 
 
 @dataclass(frozen=True)
+class OpsetUpgrade:
+    """An ONNX source older than the runtimes accept, lifted before the first hop (bridge.onnx_opset)."""
+
+    from_opset: int
+    to_opset: int
+    tool: str
+    """``onnx.version_converter 1.20.1``."""
+    checked_with: str
+    """How the upgraded model was compared with the original: ``onnx.reference against onnxruntime``."""
+    max_abs: float
+    """The largest difference seen on the check's inputs (within the upgrade tolerance, or it was refused)."""
+    original_sha256: str = ""
+    """The user's file; the source's own sha256 is the lifted file's, which every hop and verify read."""
+    notes: tuple[str, ...] = ()
+    """What bridge changed beside the converter: a change of meaning between opsets it has no adapter for."""
+
+
+@dataclass(frozen=True)
 class Source:
     """The model convert started from. `path` is a file, a directory or a Python reference."""
 
@@ -184,10 +202,12 @@ class Source:
     """For a Python reference or in-memory model: the file bridge saved it to, relative to DIR."""
     notes: tuple[str, ...] = ()
     pretrained: Pretrained | None = None
+    """For a Hugging Face folder: where its copy is, and how it is loaded (verify runs it eagerly)."""
     sequence_length: int | None = None
     """The size a symbolic dimension after the batch had in the example the source was built with (a Hugging Face
     model's ``--dynamic-seq``): checks and verify feed that length, and checks a second one."""
-    """For a Hugging Face folder: where its copy is, and how it is loaded (verify runs it eagerly)."""
+    upgrade: OpsetUpgrade | None = None
+    """An old ONNX file lifted to the opset the hops prefer: `materialized` is the lifted file, what every hop reads."""
 
     @property
     def signature(self) -> Signature:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from bridge.formats import Format, RunnerSpec
 from bridge.inputs import ExampleInputs
 from bridge.localization.graph import CapturedGraph
-from bridge.manifest import Tool
+from bridge.manifest import OpsetUpgrade, Tool
 from bridge.options import ConvertOptions
 from bridge.registry import Candidate, HopSpec
 from bridge.signature import Signature, TensorSpec
@@ -275,6 +275,26 @@ class EmbeddingSizesRequest(StepRequest[EmbeddingSizesResponse]):
     path: Path
 
 
+# --- old ONNX opsets ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpsetUpgradeResponse:
+    upgrade: OpsetUpgrade | None
+    """None: the opset is one the runtimes accept, nothing was written."""
+
+
+@dataclass(frozen=True)
+class OpsetUpgradeRequest(StepRequest[OpsetUpgradeResponse]):
+    """Lift an ONNX file below the runtimes' lowest opset to `target`, checked against the original (bridge.onnx_opset)."""
+
+    task: ClassVar[str] = "opset_upgrade"
+    response: ClassVar[type[Any]] = OpsetUpgradeResponse
+    path: Path
+    out_path: Path
+    target: int
+
+
 # --- zoo export ---------------------------------------------------------------------------
 
 
@@ -313,6 +333,6 @@ class StepError:
 REQUESTS: dict[str, type[StepRequest[Any]]] = {
     cls.task: cls
     for cls in (HopRequest, MaterializeRequest, PretrainedRequest, InspectRequest, RunRequest, CaptureRequest, CutRequest,
-                EmbeddingSizesRequest, ZooExportRequest)
+                EmbeddingSizesRequest, OpsetUpgradeRequest, ZooExportRequest)
 }
 """Every step, by the task name the child is started with."""

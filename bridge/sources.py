@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 import pkgutil
 import re
 import shutil
@@ -22,16 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge import pt2, safety
+from bridge import defaults, pt2, safety
 from bridge.errors import InputError
 from bridge.formats import Format, detect
 from bridge.inputs import ExampleInputs
 from bridge.isolation import run_isolated
-from bridge.manifest import Pretrained, Source, sha256_of
+from bridge.manifest import OpsetUpgrade, Pretrained, Source, sha256_of
 from bridge.messages import HfExport, InspectRequest, MaterializeRequest, PretrainedRequest
 from bridge.options import ConvertOptions
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature, TensorSpec
+
+log = logging.getLogger(__name__)
 
 
 class SourceKind(str, enum.Enum):
@@ -163,6 +166,9 @@ class SourceResolver(abc.ABC):
         path, fmt, kind, note, specs = self.build(identified, context)
         if identified.format is not None and fmt != identified.format:
             raise InputError(f"{identified.display}: --from {identified.format.value} but it builds a {fmt.value} model; drop --from")
+        upgrade = None
+        if fmt == Format.ONNX:
+            path, upgrade = lift_old_opset(path, context)
         signature, described, companions = self.describe(path, fmt, kind, specs, context)
         # A JAX model built from code keeps what it was built from (jax_function, flax_nnx, flax_linen).
         kind = kind if fmt == Format.JAX and self.kind in (SourceKind.FACTORY, SourceKind.LIVE_OBJECT) else described
@@ -175,7 +181,7 @@ class SourceResolver(abc.ABC):
         record = Source(
             path=identified.display, format=fmt, kind=kind, origin=self.kind.value, sha256=digest, bytes=size,
             inputs=signature.inputs, outputs=signature.outputs, materialized=materialized, notes=(note,) if note else (),
-            sequence_length=example_length(signature, specs),
+            sequence_length=example_length(signature, specs), upgrade=upgrade,
         )
         return Prepared(record, path, specs)
 
@@ -380,6 +386,27 @@ class LiveObjectResolver(SourceResolver):
                             hf=HfExport.of(context.options))
         context.notify("done", "materialize", time.perf_counter() - started)
         return saved.path, saved.format, saved.kind, saved.note, saved.example_inputs if saved.format == Format.JAX else context.specs
+
+
+def lift_old_opset(path: Path, context: SourceContext) -> tuple[Path, OpsetUpgrade | None]:
+    """An ONNX file below the runtimes' lowest opset, lifted and checked in a child (bridge.onnx_opset); else as it is."""
+    from bridge.messages import OpsetUpgradeRequest
+
+    lifted = context.stage / "source" / f"{path.stem}.opset{defaults.ONNX_OPSET}.onnx"
+    lifted.parent.mkdir(parents=True, exist_ok=True)
+    response = run_isolated(OpsetUpgradeRequest(path, lifted, defaults.ONNX_OPSET), stage="upgrade opset",
+                            timeout=context.options.timeout, hide_gpu=True,
+                            log_to=context.stage / "logs" / "source-upgrade.log")
+    if response.upgrade is None:
+        return path, None
+    from dataclasses import replace
+
+    up = replace(response.upgrade, original_sha256=sha256_of(path)[0])
+    context.notify("done", f"upgrade opset {up.from_opset} -> {up.to_opset}", 0.0,
+                   f"checked with {up.checked_with}, max abs {up.max_abs:.2g}")
+    log.warning("%s: opset %d is older than onnxruntime runs; lifted to opset %d with %s (max abs %.2g against the "
+                "original in ONNX's reference evaluator)", path, up.from_opset, up.to_opset, up.tool, up.max_abs)
+    return lifted, up
 
 
 def example_length(signature: Signature, specs: ExampleInputs | None) -> int | None:

@@ -25,6 +25,7 @@ from bridge.messages import (
     InspectResponse,
     MaterializeRequest,
     MaterializeResponse,
+    OpsetUpgradeRequest,
     PretrainedRequest,
     RunRequest,
     RunResponse,
@@ -55,6 +56,10 @@ def run(request: StepRequest[Any]) -> Any:
         return cut(request)
     if isinstance(request, EmbeddingSizesRequest):
         return embedding_sizes(request)
+    if isinstance(request, OpsetUpgradeRequest):
+        from bridge.onnx_opset import upgrade
+
+        return upgrade(request)
     if isinstance(request, ZooExportRequest):
         return zoo_export(request)
     raise TypeError(f"no step for {type(request).__name__}")

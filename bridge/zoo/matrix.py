@@ -190,11 +190,10 @@ def _cells_from_run(model: ZooModel, conversion: object, report: object, targets
         cells.append(MatrixCell(model.name, model.source, key, route, status, max_abs, p50,
                                 "; ".join(reasons), declared, forced))
         cells += _other_runtime_cells(model, target, route, reps, cumulative, forced)
-    return cells + _quantized_cells(model, conversion, reps, cumulative, forced)
+    return cells + ([] if forced else _quantized_cells(model, conversion, reps, cumulative))
 
 
-def _quantized_cells(model: ZooModel, conversion: Any, reps: dict[str, Any], cumulative: dict[str, Any],
-                     forced: bool) -> list[MatrixCell]:
+def _quantized_cells(model: ZooModel, conversion: Any, reps: dict[str, Any], cumulative: dict[str, Any]) -> list[MatrixCell]:
     """A cell per quantized artifact (``tflite-int8``), judged by its quantized tolerance against the source, and
     a failed cell per scheme asked for that made no artifact."""
     from bridge.defaults import quantized_precision
@@ -223,7 +222,7 @@ def _quantized_cells(model: ZooModel, conversion: Any, reps: dict[str, Any], cum
             cells.append(MatrixCell(
                 model.name, model.source, key, f"{route} ({scheme})", status,
                 max(o.max_abs for o in outputs) if outputs else None,
-                rep.latency.p50 if rep is not None and rep.latency is not None else None, reason, declared, forced,
+                rep.latency.p50 if rep is not None and rep.latency is not None else None, reason, declared, False,
                 min(sqnr) if sqnr else None, min(top1) if top1 else None))
     return cells
 

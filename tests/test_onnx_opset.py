@@ -1,0 +1,54 @@
+"""ONNX files older than onnxruntime runs (opset 6, as the test data inside the onnx package ships them) are lifted
+with onnx.version_converter, checked against the original in ONNX's reference evaluator, recorded, and converted;
+the ones that cannot be lifted are refused with the op that blocks them, nothing written (tests/test_hostile.py:
+onnx-old-opset-*)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_bridge
+
+onnx = pytest.importorskip("onnx")
+DATA = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data"
+
+
+def test_every_old_file_of_onnxs_own_test_data_is_lifted_and_agrees_with_the_original(tmp_path: Path) -> None:
+    """The 79 opset-6 PyTorch-converted cases: each lifted to 18 and equal to the original within 1e-5 + 1e-4 |e|,
+    the three multi-parameter PReLUs included (their slope meant the channel axis before opset 7)."""
+    from bridge.messages import OpsetUpgradeRequest
+    from bridge.onnx_opset import default_opset, upgrade
+
+    lifted, notes = 0, []
+    for path in sorted(DATA.glob("pytorch-converted/*/model.onnx")):
+        if default_opset(onnx.load(str(path), load_external_data=False)) >= 7:
+            continue
+        found = upgrade(OpsetUpgradeRequest(path, tmp_path / "lifted.onnx", 18)).upgrade
+        assert found is not None and found.from_opset == 6 and found.to_opset == 18, path
+        lifted += 1
+        notes += found.notes
+    assert lifted == 79
+    assert len([n for n in notes if n.startswith("PRelu")]) == 3
+
+
+@pytest.mark.slow
+def test_an_opset_6_file_converts_and_the_manifest_records_the_upgrade(tmp_path: Path) -> None:
+    model = DATA / "pytorch-converted" / "test_PReLU_2d_multiparam" / "model.onnx"
+    out = tmp_path / "prelu.bridge"
+    result = run_bridge("convert", str(model), "--to", "tflite", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "opset 6 is older than onnxruntime runs; lifted to opset 18" in result.stderr
+    source = json.loads((out / "manifest.json").read_text())["source"]
+    upgrade = source["upgrade"]
+    assert (upgrade["from_opset"], upgrade["to_opset"]) == (6, 18) and upgrade["max_abs"] < 1e-5
+    assert upgrade["original_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert upgrade["notes"] and "channel axis" in upgrade["notes"][0]
+    assert source["materialized"] == "source/model.opset18.onnx"
+    assert source["sha256"] == hashlib.sha256((out / source["materialized"]).read_bytes()).hexdigest()
+    verified = run_bridge("verify", str(out), "--device", "cpu", "--latency-runs", "1")
+    assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
