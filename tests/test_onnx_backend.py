@@ -1,0 +1,38 @@
+"""bridge as an ONNX backend: ONNX's own backend test runner (onnx.backend.test.BackendTest) over bridge's conversions,
+on a subset of its node tests for each target (the full run is a documented command, docs/formats.md)."""
+
+from __future__ import annotations
+
+import re
+import unittest
+
+import pytest
+
+pytest.importorskip("onnx")
+pytestmark = pytest.mark.slow
+
+from onnx.backend.test import BackendTest  # noqa: E402
+
+from bridge.formats import Format  # noqa: E402
+from bridge.onnx_backend import backend_for  # noqa: E402
+
+SUBSET = {
+    Format.TFLITE: (r"^test_relu_cpu$", r"^test_add_bcast_cpu$", r"^test_maxpool_2d_default_cpu$"),
+    Format.TORCH: (r"^test_relu_cpu$",),
+    Format.TF: (r"^test_softmax_axis_1_cpu$",),
+}
+
+
+def _chosen(target: Format, patterns: tuple[str, ...]) -> type[unittest.TestCase]:
+    """ONNX's generated test methods for `target` that match `patterns`, alone in a TestCase (not its other 10,000)."""
+    tests = BackendTest(backend_for(target), __name__)
+    for pattern in patterns:
+        tests.include(pattern)
+    methods = {name: method for case in tests.test_cases.values() for name, method in vars(case).items()
+               if name.startswith("test_") and any(re.search(p, name) for p in patterns)}
+    assert len(methods) == len(patterns), sorted(methods)
+    return type(f"OnnxNodeTests_{target.value}", (unittest.TestCase,), methods)
+
+
+for _target, _patterns in SUBSET.items():
+    globals()[f"OnnxNodeTests_{_target.value}"] = _chosen(_target, _patterns)
