@@ -36,3 +36,13 @@ def _chosen(target: Format, patterns: tuple[str, ...]) -> type[unittest.TestCase
 
 for _target, _patterns in SUBSET.items():
     globals()[f"OnnxNodeTests_{_target.value}"] = _chosen(_target, _patterns)
+
+
+def test_the_coverage_page_counts_what_onnxs_runner_found() -> None:
+    """An opset-6 PyTorch-converted case through bridge to TFLite, compared with the outputs ONNX ships."""
+    from bridge.coverage import PASS, render, run_cases
+
+    results = run_cases(Format.TFLITE, ["pytorch-converted"], r"^AvgPool2d$")
+    assert [(r.case, r.status) for r in results] == [("AvgPool2d", PASS)], results
+    text = render(results, command="python -m bridge.coverage --cases AvgPool2d")
+    assert "| tflite | pytorch-converted | 1 | 1 | 0 | 0 |" in text and "| tflite | pytorch-converted | AvgPool2d | pass |" in text
