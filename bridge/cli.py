@@ -149,7 +149,7 @@ def _one_stdout(*paths: Path | None) -> bool:
     """Whether a report goes to stdout (then the human summary goes to stderr); refuses two on stdout."""
     dashes = [p for p in paths if p is not None and str(p) == "-"]
     if len(dashes) > 1:
-        raise InputError("only one of --json, --junit and --markdown can be - (stdout)")
+        raise InputError("only one of --json, --junit, --markdown and --html can be - (stdout)")
     return bool(dashes)
 
 
@@ -346,11 +346,12 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
 @click.option("--quantized-layers", type=click.IntRange(min=0), default=defaults.QUANTIZED_LAYERS, show_default=True,
               metavar="N", help="Name the N operations of each quantized artifact that lose the most (0: none).")
 @_reports("report")
+@click.option("--html", "html", type=ReportTarget(), help="Write the report as one self-contained HTML page to PATH, or -.")
 @_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
            device: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
            latency_runs: int, localize: bool, quantized_layers: int, json: Path | None, junit: Path | None,
-           markdown: Path | None,
+           markdown: Path | None, html: Path | None,
            verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
 
@@ -368,7 +369,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
 
     setup_logging(verbose, quiet)
     with _user_errors(debug):
-        to_stderr = _one_stdout(json, junit, markdown)
+        to_stderr = _one_stdout(json, junit, markdown, html)
         progress = Progress(quiet or to_stderr, verbose)
         options = VerifyOptions.build(
             inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=device or None, atol=kw["atol"],
@@ -377,7 +378,7 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             allow_changed=allow_changed, factory=factory, localize=LocalizeOptions() if localize else None,
             min_sqnr=kw["min_sqnr"], min_top1=kw["min_top1"], quantized_layers=quantized_layers,
         )
-        reports = ReportPaths(json, junit, markdown)
+        reports = ReportPaths(json, junit, markdown, html)
         reports.check()
         subject: Any = output_dir_for(target, converting=to is not None)
         if subject is None:
@@ -466,6 +467,32 @@ def explain(target: str | None, hop: str | None, output: str | None, sample: int
             click.echo(f"bridge: {'error' if code == 2 else 'drift'}: " + report.summary().replace("\n", "\nbridge: "),
                        err=True)
         sys.exit(code)
+
+
+@main.command(context_settings=SUB_CONTEXT)
+@click.argument("saved", metavar="REPORT.json", type=click.Path(path_type=Path))
+@_reports("report")
+@click.option("--html", "html", type=ReportTarget(), help="Write the report as one self-contained HTML page to PATH, or -.")
+@_common
+def report(saved: Path, json: Path | None, junit: Path | None, markdown: Path | None, html: Path | None,
+           verbose: int, quiet: bool, debug: bool) -> None:
+    """Render a saved verify report (its JSON) again: as HTML, Markdown, JUnit or JSON.
+
+    \b
+    Examples:
+      bridge report out.bridge/verify/report.json --html report.html
+      bridge report report.json --markdown -
+    """
+    from bridge.verification.report import Report, ReportPaths
+
+    setup_logging(verbose, quiet)
+    with _user_errors(debug):
+        _one_stdout(json, junit, markdown, html)
+        paths = ReportPaths(json, junit, markdown, html)
+        if not any((json, junit, markdown, html)):
+            raise InputError(f"{saved}: say what to write: --html PATH, --markdown PATH, --junit PATH or --json PATH")
+        paths.check()
+        Report.read(saved).write_all(paths)
 
 
 @main.command(context_settings=SUB_CONTEXT)

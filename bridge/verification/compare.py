@@ -40,6 +40,9 @@ class OutputDrift:
     """Signal to noise, 10 log10(sum expected^2 / sum (actual - expected)^2), capped at `SQNR_CAP_DB` (identical)."""
     max_abs_scales: float | None = None
     """A quantized artifact's max abs error in units of its output's int8 scale (1 = one quantization step)."""
+    histogram: tuple[int, ...] = ()
+    """How many elements' absolute errors fall in each bin of `HISTOGRAM_EDGES` (exact zeros in the first bin,
+    anything at or above the last edge in the last): the shape of the drift, which max abs alone does not give."""
 
     def to_json(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
@@ -51,6 +54,7 @@ class OutputDrift:
             "top1_agreement": num(self.top1_agreement), "top5_overlap": num(self.top5_overlap),
             "nonfinite": self.nonfinite, "passed": self.passed, "tolerance": self.tolerance.to_json(),
             "error": self.error, "sqnr_db": num(self.sqnr_db), "max_abs_scales": num(self.max_abs_scales),
+            "histogram": list(self.histogram),
         }
 
     def describe(self) -> str:
@@ -65,6 +69,9 @@ class OutputDrift:
         return f"{self.name}: max abs {self.max_abs:.3g} (atol {self.tolerance.atol:g}, rtol {self.tolerance.rtol:g})"
 
 
+HISTOGRAM_EDGES = tuple(10.0 ** k for k in range(-9, 2))
+"""Absolute-error bins, a decade each: [0, 1e-9), [1e-9, 1e-8) ... [1, 10), [10, inf)."""
+
 SQNR_CAP_DB = 200.0
 """SQNR of identical outputs (no noise at all) is reported as this."""
 
@@ -78,6 +85,14 @@ def sqnr_db(expected: NDArray[Any], actual: NDArray[Any]) -> float:
     if signal == 0.0:
         return -SQNR_CAP_DB
     return float(min(SQNR_CAP_DB, 10.0 * np.log10(signal / noise)))
+
+
+def histogram(diff: NDArray[Any]) -> tuple[int, ...]:
+    """Counts of absolute errors per `HISTOGRAM_EDGES` bin (NaN left out)."""
+    values = np.asarray(diff, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]  # an infinite error counts in the last bin
+    bins = np.searchsorted(np.asarray(HISTOGRAM_EDGES), values, side="right")
+    return tuple(int(c) for c in np.bincount(bins, minlength=len(HISTOGRAM_EDGES) + 1))
 
 
 def _full_perm(perm: tuple[int, ...], leading: int) -> tuple[int, ...]:
@@ -179,6 +194,7 @@ def compare_output(name: str, expected: NDArray[Any], actual: NDArray[Any], tole
             rmse=float(np.sqrt(np.mean(diff**2))), cosine=cosine, top1_agreement=top1, top5_overlap=top5,
             nonfinite=nonfinite, passed=within and nonfinite is None, tolerance=tolerance, sqnr_db=sqnr,
             max_abs_scales=float(diff.max()) / scale if scale else None,
+            histogram=histogram(diff),
         )
 
 

@@ -115,15 +115,16 @@ class InputsRecord:
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where to write a report: each of JSON, JUnit XML and Markdown, or None. ``-`` means stdout."""
+    """Where to write a report: each of JSON, JUnit XML, Markdown and HTML, or None. ``-`` means stdout."""
 
     json: Path | None = None
     junit: Path | None = None
     markdown: Path | None = None
+    html: Path | None = None
 
     def check(self) -> None:
         """Refuse paths that cannot be written, before any work is done."""
-        for path in (self.json, self.junit, self.markdown):
+        for path in (self.json, self.junit, self.markdown, self.html):
             if path is not None and str(path) != "-" and not path.absolute().parent.is_dir():
                 raise OutputError(f"{path}: its directory does not exist; create it or choose another path")
 
@@ -246,8 +247,8 @@ class Report:
         return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
     def render(self, kind: str) -> str:
-        """The report as ``json``, ``junit`` or ``markdown`` text."""
-        renderers = {"json": self.dumps, "junit": self.to_junit, "markdown": self.to_markdown}
+        """The report as ``json``, ``junit``, ``markdown`` or ``html`` text."""
+        renderers = {"json": self.dumps, "junit": self.to_junit, "markdown": self.to_markdown, "html": self.to_html}
         if kind not in renderers:
             raise ValueError(f"unknown report kind {kind!r}: use one of {', '.join(renderers)}")
         return renderers[kind]()
@@ -291,7 +292,8 @@ class Report:
             return OutputDrift(o["name"], num("max_abs"), num("mean_abs"), num("max_rel"), num("rmse"), num("cosine"),
                                o.get("top1_agreement"), o.get("top5_overlap"), o.get("nonfinite"), o["passed"],
                                Tolerance(float(t["atol"]), float(t["rtol"]), str(t["source"]), t.get("min_sqnr_db"),
-                                         t.get("min_top1")), o.get("error"), o.get("sqnr_db"), o.get("max_abs_scales"))
+                                         t.get("min_top1")), o.get("error"), o.get("sqnr_db"), o.get("max_abs_scales"),
+                               tuple(int(c) for c in o.get("histogram", ())))
 
         def comparisons(kind: str) -> tuple[Comparison, ...]:
             return tuple(Comparison(kind, c["src"], c["dst"], c["device"], tuple(drift(o) for o in c["outputs"]))
@@ -322,10 +324,24 @@ class Report:
     def write_all(self, paths: ReportPaths) -> None:
         """Write every report `paths` names."""
         paths.check()
-        for kind in ("json", "junit", "markdown"):
+        for kind in ("json", "junit", "markdown", "html"):
             path = getattr(paths, kind)
             if path is not None:
                 self.write(path, kind)
+
+    def to_html(self) -> str:
+        """One self-contained page with the tables and inline SVG charts (bridge.verification.html); the candidates
+        and tool versions too when the manifest it names can be read."""
+        from bridge.errors import BridgeError
+        from bridge.manifest import Manifest
+        from bridge.verification import html
+
+        manifest = None
+        try:
+            manifest = Manifest.read(Path(self.manifest).parent)
+        except (BridgeError, OSError, ValueError):
+            pass  # a report moved away from its folder renders without them
+        return html.render(self, manifest)
 
     def to_markdown(self) -> str:
         """A summary for a pull-request comment."""

@@ -86,3 +86,13 @@ def test_a_quantized_outputs_max_abs_is_also_given_in_steps_of_its_scale() -> No
     actual = expected + np.array([0.0, 0.05, -0.25, 0.1])
     assert compare_output("y", expected, actual, TOL, scale=0.1).max_abs_scales == pytest.approx(2.5)
     assert compare_output("y", expected, actual, TOL).max_abs_scales is None  # no scale recorded: not given
+
+
+def test_the_error_histogram_counts_each_element_in_its_decade() -> None:
+    from bridge.verification.compare import HISTOGRAM_EDGES
+
+    expected = np.zeros((1, 6))
+    actual = np.array([[0.0, 5e-10, 3e-7, 3e-7, 0.5, 50.0]])
+    counts = compare_output("y", expected, actual, TOL).histogram
+    assert len(counts) == len(HISTOGRAM_EDGES) + 1 and sum(counts) == 6
+    assert counts[0] == 2 and counts[3] == 2 and counts[9] == 1 and counts[-1] == 1  # [0,1e-9), [1e-7,1e-6), [0.1,1), [10,inf)

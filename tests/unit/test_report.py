@@ -109,4 +109,45 @@ def test_write_is_atomic_with_ordinary_permissions_and_dash_is_stdout(tmp_path: 
     with pytest.raises(OutputError, match="its directory does not exist"):
         report.write_all(ReportPaths(junit=tmp_path / "absent" / "r.xml"))
     with pytest.raises(ValueError, match="unknown report kind"):
-        report.render("html")
+        report.render("pdf")
+
+
+def test_html_is_one_page_that_needs_nothing_from_the_network_and_shows_the_reports_numbers(tmp_path: Path) -> None:
+    import html.parser
+    import re
+
+    drifting = _report(drift=0.5, errors=True)
+    page = drifting.render("html")
+
+    class Parser(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: list[str] = []
+            self.links: list[str] = []
+            self.ids: dict[str, str] = {}
+            self._open: str | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.append(tag)
+            self.links += [v or "" for k, v in attrs if k in ("src", "href")]
+            self._open = dict(attrs).get("id")
+
+        def handle_data(self, data: str) -> None:
+            if self._open:
+                self.ids[self._open] = data.strip()
+                self._open = None
+
+    parser = Parser()
+    parser.feed(page)
+    assert "script" not in parser.tags and "link" not in parser.tags and not parser.links  # self-contained
+    assert set(re.findall(r"https?://[^\"' ]+", page)) == {"http://www.w3.org/2000/svg"}  # the SVG namespace only
+    assert parser.ids == {"verdict": "FAILED", "exit-code": str(drifting.exit_code)}
+    assert page.count("<svg") >= 4  # route, drift, histogram, latency
+    assert ">5.00e-01<" in page and "crashed with signal SIGSEGV" in page  # the table's figures and the error
+    assert "[1e-1, 1e0): 6 of 6" in page  # the histogram: the six errors of 0.5 (2 samples x 3) in that decade
+    saved = tmp_path / "report.json"
+    drifting.write(saved, "json")
+    from bridge.verification.report import Report
+
+    again = Report.read(saved).render("html")  # `bridge report`: a saved report renders with the same figures
+    assert ">5.00e-01<" in again and ">FAILED<" in again and "[1e-1, 1e0): 6 of 6" in again
