@@ -117,3 +117,19 @@ def test_cli_reference_is_generated_from_the_commands() -> None:
     root = Path(__file__).resolve().parents[1]
     generated = subprocess.run([sys.executable, str(root / "docs" / "gen_cli.py")], capture_output=True, text=True, check=True)
     assert generated.stdout == (root / "docs" / "cli.md").read_text(), "regenerate: python docs/gen_cli.py > docs/cli.md"
+
+
+def test_report_renders_a_saved_report_as_html_and_refuses_what_is_not_one(tmp_path: Path) -> None:
+    from tests.unit.test_report import _report
+
+    saved = tmp_path / "report.json"
+    _report(drift=0.5).write(saved, "json")
+    page = tmp_path / "report.html"
+    result = bridge("report", str(saved), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert ">FAILED<" in page.read_text() and "<svg" in page.read_text()
+    nothing = bridge("report", str(saved))
+    assert nothing.returncode == 2 and "say what to write: --html PATH" in nothing.stderr
+    (tmp_path / "other.json").write_text('{"passed": true}')
+    other = bridge("report", str(tmp_path / "other.json"), "--html", str(tmp_path / "o.html"))
+    assert other.returncode == 2 and "other.json" in other.stderr and not (tmp_path / "o.html").exists()
