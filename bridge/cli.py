@@ -33,7 +33,7 @@ from bridge.cli_output import (
     setup_logging,
 )
 from bridge.cli_params import FormatList, InputShape, OutputTolerance, ReportTarget
-from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError
+from bridge.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, BridgeError, HopError, InputError, MissingExtraError
 from bridge.formats import TFJS_INSTALL
 from bridge.huggingface import TASKS
 
@@ -347,11 +347,13 @@ def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
               metavar="N", help="Name the N operations of each quantized artifact that lose the most (0: none).")
 @_reports("report")
 @click.option("--html", "html", type=ReportTarget(), help="Write the report as one self-contained HTML page to PATH, or -.")
+@click.option("--mlflow", "mlflow", is_flag=True,
+              help="Log params, metrics and the reports to MLflow (the tracking URI you set; default ./mlruns).")
 @_common
 def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, samples: int, int_high: int | None,
            device: tuple[str, ...], allow_unavailable: bool, allow_changed: bool, factory: str | None,
            latency_runs: int, localize: bool, quantized_layers: int, json: Path | None, junit: Path | None,
-           markdown: Path | None, html: Path | None,
+           markdown: Path | None, html: Path | None, mlflow: bool,
            verbose: int, quiet: bool, debug: bool, **kw: Any) -> None:
     """Verify DIR (a convert output), or convert MODEL --to FORMAT and verify it.
 
@@ -385,8 +387,13 @@ def verify(target: str | None, to: str | None, inputs: Path | None, seed: int, s
             assert target is not None and to is not None
             subject = _run_convert(target, to, progress, kw)
             print_conversion(subject, to_stderr=to_stderr)
+        if mlflow:
+            import importlib.util
+
+            if importlib.util.find_spec("mlflow") is None:
+                raise MissingExtraError("--mlflow needs MLflow: pip install 'bridge[mlflow]'")
         try:
-            report = run_verify(subject, options, reports=reports, progress=progress)
+            report = run_verify(subject, options, reports=reports, progress=progress, mlflow=mlflow)
         finally:
             progress.close()
         print_report(report, quiet, to_stderr=to_stderr)

@@ -290,13 +290,15 @@ def verify(
     min_sqnr: float | None = None,
     min_top1: float | None = None,
     quantized_layers: int | None = None,
+    mlflow: bool = False,
 ) -> Report:
     """Verify a Conversion or an output directory of `bridge convert` (None: the only one here).
 
     `options` says how (`VerifyOptions`); each of its fields may also be given as a keyword, which
     overrides it. Inputs come from `inputs` (an ``.npz`` keyed by source input names) or are
     generated from `seed`; either way they are saved with their sha256 so a later run can replay
-    them. `reports` names JSON/JUnit/Markdown files to write (atomically) once the report is made.
+    them. `reports` names JSON/JUnit/Markdown/HTML files to write (atomically) once the report is made.
+    With `mlflow`, the report is logged to MLflow (the active run or a new one: bridge.mlflow_log).
     """
     options = VerifyOptions.build(
         options, inputs=inputs, seed=seed, samples=samples, int_high=int_high, devices=devices, atol=atol,
@@ -307,8 +309,13 @@ def verify(
     )
     out_dir = Path(target.out_dir) if hasattr(target, "out_dir") else output_dir_for(target)
     assert out_dir is not None
-    return run_verify(out_dir, options, reports=reports, runners=runners, progress=progress,
-                      named=options.factory or getattr(target, "factory", None))
+    report = run_verify(out_dir, options, reports=reports, runners=runners, progress=progress,
+                        named=options.factory or getattr(target, "factory", None))
+    if mlflow:
+        from bridge.mlflow_log import log_report
+
+        log_report(report)
+    return report
 
 
 def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | None = None,
