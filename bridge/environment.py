@@ -70,6 +70,9 @@ class Environment:
         for item in (*self.hops, *self.runtimes):
             status[item.extra] = status.get(item.extra, True) and (not item.missing or item.optional)
         status["zoo"] = not self.zoo_missing
+        import importlib.util
+
+        status["mlflow"] = importlib.util.find_spec("mlflow") is not None  # verify --mlflow
         return status
 
 

@@ -36,7 +36,8 @@ def test_version_names_the_stack_and_env_lists_it() -> None:
     found = json.loads(env.stdout)
     names = dict((name, v) for name, v in found["distributions"])
     assert names["torch"] and names["onnx2tf"] and names["tensorflow"] and names["numpy"]
-    assert found["extras"] == {"torch": True, "jax": True, "tf": True, "serving": True, "tfjs": True, "zoo": True}
+    assert found["extras"] == {"torch": True, "jax": True, "tf": True, "serving": True, "tfjs": True, "zoo": True,
+                                "mlflow": True}
     assert {h["name"] for h in found["hops"]} >= {"torch->onnx", "onnx->tflite"}
     text = run_bridge("env").stdout
     assert "stack:" in text and "extras:" in text and "devices:" in text and "cuda" in text
