@@ -150,7 +150,7 @@ def histogram_svg(output: Any) -> str:
     if not counts or not sum(counts):
         return ""
     labels = ["0"] + [f"1e{round(math.log10(edge))}" for edge in HISTOGRAM_EDGES]
-    bar, height = 26, 60
+    bar, height = 34, 60
     total, peak = sum(counts), max(counts)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{bar * len(counts) + 10}" height="{height + 30}" role="img" '
              f'aria-label="error histogram of {_e(output.name)}">']
@@ -202,7 +202,7 @@ def cumulative_svg(report: Any) -> str:
             points.append((c.dst, max(values), c.passed))
     if not points:
         return ""
-    left, width, step = 60, 520, 70
+    left, width, step = 60, 520, 120
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + step * len(points) + 60}" height="{width // 2 + 60}" '
              'role="img" aria-label="cumulative drift">']
     scale = width // 2
@@ -258,6 +258,8 @@ def render(report: Any, manifest: Any = None) -> str:
     out.append(_table(("kind", "comparison", "device", "output", "max abs", "mean abs", "max rel", "cosine", "SQNR dB",
                        "result", "tolerance"), rows, numeric=(4, 5, 6, 7, 8)))
     out.append("<h2>Errors by decade</h2>")
+    if not any(o.histogram for c in report.hops for o in c.outputs):
+        out.append('<p class="muted">Not in this report (written before bridge counted errors by decade).</p>')
     for comparison in report.hops:
         for o in comparison.outputs:
             chart = histogram_svg(o)
