@@ -462,13 +462,24 @@ def rejudged(cell: MatrixCell) -> MatrixCell:
     return replace(cell, status=status, declared=declared)
 
 
-def _render_saved(path: Path, out: Path | None) -> int:
+def _render_saved(paths: Sequence[Path], out: Path | None) -> int:
     from bridge import records
     from bridge.staging import atomic_write_text
 
-    saved = records.from_json(SavedMatrix, json.loads(path.read_text(encoding="utf-8")), str(path))
-    cells = [rejudged(cell) for cell in saved.cells]
-    text = render(cells, command=saved.command, seconds=saved.seconds, divergences=saved.divergences)
+    runs = [records.from_json(SavedMatrix, json.loads(path.read_text(encoding="utf-8")), str(path)) for path in paths]
+    first = runs[0]
+    cells, divergences = list(first.cells), list(first.divergences)
+    command, seconds = first.command, first.seconds
+    for later in runs[1:]:
+        models = {c.model for c in later.cells}
+        cells = [c for c in cells if c.model not in models] + list(later.cells)
+        divergences = [d for d in divergences if d.model not in models] + list(later.divergences)
+        order = {m.name: i for i, m in enumerate(MODELS)}
+        cells.sort(key=lambda c: order.get(c.model, len(order)))
+        command += f"`, then {', '.join(sorted(models))} again with `{later.command}"
+        seconds += later.seconds
+    cells = [rejudged(cell) for cell in cells]
+    text = render(cells, command=command, seconds=seconds, divergences=divergences)
     if out:
         atomic_write_text(out, text)
     else:
@@ -486,9 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep the exported models and artifacts here (default: a temporary directory)")
     parser.add_argument("--no-localize", action="store_true", help="do not localise failing cells and rejected candidates")
     parser.add_argument("--save-cells", type=Path, help="also write the measured cells as JSON here")
-    parser.add_argument("--render-cells", type=Path, metavar="CELLS.json",
+    parser.add_argument("--render-cells", type=Path, nargs="+", metavar="CELLS.json",
                         help="run nothing: render cells saved by --save-cells, each status judged again against the "
-                             "known failures declared now (bridge/zoo/registry.py)")
+                             "known failures declared now (bridge/zoo/registry.py); a later file's models replace "
+                             "the same models of an earlier one (a rerun of some models)")
     args = parser.parse_args(argv)
     if args.render_cells:
         return _render_saved(args.render_cells, args.out)
