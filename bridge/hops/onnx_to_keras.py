@@ -9,13 +9,14 @@ makes rank 3-5 inputs channels-last, recorded as each tensor's perm.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 from bridge.errors import HopError
 from bridge.formats import Format
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.onnx2tf_common import TF_CONVERTER, channels_last_outputs, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.runtimes.base import read_signature
-from bridge.signature import carry_layout
+from bridge.signature import Signature, carry_layout
 
 WRITTEN = "model_float32_v3.keras"
 
@@ -31,5 +32,17 @@ class OnnxToKeras(Hop):
         channels_last = channels_last_outputs(work)
         shutil.rmtree(work)
         child = read_signature(Format.KERAS, target)
-        perms, notes = hop_perms(job.signature, child, channels_last, inputs_kept_by_rule(job.src), "onnx->keras")
-        return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=run.kwargs, notes=notes)
+        parent = by_position(job.signature, child)
+        perms, notes = hop_perms(parent, child, channels_last, inputs_kept_by_rule(job.src), "onnx->keras")
+        return HopResult((Produced(target, carry_layout(parent, child, perms)),), options=run.kwargs, notes=notes)
+
+
+def by_position(parent: Signature, child: Signature) -> Signature:
+    """`parent` with each output the child names differently (a Keras model's outputs are ``output_0``... in the
+    ONNX graph's order, whatever the ONNX names were: ``logits``) renamed to the child's name at its position."""
+    names = {spec.name for spec in parent.outputs}
+    if len(parent.outputs) != len(child.outputs):
+        return parent
+    renamed = tuple(mine if theirs.name in names else replace(mine, name=theirs.name)
+                    for mine, theirs in zip(parent.outputs, child.outputs, strict=True))
+    return Signature(parent.inputs, renamed)
