@@ -45,6 +45,10 @@ class TfliteRunner(Runner):
             self.interpreter = Interpreter(model_path=str(path))
         except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError variously
             raise InputError(f"{path}: LiteRT cannot load it ({str(exc).strip().splitlines()[0][:200]})") from exc
+        self._notes: tuple[str, ...] = ()
+        self._open(path)
+
+    def _open(self, path: Path) -> None:
         signatures = self.interpreter.get_signature_list()
         self._key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
         if self._key is None:
@@ -61,10 +65,25 @@ class TfliteRunner(Runner):
     def signature(self) -> Signature:
         return self._signature
 
+    def notes(self) -> tuple[str, ...]:
+        return self._notes
+
     def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         try:
             result = self._runner(**feeds)
         except RuntimeError as exc:
+            if "XNNPACK" in str(exc) and not self._notes:
+                # LiteRT's default delegate refuses a node it claimed (seen on resnet18's int8 model); its builtin
+                # kernels run the model, and the report says which ran.
+                from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+                self.interpreter = Interpreter(model_path=str(self.path),
+                                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                self._open(self.path)
+                reason = " ".join(str(exc).split())[:160]
+                self._notes = (f"LiteRT's XNNPACK delegate refused this model ({reason}); it ran on LiteRT's builtin "
+                               "kernels without the delegate",)
+                return self.run(feeds)
             if any(s.dtype == "float16" for s in self._signature.inputs) and "failed to prepare" in str(exc):
                 # onnx2tf's float16 model computes in float16: LiteRT's CPU kernels take float32 only.
                 raise DeviceUnavailableError(
