@@ -127,6 +127,10 @@ class ZooModel:
         return next((f for f in self.known_failures if f.target == target), None)
 
 
+_NO_TFJS_FROM_JAX2TF = KnownFailure("tfjs", "jax2tf's SavedModel runs StableHLO in an XlaCallModule op, which the TF.js "
+                                            "converter cannot read; TF.js is reached from TensorFlow only")
+
+
 def _float_input(shape: tuple[int, ...], name: str = "x") -> tuple[InputSpec, ...]:
     return (InputSpec(name, shape),)
 
@@ -251,6 +255,9 @@ MODELS: tuple[ZooModel, ...] = (
         builder="bridge.zoo.torch_models:build_mobilenet_v3_small",
         inputs=_float_input((1, 3, 224, 224)),
         slow=True,
+        known_failures=(KnownFailure("onnx-dynamic", "onnxruntime's quantize_dynamic (int8 weights, per-tensor) gives "
+                                                     "SQNR 18-19 dB on this untrained network, under the 20 dB floor "
+                                                     "(top-1 still 1.0 on the matrix's samples)"),),
     ),
     ZooModel(
         name="keras_mobilenet_v2",
@@ -260,6 +267,14 @@ MODELS: tuple[ZooModel, ...] = (
         builder="bridge.zoo.keras_models:build_keras_mobilenet_v2",
         inputs=_float_input((1, 96, 96, 3), name="image"),
         slow=True,
+        known_failures=tuple(KnownFailure(key, f"under the quantized tolerance: the untrained MobileNetV2's 10 logits lie "
+                                               f"close together and int8 noise reorders them (measured {figures}, "
+                                               "calibrated on generated inputs); a trained model and a representative "
+                                               "--calibration set are what int8 needs")
+                             for key, figures in (("tflite-int8", "SQNR 11.2 dB, top-1 0.75"),
+                                                  ("tflite-dynamic", "SQNR 15.3 dB"),
+                                                  ("onnx-int8", "SQNR 10.2 dB, top-1 0.5"),
+                                                  ("onnx-dynamic", "SQNR 12.0 dB, top-1 0.5"))),
     ),
     ZooModel(
         name="hf_bert",
@@ -268,6 +283,10 @@ MODELS: tuple[ZooModel, ...] = (
         builder="bridge.zoo.hf_models:build_bert",
         inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2),
                 InputSpec("token_type_ids", (1, 16), "int64", high=2)),
+        known_failures=(KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 0.61 on its CPU backend while "
+                                             "the SavedModel it is made from agrees; tf -> tfjs keeps it as the closest, "
+                                             "unverified (not localised yet)"),
+                        KnownFailure("tfjs (node-wasm)", "the same on the WebAssembly backend: max abs 2.39")),
     ),
     ZooModel(
         name="hf_gpt2",
@@ -275,6 +294,10 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="bridge.zoo.hf_models:build_gpt2",
         inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2)),
+        known_failures=(KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 4.65 on its CPU backend while "
+                                             "the SavedModel it is made from agrees; tf -> tfjs keeps it as the closest, "
+                                             "unverified (not localised yet)"),
+                        KnownFailure("tfjs (node-wasm)", "the same on the WebAssembly backend: max abs 7.63")),
     ),
     ZooModel(
         name="hf_vit",
@@ -291,7 +314,10 @@ MODELS: tuple[ZooModel, ...] = (
         builder="bridge.zoo.jax_models:build_flax_cnn",
         inputs=_float_input((1, 16, 16, 3), "image"),
         known_failures=(KnownFailure("torch", "jax2onnx writes Conv with auto_pad SAME_UPPER, which onnx2torch does not "
-                                              "implement"),),
+                                              "implement"),
+                        KnownFailure("torchserve", "made from the torch artifact, which onnx2torch cannot make (auto_pad "
+                                                   "SAME_UPPER)"),
+                        _NO_TFJS_FROM_JAX2TF),
     ),
     ZooModel(
         name="flax_mlp",
@@ -299,6 +325,7 @@ MODELS: tuple[ZooModel, ...] = (
         source="jax",
         builder="bridge.zoo.jax_models:build_flax_mlp",
         inputs=_float_input((1, 12)),
+        known_failures=(_NO_TFJS_FROM_JAX2TF,),
     ),
     ZooModel(
         name="jnp_function",
@@ -306,6 +333,7 @@ MODELS: tuple[ZooModel, ...] = (
         source="jax",
         builder="bridge.zoo.jax_models:build_jnp_function",
         inputs=(InputSpec("x", (2, 8)), InputSpec("y", (2, 6))),
+        known_failures=(_NO_TFJS_FROM_JAX2TF,),
     ),
 )
 
