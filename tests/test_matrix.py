@@ -140,3 +140,13 @@ def test_a_rerun_of_some_models_replaces_their_cells(tmp_path: Path) -> None:
     assert "**2 cells: 2 pass, 0 fail, 0 known.**" in text and "killed" not in text
     assert text.index("| mlp |") < text.index("| cnn |")  # zoo order kept
     assert "then mlp again with `python -m bridge.zoo.matrix --models mlp`" in text and "in 2.0 min" in text
+
+
+def test_a_float_cell_charged_with_a_quantized_artifacts_failure_passes_on_its_own_figures() -> None:
+    from bridge.zoo.matrix import rejudged
+
+    charged = MatrixCell("mobilenet_v3_small", "torch", "tflite", "torch -> onnx -> tflite", FAIL, 8.6e-8, 2.1,
+                         "hop torch->onnx failed: onnx-dynamic: onnx-dynamic differs from onnx: output_0: SQNR 18.4 dB")
+    assert rejudged(charged).status == PASS and rejudged(charged).reason == ""
+    drifting = MatrixCell("mobilenet_v3_small", "torch", "tflite", "torch -> onnx -> tflite", FAIL, 0.5, 2.1, charged.reason)
+    assert rejudged(drifting).status == FAIL  # its own drift is over tolerance: still a failure
