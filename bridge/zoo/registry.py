@@ -241,6 +241,9 @@ MODELS: tuple[ZooModel, ...] = (
     ZooModel(
         name="resnet18",
         quantize=QUANTIZE,
+        known_failures=(KnownFailure("tflite-int8", "LiteRT 2.1.2's XNNPACK delegate refuses node 39 of the int8 model "
+                                                    "('failed to prepare'); the runner now falls back to the builtin "
+                                                    "kernels, not yet measured in a matrix run"),),
         description="torchvision resnet18 (random weights, BN calibrated), 1000 classes",
         source="torch",
         builder="bridge.zoo.torch_models:build_resnet18",
@@ -283,7 +286,9 @@ MODELS: tuple[ZooModel, ...] = (
         builder="bridge.zoo.hf_models:build_bert",
         inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2),
                 InputSpec("token_type_ids", (1, 16), "int64", high=2)),
-        known_failures=(KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 0.61 on its CPU backend while "
+        known_failures=(KnownFailure("keras", "onnx2tf's tf_keras model drifts from the ONNX (logits max abs 2.2) while its "
+                                              "SavedModel agrees; convert keeps it as the closest, unverified"),
+                        KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 0.61 on its CPU backend while "
                                              "the SavedModel it is made from agrees; tf -> tfjs keeps it as the closest, "
                                              "unverified (not localised yet)"),
                         KnownFailure("tfjs (node-wasm)", "the same on the WebAssembly backend: max abs 2.39")),
@@ -294,7 +299,9 @@ MODELS: tuple[ZooModel, ...] = (
         source="torch",
         builder="bridge.zoo.hf_models:build_gpt2",
         inputs=(InputSpec("input_ids", (1, 16), "int64", high=100), InputSpec("attention_mask", (1, 16), "int64", high=2)),
-        known_failures=(KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 4.65 on its CPU backend while "
+        known_failures=(KnownFailure("keras", "onnx2tf's tf_keras model drifts from the ONNX (logits max abs 6.3) while its "
+                                              "SavedModel agrees; convert keeps it as the closest, unverified"),
+                        KnownFailure("tfjs", "TF.js 4.22 computes the logits off by max abs 4.65 on its CPU backend while "
                                              "the SavedModel it is made from agrees; tf -> tfjs keeps it as the closest, "
                                              "unverified (not localised yet)"),
                         KnownFailure("tfjs (node-wasm)", "the same on the WebAssembly backend: max abs 7.63")),
