@@ -38,11 +38,17 @@ def upgrade(request: OpsetUpgradeRequest) -> OpsetUpgradeResponse:
     from bridge.safety import check_onnx_external_data
 
     path = request.path
-    model = onnx.load(str(path), load_external_data=False)
-    check_onnx_external_data(model, path)
+    try:
+        model = onnx.load(str(path), load_external_data=False) if path.stat().st_size else None
+    except Exception:  # noqa: BLE001 - protobuf raises several types for damaged files
+        model = None
+    if model is None or not model.graph.node:
+        # Empty, damaged, not ONNX: not this step's to judge; loading it next refuses it with the usual message.
+        return OpsetUpgradeResponse(None)
     opset = default_opset(model)
     if opset >= defaults.MIN_SOURCE_OPSET:
         return OpsetUpgradeResponse(None)
+    check_onnx_external_data(model, path)
     onnx.load_external_data_for_model(model, str(path.parent))
     import onnx.version_converter
 
