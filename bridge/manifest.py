@@ -340,6 +340,9 @@ def _check_meaning(manifest: Manifest, directory: Path, path: Path) -> None:
         where = f"artifacts[{i}]"
         tensors(f"{where}.inputs", artifact.inputs)
         tensors(f"{where}.outputs", artifact.outputs)
+        for kind in ("inputs", "outputs"):  # nothing could be fed to it, or compared: it is not what convert wrote
+            if getattr(manifest.source, kind) and not getattr(artifact, kind):
+                fail(f"{where}.{kind}", f"empty, while the source has {kind}")
         inside(directory, artifact.path, path, f"{where}.path")
         if artifact.name_map is not None:
             inside(directory, artifact.name_map, path, f"{where}.name_map")
