@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bridge.localization.graph import CapturedGraph, SourceRef, TensorReader
-from bridge.localization.join import CHANNELS_FIRST, CHANNELS_LAST, RESHAPED, SAME, ValueIndex, move_to, name_pairs
+from bridge.localization.join import CHANNELS_FIRST, CHANNELS_LAST, NAME_COVERAGE, RESHAPED, SAME, ValueIndex, move_to, name_pairs
 from bridge.localization.result import BY_NAMES, BY_VALUES
 from bridge.verification.compare import SQNR_CAP_DB, sqnr_db, to_source_layout
 
@@ -153,7 +153,7 @@ def layer_errors(hop: Any, parent: CapturedGraph, child: CapturedGraph, expected
                 measured[tensor] = (*found, target)
     pairs = name_pairs(parent, child)
     inner = [t for node in parent.nodes for t in node.outputs if t not in measured]
-    by_names = bool(inner) and sum(1 for t in inner if t in pairs) >= 0.2 * len(inner)
+    by_names = bool(inner) and sum(1 for t in inner if t in pairs) >= NAME_COVERAGE * len(inner)
     index: ValueIndex | None = None
     for tensor in inner:
         e = expected.get(tensor)
