@@ -315,6 +315,11 @@ def _write_reports(conversion: Conversion, *paths: Path | None) -> None:
 def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
     from bridge.conversion import candidates
 
+    if Path(model).is_file() and Path(model).suffix.lower() == ".onnx":
+        from bridge.onnx_check import check, render_text
+
+        for line in render_text(check(model, to)):  # the pre-flight: what the route is known to lose
+            click.echo(line)
     for hop, listed in candidates(model, to, _options_from(kw), input_shapes=dict(kw["input_shape"]) or None,
                                   example_inputs=kw["example_inputs"]):
         click.echo(f"{hop.name} ({hop.tool}):")
@@ -474,6 +479,47 @@ def explain(target: str | None, hop: str | None, output: str | None, sample: int
             click.echo(f"bridge: {'error' if code == 2 else 'drift'}: " + report.summary().replace("\n", "\nbridge: "),
                        err=True)
         sys.exit(code)
+
+
+@main.command(context_settings=SUB_CONTEXT)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--to", "to", type=FormatList(), required=True, help="Target format(s), as for convert.")
+@click.option("--json", "json_path", type=ReportTarget(), help="Write the check as JSON to PATH, or - for stdout.")
+@_common
+def check(model: Path, to: str, json_path: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
+    """Before converting an ONNX MODEL: which of its ops, types and opset each route is known to lose.
+
+    Lists the ops against bridge's measured coverage (ONNX's node tests converted to each target,
+    docs/coverage.md), with the target that covers an op where the asked one fails. Converts
+    nothing. Exit 1 when something is known to block a target, else 0.
+
+    \b
+    Examples:
+      bridge check model.onnx --to tflite
+      bridge check model.onnx --to tflite,torch --json -
+    """
+    import json
+
+    from bridge.onnx_check import check as check_model
+    from bridge.onnx_check import render_text
+
+    setup_logging(verbose, quiet)
+    with _user_errors(debug):
+        found = check_model(model, to)
+        if json_path is not None:
+            from bridge import records
+
+            text = json.dumps({**records.to_json(found), "passed": found.passed, "exit_code": found.exit_code}, indent=2) + "\n"
+            if str(json_path) == "-":
+                click.echo(text, nl=False)
+            else:
+                from bridge.staging import atomic_write_text
+
+                atomic_write_text(json_path, text)
+        if str(json_path) != "-":
+            for line in render_text(found):
+                click.echo(line)
+    sys.exit(found.exit_code)
 
 
 @main.command(context_settings=SUB_CONTEXT)

@@ -1,71 +1,160 @@
-"""ONNX's own test models through bridge: which convert to each target and compute what ONNX says they should.
+"""ONNX's own tests through bridge: which convert to each target and compute what ONNX says they should.
 
-``python -m bridge.coverage --targets tflite --out docs/coverage.md`` runs ONNX's backend test runner
-(``onnx.backend.test.BackendTest``) with bridge as the backend of each target (bridge.onnx_backend)
-over the model tests that ship inside the ``onnx`` package: the PyTorch-converted module tests
-(``pytorch-converted``, 82 models, most at opset 6) and the "light" model-zoo architectures
-(``light``, 9: ResNet-50, Inception, DenseNet... with dummy weights). Each case is converted with
-checked hops, run in the target's runtime on the inputs ONNX ships, and compared with the outputs it
-ships by ONNX's own rule. A case passes, fails (wrong numbers: ONNX's assertion), or errs (no
-artifact, or one that does not run: the first line of bridge's message).
+``python -m bridge.coverage --out docs/coverage.md --cells coverage-cells.jsonl`` runs ONNX's backend
+test runner (``onnx.backend.test.BackendTest``) with bridge as the backend of each target
+(bridge.onnx_backend) over the tests that ship inside the ``onnx`` package:
+
+- ``node``: one test per ONNX op (the shortest-named non-expanded test of each op; ``--node-cases all``
+  runs all 1,255), so that each op has a measured status per target;
+- ``pytorch-converted``: 82 models, most at opset 6; ``light``: 9 model-zoo architectures.
+
+Each case is converted with checked hops, run in the target's runtime on the inputs ONNX ships,
+and compared with the outputs it ships by ONNX's own rule. A case passes, fails (wrong numbers:
+ONNX's assertion), errs (no artifact, or one that does not run: the first line of the message), or
+is not applicable (it uses an element type the target cannot hold: bridge.onnx_check.UNREPRESENTABLE).
+The same cases go through the bare converters (``onnx2tf`` to TFLite, ``onnx2torch``), called the
+way their READMEs show, so the page shows what bridge's candidates and opset steps add. The
+per-op statuses are also written to ``bridge/onnx_coverage.json``, which ``bridge check`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
 import unittest
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bridge import __version__
 from bridge.formats import Format
 
-SUITES = {"pytorch-converted": "OnnxBackendPyTorchConvertedModelTest", "light": "OnnxBackendRealModelTest"}
-PASS, FAIL, ERROR = "pass", "fail", "error"
-COMMAND = "python -m bridge.coverage --targets tflite --out docs/coverage.md"
+SUITES = {"node": "OnnxBackendNodeModelTest", "pytorch-converted": "OnnxBackendPyTorchConvertedModelTest",
+          "light": "OnnxBackendRealModelTest"}
+KINDS = {"node": "node", "pytorch-converted": "pytorch-converted", "light": "real"}
+PASS, FAIL, ERROR, NOT_APPLICABLE = "pass", "fail", "error", "n/a"
+TARGETS = ("tflite", "tf", "torch", "onnx2tf", "onnx2torch")
+COMMAND = "python -m bridge.coverage --out docs/coverage.md --cells coverage-cells.jsonl"
 
 
 @dataclass(frozen=True)
 class CaseResult:
     suite: str
     case: str
-    """ONNX's test name without ``test_`` and ``_cpu`` (``AvgPool2d``, ``resnet50``)."""
+    """ONNX's test name without ``test_`` and ``_cpu`` (``AvgPool2d``, ``resnet50``, ``relu``)."""
     target: str
+    """A format (``tflite``) or a bare converter (``onnx2tf``)."""
     status: str
     reason: str = ""
     seconds: float = 0.0
+    op: str = ""
+    """For node tests: the ONNX op the test is about."""
 
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     found = next((line for line in lines if line.startswith(("bridge.errors.", "AssertionError", "Mismatched"))), None)
     line = found or (lines[-1] if lines else "")
-    return re.sub(r"/tmp/bridge-backend-[^ ;]*", "(temporary folder)", line)[:300]
+    return re.sub(r"/tmp/bridge-(backend|bare)-[^ ;]*", "(temporary folder)", line)[:300]
 
 
-def run_cases(target: Format, suites: Sequence[str], pattern: str | None = None) -> list[CaseResult]:
-    """Every CPU case of `suites` (optionally only names matching `pattern`) through bridge to `target`."""
+@dataclass(frozen=True)
+class _Case:
+    suite: str
+    name: str
+    """``test_relu``."""
+    model_dir: Path
+    op: str = ""
+
+
+def _op_of(name: str, model: Any) -> str:
+    """The op a node test is about: the node whose op type, in snake case, starts its name; else the first node."""
+    short = name.removeprefix("test_")
+    for node in model.graph.node:
+        snake = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", node.op_type).lower()
+        if short.startswith((snake, node.op_type.lower())):
+            return str(node.op_type)
+    return str(model.graph.node[0].op_type) if model.graph.node else ""
+
+
+def select_cases(suite: str, node_cases: str = "per-op", pattern: str | None = None) -> list[_Case]:
+    """The cases of `suite` to run: for node tests, one per op (or all non-expanded ones), by name."""
+    import onnx
+    from onnx.backend.test.loader import load_model_tests
+
+    from bridge.onnx_check import UNREPRESENTABLE, dtype_name
+
+    found: list[tuple[bool, _Case]] = []
+    for test in load_model_tests(kind=KINDS[suite]):
+        if "_expanded" in test.name:
+            continue
+        op, plain = "", True
+        if suite == "node":
+            model = onnx.load(str(Path(test.model_dir, "model.onnx")), load_external_data=False)
+            op = _op_of(test.name, model)
+            plain = all(v.type.HasField("tensor_type") and dtype_name(v.type.tensor_type.elem_type) not in UNREPRESENTABLE["tflite"]
+                        for v in (*model.graph.input, *model.graph.output))
+        found.append((not plain, _Case(suite, test.name, Path(test.model_dir) if test.model_dir else Path(), op)))
+    if suite == "node" and node_cases == "per-op":
+        # The op's plainest test: tensors of types every target holds where it has one, then the shortest name.
+        chosen: dict[str, _Case] = {}
+        for _, case in sorted(found, key=lambda pc: (pc[0], len(pc[1].name), pc[1].name)):
+            chosen.setdefault(case.op, case)
+        cases = list(chosen.values())
+    else:
+        cases = [case for _, case in found]
+    short = [c for c in cases if not pattern or re.search(pattern, c.name.removeprefix("test_"))]
+    return sorted(short, key=lambda c: c.name.lower())
+
+
+def _unholdable(case: _Case, target: str) -> str:
+    """The element type of the case's inputs or outputs that `target` cannot hold, or empty."""
+    import onnx
+
+    from bridge.onnx_check import UNREPRESENTABLE, dtype_name
+
+    if case.suite != "node":
+        return ""
+    model = onnx.load(str(case.model_dir / "model.onnx"), load_external_data=False)
+    kinds = {dtype_name(v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
+             if v.type.HasField("tensor_type")}
+    if any(not v.type.HasField("tensor_type") for v in (*model.graph.input, *model.graph.output)):
+        kinds.add("sequence/optional/map")
+    bad = sorted(kinds & UNREPRESENTABLE.get(target, frozenset()) | ({"sequence/optional/map"} & kinds))
+    return bad[0] if bad else ""
+
+
+def run_cases(target: str | Format, suites: Sequence[str], pattern: str | None = None, *, node_cases: str = "per-op",
+              done: set[tuple[str, str, str]] | None = None) -> Iterator[CaseResult]:
+    """Every CPU case of `suites` (optionally only names matching `pattern`) through bridge (or a bare converter) to `target`."""
     from onnx.backend.test import BackendTest
 
-    from bridge.onnx_backend import backend_for
+    from bridge.onnx_backend import BARE_TOOLS, backend_for, bare_backend_for
 
-    tests = BackendTest(backend_for(target), "bridge_coverage")
+    name = target.value if isinstance(target, Format) else target
+    backend = bare_backend_for(name) if name in BARE_TOOLS else backend_for(Format.parse(name))
+    tests = BackendTest(backend, "bridge_coverage")
     tests.include(r".*_cpu$")
-    found: list[CaseResult] = []
     for suite in suites:
         case_class = tests.test_cases[SUITES[suite]]
-        names = sorted(n for n in dir(case_class) if n.startswith("test_") and n.endswith("_cpu"))
-        for name in names:
-            short = name.removeprefix("test_").removesuffix("_cpu")
-            if pattern and not re.search(pattern, short):
+        for case in select_cases(suite, node_cases, pattern):
+            short = case.name.removeprefix("test_")
+            if done and (name, suite, short) in done:
+                continue
+            method = f"{case.name}_cpu"
+            if not hasattr(case_class, method):
+                continue
+            unholdable = _unholdable(case, name)
+            if unholdable:
+                yield CaseResult(suite, short, name, NOT_APPLICABLE, f"{unholdable} tensors", 0.0, case.op)
                 continue
             result = unittest.TestResult()
             started = time.perf_counter()
-            case_class(name).run(result)
+            case_class(method).run(result)
             seconds = round(time.perf_counter() - started, 1)
             if result.failures:
                 status, reason = FAIL, _first_line(result.failures[0][1])
@@ -75,63 +164,152 @@ def run_cases(target: Format, suites: Sequence[str], pattern: str | None = None)
                 continue
             else:
                 status, reason = PASS, ""
-            found.append(CaseResult(suite, short, target.value, status, reason, seconds))
-            print(f"{target.value} {suite}/{short}: {status} ({seconds} s) {reason[:120]}", file=sys.stderr, flush=True)
-    return found
+            print(f"{name} {suite}/{short}: {status} ({seconds} s) {reason[:120]}", file=sys.stderr, flush=True)
+            yield CaseResult(suite, short, name, status, reason, seconds, case.op)
 
 
-def render(results: Sequence[CaseResult], *, command: str = COMMAND, seconds: float | None = None) -> str:
-    """The coverage page: totals per target and suite, then one row per case."""
+def op_coverage(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per op and target, the node tests' counts and the first failing reason (what bridge/onnx_coverage.json holds)."""
+    ops: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if not r.op:
+            continue
+        entry = ops.setdefault(r.op, {}).setdefault(r.target, {PASS: 0, FAIL: 0, ERROR: 0, NOT_APPLICABLE: 0, "reason": ""})
+        entry[r.status] += 1
+        if r.status != PASS and not entry["reason"]:
+            entry["reason"] = f"{r.case}: {r.reason}"[:240]
+    return {op: ops[op] for op in sorted(ops, key=str.lower)}
+
+
+LABELS = {"onnx2tf": "onnx2tf alone -> tflite", "onnx2torch": "onnx2torch alone -> torch"}
+BARE_OF = {"tflite": "onnx2tf", "torch": "onnx2torch"}
+
+
+def _order(target: str) -> tuple[int, str]:
+    return (TARGETS.index(target) if target in TARGETS else len(TARGETS), target)
+
+
+def render(results: Sequence[CaseResult], *, command: str = COMMAND) -> str:
+    """The coverage page: totals per target and suite, what bridge adds over the bare converters, per op, then the failures."""
     import onnx
 
-    lines = ["# ONNX test models through bridge", "",
+    seconds = sum(r.seconds for r in results)
+    targets = sorted({r.target for r in results}, key=_order)
+    lines = ["# ONNX's own tests through bridge", "",
              f"<!-- Generated by `{command}`; do not edit by hand. -->", "",
-             f"Generated by `{command}` with bridge {__version__}, onnx {onnx.__version__}"
-             + (f" in {seconds / 60:.1f} min" if seconds is not None else "") + ".",
-             "Each case of ONNX's own backend tests (the models that ship inside the `onnx` package) is converted by "
-             "bridge to the target with checked hops (an old opset lifted first), run in the target's runtime on the "
-             "inputs ONNX ships, and compared with the outputs it ships by ONNX's rule "
-             "(`onnx.backend.test.BackendTest`, bridge as the backend: bridge/onnx_backend.py). `fail`: wrong numbers; "
-             "`error`: no artifact, or one that does not run.", "",
-             "| target | suite | cases | pass | fail | error |", "|---|---|---|---|---|---|"]
-    keys = sorted({(r.target, r.suite) for r in results})
-    for target, suite in keys:
-        mine = [r for r in results if (r.target, r.suite) == (target, suite)]
-        counts = {s: sum(1 for r in mine if r.status == s) for s in (PASS, FAIL, ERROR)}
-        lines.append(f"| {target} | {suite} | {len(mine)} | {counts[PASS]} | {counts[FAIL]} | {counts[ERROR]} |")
-    for target in sorted({r.target for r in results}):
-        mine = [r for r in results if r.target == target]
-        lines.append(f"| **{target}** | all | {len(mine)} | {sum(r.status == PASS for r in mine)} | "
-                     f"{sum(r.status == FAIL for r in mine)} | {sum(r.status == ERROR for r in mine)} |")
-    lines += ["", "| target | suite | case | status | s | reason |", "|---|---|---|---|---|---|"]
-    for r in results:
-        reason = r.reason.replace("|", "\\|")
-        lines.append(f"| {r.target} | {r.suite} | {r.case} | {r.status} | {r.seconds:.1f} | {reason} |")
+             f"Generated by `{command}` with bridge {__version__}, onnx {onnx.__version__}; the cases took "
+             f"{seconds / 60:.1f} min in all on a 2-core machine.",
+             "Each test that ships inside the `onnx` package is converted to the target by bridge (checked hops, "
+             "candidates, an old opset lifted first), run in the target's runtime on the inputs ONNX ships, and compared "
+             "with the outputs it ships by ONNX's own rule (`onnx.backend.test.BackendTest`, bridge as the backend: "
+             "bridge/onnx_backend.py). The `onnx2tf alone` and `onnx2torch alone` rows run the same cases through the "
+             "bare converter called the way its README shows (inputs moved to NHWC where the TFLite model asks for it). "
+             "`node`: one test per ONNX op (the shortest-named one; `--node-cases all` runs every one). `fail`: wrong "
+             "numbers, or a wrong output type or shape; `error`: no artifact, or one that does not run; `n/a`: the test's "
+             "tensors have a type the target cannot hold. `bridge check` reads the per-op results "
+             "(bridge/onnx_coverage.json).", "",
+             "| target | suite | cases | pass | fail | error | n/a |", "|---|---|---|---|---|---|---|"]
+    suites = [s for s in SUITES if any(r.suite == s for r in results)]
+    for target in targets:
+        for suite in [*suites, "all"]:
+            mine = [r for r in results if r.target == target and suite in ("all", r.suite)]
+            if not mine:
+                continue
+            c = {st: sum(r.status == st for r in mine) for st in (PASS, FAIL, ERROR, NOT_APPLICABLE)}
+            label = LABELS.get(target, target)
+            row = f"| {label} | {suite} | {len(mine)} | {c[PASS]} | {c[FAIL]} | {c[ERROR]} | {c[NOT_APPLICABLE]} |"
+            lines.append(row.replace(f"| {label} | all |", f"| **{label}** | all |"))
+    by = {(r.target, r.suite, r.case): r for r in results}
+    added = []
+    for target, bare in BARE_OF.items():
+        pairs = [(r, b) for r in results if r.target == target and (b := by.get((bare, r.suite, r.case))) is not None]
+        if pairs:
+            gained = sum(r.status == PASS and b.status != PASS for r, b in pairs)
+            lost = sum(r.status != PASS and b.status == PASS for r, b in pairs)
+            added.append(f"| {target} | {len(pairs)} | {sum(b.status == PASS for _, b in pairs)} | "
+                         f"{sum(r.status == PASS for r, _ in pairs)} | {gained} | {lost} |")
+    if added:
+        lines += ["", "## What bridge adds to the bare converter", "",
+                  "| target | cases run by both | pass, converter alone | pass, bridge | pass only through bridge | "
+                  "pass only alone |", "|---|---|---|---|---|---|", *added]
+    ops = op_coverage(results)
+    if ops:
+        lines += ["", "## Per op (node tests)", "", "| op | " + " | ".join(LABELS.get(t, t) for t in targets) + " |",
+                  "|---" * (len(targets) + 1) + "|"]
+        for op, per in ops.items():
+            cells = []
+            for t in targets:
+                e = per.get(t)
+                if e is None:
+                    cells.append("")
+                    continue
+                status = FAIL if e[FAIL] else ERROR if e[ERROR] else PASS if e[PASS] else NOT_APPLICABLE
+                cells.append(status if status in (PASS, NOT_APPLICABLE) else f"**{status}**")
+            lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    lines += ["", "## Every case that did not pass", "", "| target | suite | case | status | s | reason |",
+              "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (_order(r.target), r.suite, r.case.lower())):
+        if r.status != PASS:
+            reason = r.reason.replace("|", "\\|")
+            lines.append(f"| {LABELS.get(r.target, r.target)} | {r.suite} | {r.case} | {r.status} | {r.seconds:.1f} | {reason} |")
     return "\n".join(lines) + "\n"
+
+
+def read_cells(path: Path) -> list[CaseResult]:
+    """The results kept so far (one JSON object per line); a damaged last line (a killed run) is dropped."""
+    found = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                found.append(CaseResult(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.coverage", description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", default="tflite", help="comma-separated target formats (default: tflite)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated (default: {','.join(TARGETS)})")
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated: {', '.join(SUITES)}")
+    parser.add_argument("--node-cases", choices=("per-op", "all"), default="per-op",
+                        help="node tests: one per op (default) or every non-expanded one")
     parser.add_argument("--cases", help="only cases whose name matches this regular expression")
+    parser.add_argument("--cells", type=Path, help="keep each result in this JSON-lines file as it comes; a rerun skips "
+                                                   "the cases it holds, and the page is rendered from all of them")
     parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    parser.add_argument("--ops-json", type=Path, help="write the per-op results here (bridge check reads "
+                                                      "bridge/onnx_coverage.json)")
     args = parser.parse_args(argv)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         parser.error(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
-    started = time.perf_counter()
-    results = [r for t in args.targets.split(",") if t.strip() for r in run_cases(Format.parse(t.strip()), suites, args.cases)]
+    results = read_cells(args.cells) if args.cells else []
+    done = {(r.target, r.suite, r.case) for r in results}
+    for target in (t.strip() for t in args.targets.split(",") if t.strip()):
+        for result in run_cases(target, suites, args.cases, node_cases=args.node_cases, done=done):
+            results.append(result)
+            if args.cells:
+                with args.cells.open("a", encoding="utf-8") as cells:
+                    cells.write(json.dumps(asdict(result)) + "\n")
     command = "python -m bridge.coverage" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
-    text = render(results, command=command, seconds=time.perf_counter() - started)
-    if args.out:
-        from bridge.staging import atomic_write_text
+    from bridge.staging import atomic_write_text
 
+    text = render(results, command=command)
+    if args.out:
         atomic_write_text(args.out, text)
     else:
         sys.stdout.write(text)
+    if args.ops_json:
+        atomic_write_text(args.ops_json, json.dumps({"command": command, "bridge": __version__, "onnx": _onnx_version(),
+                                                     "ops": op_coverage(results)}, indent=1) + "\n")
     return 0
+
+
+def _onnx_version() -> str:
+    import onnx
+
+    return str(onnx.__version__)
 
 
 if __name__ == "__main__":

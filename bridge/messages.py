@@ -281,18 +281,55 @@ class EmbeddingSizesRequest(StepRequest[EmbeddingSizesResponse]):
 @dataclass(frozen=True)
 class OpsetUpgradeResponse:
     upgrade: OpsetUpgrade | None
-    """None: the opset is one the runtimes accept, nothing was written."""
+    """None: the opset is one the hops read, or it cannot be lowered (`kept`); nothing was written."""
+    kept: str = ""
+    """Why a source newer than the hops read is kept as it is (the op that blocks lowering it)."""
 
 
 @dataclass(frozen=True)
 class OpsetUpgradeRequest(StepRequest[OpsetUpgradeResponse]):
-    """Lift an ONNX file below the runtimes' lowest opset to `target`, checked against the original (bridge.onnx_opset)."""
+    """Lift an ONNX file below the runtimes' lowest opset to `target` (or lower one above it), checked (bridge.onnx_opset)."""
 
     task: ClassVar[str] = "opset_upgrade"
     response: ClassVar[type[Any]] = OpsetUpgradeResponse
     path: Path
     out_path: Path
     target: int
+
+
+# --- what an ONNX file holds (bridge check) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpUse:
+    """One op type as a model uses it: its domain, and how many nodes (subgraphs included)."""
+
+    domain: str
+    op_type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class OnnxCensus:
+    opsets: dict[str, int]
+    """Domain ('' for ONNX's) -> the version the model imports."""
+    ops: tuple[OpUse, ...]
+    """In the order of first use."""
+    dtypes: tuple[str, ...]
+    """Element types of the graph's inputs, outputs, initializers and inferred values (``float32``, ``int64``)."""
+    nodes: int
+    local_functions: tuple[str, ...] = ()
+    unlowerable: tuple[str, ...] = ()
+    """Default-domain ops with no form at the opset the hops read (defaults.ONNX_OPSET): the opset cannot be lowered."""
+
+
+@dataclass(frozen=True)
+class OnnxCensusRequest(StepRequest[OnnxCensus]):
+    """List an ONNX file's ops, opsets and element types without running it (bridge.onnx_check)."""
+
+    task: ClassVar[str] = "onnx_census"
+    response: ClassVar[type[Any]] = OnnxCensus
+    path: Path
 
 
 # --- zoo export ---------------------------------------------------------------------------
@@ -333,6 +370,6 @@ class StepError:
 REQUESTS: dict[str, type[StepRequest[Any]]] = {
     cls.task: cls
     for cls in (HopRequest, MaterializeRequest, PretrainedRequest, InspectRequest, RunRequest, CaptureRequest, CutRequest,
-                EmbeddingSizesRequest, OpsetUpgradeRequest, ZooExportRequest)
+                EmbeddingSizesRequest, OpsetUpgradeRequest, OnnxCensusRequest, ZooExportRequest)
 }
 """Every step, by the task name the child is started with."""

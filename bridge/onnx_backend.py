@@ -97,4 +97,92 @@ def backend_for(target: Format | str) -> type[Any]:
     return BridgeBackend
 
 
-__all__ = ["BackendError", "BridgeRep", "backend_for"]
+class BareRep:
+    """A model converted by one converter alone, the way its README shows, run in-process (bridge.coverage's baseline)."""
+
+    def __init__(self, model: Any, tool: str, work: Path) -> None:
+        self.tool = tool
+        self.names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        self.shapes = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(work), True)
+        if tool == "onnx2torch":
+            import onnx2torch
+
+            self.module = onnx2torch.convert(model).eval()
+            return
+        import onnx
+        import onnx2tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        onnx.save(model, str(work / "model.onnx"))
+        onnx2tf.convert(input_onnx_file_path=str(work / "model.onnx"), output_folder_path=str(work / "out"), non_verbose=True)
+        self.interpreter = Interpreter(model_path=str(work / "out" / "model_float32.tflite"))
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        given = [inputs[n] for n in self.names] if isinstance(inputs, dict) else list(inputs)
+        if self.tool == "onnx2torch":
+            import torch
+
+            with torch.no_grad():
+                out = self.module(*[torch.from_numpy(np.asarray(x)) for x in given])
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            return tuple(o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs)
+        interp = self.interpreter
+        details = interp.get_input_details()
+        fed = [_to_layout(np.asarray(x), tuple(d["shape"])) for x, d in zip(given, details, strict=True)]
+        for x, d in zip(fed, details, strict=True):
+            if tuple(d["shape"]) != x.shape:
+                interp.resize_tensor_input(d["index"], list(x.shape))
+        interp.allocate_tensors()
+        for x, d in zip(fed, interp.get_input_details(), strict=True):
+            interp.set_tensor(d["index"], x.astype(d["dtype"]))
+        interp.invoke()
+        outs = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+        return tuple(_to_layout(o, tuple(shape)) if all(shape) else o for o, shape in zip(outs, self.shapes, strict=False))
+
+
+def _to_layout(x: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """`x` as `shape` wants it: as it is, or with the channel axis moved (NCHW <-> NHWC), as a user of onnx2tf would."""
+    if x.shape == shape or x.ndim < 3 or len(shape) != x.ndim:
+        return x
+    last = (0, *range(2, x.ndim), 1)
+    first = (0, x.ndim - 1, *range(1, x.ndim - 1))
+    for perm in (last, first):
+        if tuple(x.shape[p] for p in perm) == shape:
+            return np.transpose(x, perm)
+    return x
+
+
+def bare_backend_for(tool: str) -> type[Any]:
+    """An ONNX backend that converts with `tool` alone (``onnx2tf`` to TFLite, ``onnx2torch``): no bridge on the way."""
+    from onnx.backend.base import Backend
+
+    if tool not in BARE_TOOLS:
+        raise ValueError(f"unknown converter {tool!r}: use {', '.join(BARE_TOOLS)}")
+
+    class BareBackend(Backend):  # type: ignore[misc]
+        @classmethod
+        def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> BareRep:
+            work = Path(tempfile.mkdtemp(prefix=f"bridge-bare-{tool}-"))
+            try:
+                return BareRep(model, tool, work)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+
+        @classmethod
+        def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+            return cls.prepare(model, device, **kwargs).run(inputs)
+
+        @classmethod
+        def supports_device(cls, device: str) -> bool:
+            return device == "CPU"
+
+    BareBackend.__name__ = BareBackend.__qualname__ = f"Bare{tool.capitalize()}Backend"
+    return BareBackend
+
+
+BARE_TOOLS = {"onnx2tf": "tflite", "onnx2torch": "torch"}
+"""The converters measured alone, and the target each makes."""
+
+__all__ = ["BARE_TOOLS", "BackendError", "BareRep", "BridgeRep", "backend_for", "bare_backend_for"]

@@ -1,4 +1,4 @@
-"""ONNX files from before the opsets the runtimes accept: lifted with ``onnx.version_converter`` and checked.
+"""ONNX files from outside the opsets the hops read: lifted or lowered with ``onnx.version_converter``, and checked.
 
 onnxruntime implements no kernel below opset 7 (``AveragePool(1)``: "Could not find an
 implementation"), and neither onnx2tf nor onnx2torch reads such files; ONNX's own version
@@ -8,6 +8,15 @@ prefer) before anything else reads it, and the result is checked against the ori
 original runs in ONNX's reference evaluator (``onnx.reference``, which implements the old
 versions of the ops), the upgraded model in onnxruntime, on generated inputs. An upgrade that
 changes the numbers is refused. The step is recorded in the manifest (``source.upgrade``).
+
+Downwards the same: onnx2torch has converters only up to each op's opset-18 form (``Reshape``
+at opset 19 is "not implemented"), so a source above `defaults.ONNX_OPSET` is lowered to it,
+checked in onnxruntime against the original. An op with no form at opset 18 (``Gelu``, new in
+20) cannot be lowered: the source is kept as it is, and the warning names the op (onnx2tf reads
+newer opsets; onnx2torch then names it too).
+
+Ops of a custom domain (onnxruntime's ``com.microsoft`` contrib ops and the like) are refused
+here by name: no converter reads them.
 
 This runs in a child process (bridge.isolation, `OpsetUpgradeRequest`): the file is a stranger's.
 """
@@ -24,6 +33,9 @@ from bridge import defaults
 from bridge.errors import InputError
 from bridge.manifest import OpsetUpgrade
 from bridge.messages import OpsetUpgradeRequest, OpsetUpgradeResponse
+
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+"""ONNX's own domains; any other is a custom domain (``com.microsoft``, ``org.pytorch.aten``...)."""
 
 
 def default_opset(model: Any) -> int:
@@ -45,7 +57,16 @@ def upgrade(request: OpsetUpgradeRequest) -> OpsetUpgradeResponse:
     if model is None or not model.graph.node:
         # Empty, damaged, not ONNX: not this step's to judge; loading it next refuses it with the usual message.
         return OpsetUpgradeResponse(None)
+    custom = custom_domain_ops(model)
+    if custom:
+        domain, ops = next(iter(custom.items()))
+        others = f" (and ops of {', '.join(list(custom)[1:])})" if len(custom) > 1 else ""
+        raise InputError(f"{path}: {', '.join(ops[:5])} {'is' if len(ops) == 1 else 'are'} from the custom domain "
+                         f"{domain!r}{others}, not standard ONNX: no converter reads them; export the model again without "
+                         f"them (an onnxruntime-optimized file: the model before optimization)")
     opset = default_opset(model)
+    if opset > request.target:
+        return _lower(model, path, opset, request)
     if opset >= defaults.MIN_SOURCE_OPSET:
         return OpsetUpgradeResponse(None)
     check_onnx_external_data(model, path)
@@ -69,24 +90,69 @@ def upgrade(request: OpsetUpgradeRequest) -> OpsetUpgradeResponse:
                          f"export it again with opset {defaults.MIN_SOURCE_OPSET} or later") from exc
     feeds = _feeds(lifted)
     expected = _reference(model, feeds, path, opset)
-    actual = _onnxruntime(lifted, feeds, path, request.target)
+    actual = _onnxruntime(lifted, feeds, path, request.target, lifted=True)
+    worst = _compare(expected, actual, path, f"upgrading opset {opset} to {request.target}",
+                     "ONNX's reference evaluator", f"opset {defaults.MIN_SOURCE_OPSET} or later")
+    onnx.save(lifted, str(request.out_path))
+    return OpsetUpgradeResponse(OpsetUpgrade(opset, request.target, f"onnx.version_converter {onnx.__version__}",
+                                             "onnx.reference against onnxruntime", round(worst, 9), notes=notes))
+
+
+def custom_domain_ops(model: Any) -> dict[str, list[str]]:
+    """Op types by domain, for nodes of a domain that is neither ONNX's nor one of the model's own functions."""
+    local = {f.domain for f in model.functions}
+    found: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.domain not in STANDARD_DOMAINS and node.domain not in local and node.op_type not in found.get(node.domain, []):
+            found.setdefault(node.domain, []).append(node.op_type)
+    return found
+
+
+def _lower(model: Any, path: Path, opset: int, request: OpsetUpgradeRequest) -> OpsetUpgradeResponse:
+    """Lower a source newer than the hops read to `request.target`, checked in onnxruntime; or keep it, saying why."""
+    import onnx
+    import onnx.version_converter
+
+    from bridge.safety import check_onnx_external_data
+
+    check_onnx_external_data(model, path)
+    onnx.load_external_data_for_model(model, str(path.parent))
+    try:
+        lowered = onnx.version_converter.convert_version(model, request.target)
+        onnx.checker.check_model(lowered)
+    except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError, the checker ValidationError
+        return OpsetUpgradeResponse(None, kept=f"opset {opset} kept: it cannot be lowered to {request.target} "
+                                                f"({_blocking(str(exc), model)})")
+    feeds = _feeds(model)
+    try:
+        expected = _onnxruntime(model, feeds, path, opset, lifted=False)
+    except InputError as exc:
+        return OpsetUpgradeResponse(None, kept=f"opset {opset} kept: onnxruntime cannot run the original to check a "
+                                                f"lowered copy ({exc})")
+    actual = _onnxruntime(lowered, feeds, path, request.target, lifted=True)
+    worst = _compare(expected, actual, path, f"lowering opset {opset} to {request.target}", "onnxruntime",
+                     f"opset {request.target}")
+    onnx.save(lowered, str(request.out_path))
+    return OpsetUpgradeResponse(OpsetUpgrade(opset, request.target, f"onnx.version_converter {onnx.__version__}",
+                                             "onnxruntime on both", round(worst, 9)))
+
+
+def _compare(expected: dict[str, Any], actual: dict[str, Any], path: Path, what: str, against: str, advice: str) -> float:
+    """The largest difference between the original's outputs and the converted model's; a change beyond tolerance is refused."""
     worst = 0.0
     for name, e in expected.items():
         a = actual[name]
         if e.shape != a.shape:
-            raise InputError(f"{path}: upgrading opset {opset} to {request.target} changes output {name!r} from shape "
-                             f"{list(e.shape)} to {list(a.shape)}; export it again with opset {defaults.MIN_SOURCE_OPSET} or later")
+            raise InputError(f"{path}: {what} changes output {name!r} from shape {list(e.shape)} to {list(a.shape)}; "
+                             f"export it again with {advice}")
         if e.dtype.kind in "fiub" and e.size:
             diff = np.abs(a.astype(np.float64) - e.astype(np.float64))
             bound = defaults.UPGRADE_TOLERANCE.atol + defaults.UPGRADE_TOLERANCE.rtol * np.abs(e.astype(np.float64))
             if not np.all(diff <= bound):
-                raise InputError(f"{path}: upgrading opset {opset} to {request.target} changes output {name!r} (max abs "
-                                 f"{float(diff.max()):.3g} against ONNX's reference evaluator on the original); export it "
-                                 f"again with opset {defaults.MIN_SOURCE_OPSET} or later")
+                raise InputError(f"{path}: {what} changes output {name!r} (max abs {float(diff.max()):.3g} against "
+                                 f"{against} on the original); export it again with {advice}")
             worst = max(worst, float(diff.max()))
-    onnx.save(lifted, str(request.out_path))
-    return OpsetUpgradeResponse(OpsetUpgrade(opset, request.target, f"onnx.version_converter {onnx.__version__}",
-                                             "onnx.reference against onnxruntime", round(worst, 9), notes=notes))
+    return worst
 
 
 def _not_in_opset(model: Any, opset: int) -> list[str]:
@@ -174,7 +240,8 @@ def _reference(model: Any, feeds: dict[str, Any], path: Path, opset: int) -> dic
     return {o.name: np.asarray(v) for o, v in zip(model.graph.output, outputs, strict=True)}
 
 
-def _onnxruntime(model: Any, feeds: dict[str, Any], path: Path, target: int) -> dict[str, np.ndarray[Any, Any]]:
+def _onnxruntime(model: Any, feeds: dict[str, Any], path: Path, opset: int, *, lifted: bool) -> dict[str, np.ndarray[Any, Any]]:
+    """`model`'s outputs in onnxruntime; `lifted`: it is the converted copy (at `opset`), else the user's original."""
     import onnxruntime
 
     try:
@@ -184,6 +251,7 @@ def _onnxruntime(model: Any, feeds: dict[str, Any], path: Path, target: int) -> 
         message = " ".join(str(exc).split())
         op = re.search(r"running (\w+) node", message)
         reason = f"op {op.group(1)} fails: {message[:160]}" if op else message[:200]
-        raise InputError(f"{path}: lifted to opset {target} with onnx.version_converter, onnxruntime cannot run it "
-                         f"({reason}); export it again with opset {defaults.MIN_SOURCE_OPSET} or later") from exc
+        what = f"converted to opset {opset} with onnx.version_converter, " if lifted else f"at opset {opset}, "
+        raise InputError(f"{path}: {what}onnxruntime cannot run it ({reason}); export it again with opset "
+                         f"{defaults.ONNX_OPSET}") from exc
     return {o.name: np.asarray(v) for o, v in zip(model.graph.output, outputs, strict=True)}

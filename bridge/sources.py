@@ -389,7 +389,10 @@ class LiveObjectResolver(SourceResolver):
 
 
 def lift_old_opset(path: Path, context: SourceContext) -> tuple[Path, OpsetUpgrade | None]:
-    """An ONNX file below the runtimes' lowest opset, lifted and checked in a child (bridge.onnx_opset); else as it is."""
+    """An ONNX file outside the opsets the hops read, lifted or lowered and checked in a child (bridge.onnx_opset).
+
+    Also where an ONNX source with custom-domain ops is refused. Else the file as it is.
+    """
     from bridge.messages import OpsetUpgradeRequest
 
     lifted = context.stage / "source" / f"{path.stem}.opset{defaults.ONNX_OPSET}.onnx"
@@ -397,15 +400,19 @@ def lift_old_opset(path: Path, context: SourceContext) -> tuple[Path, OpsetUpgra
     response = run_isolated(OpsetUpgradeRequest(path, lifted, defaults.ONNX_OPSET), stage="upgrade opset",
                             timeout=context.options.timeout, hide_gpu=True,
                             log_to=context.stage / "logs" / "source-upgrade.log")
+    if response.kept:
+        log.warning("%s: %s; onnx2tf reads it, onnx2torch may not", path, response.kept)
     if response.upgrade is None:
         return path, None
     from dataclasses import replace
 
     up = replace(response.upgrade, original_sha256=sha256_of(path)[0])
-    context.notify("done", f"upgrade opset {up.from_opset} -> {up.to_opset}", 0.0,
+    direction = "lowered" if up.from_opset > up.to_opset else "lifted"
+    context.notify("done", f"{'lower' if direction == 'lowered' else 'upgrade'} opset {up.from_opset} -> {up.to_opset}", 0.0,
                    f"checked with {up.checked_with}, max abs {up.max_abs:.2g}")
-    log.warning("%s: opset %d is older than onnxruntime runs; lifted to opset %d with %s (max abs %.2g against the "
-                "original in ONNX's reference evaluator)", path, up.from_opset, up.to_opset, up.tool, up.max_abs)
+    why = "newer than onnx2torch reads" if direction == "lowered" else "older than onnxruntime runs"
+    log.warning("%s: opset %d is %s; %s to opset %d with %s (max abs %.2g against the original, %s)", path,
+                up.from_opset, why, direction, up.to_opset, up.tool, up.max_abs, up.checked_with)
     return lifted, up
 
 

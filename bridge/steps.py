@@ -25,6 +25,7 @@ from bridge.messages import (
     InspectResponse,
     MaterializeRequest,
     MaterializeResponse,
+    OnnxCensusRequest,
     OpsetUpgradeRequest,
     PretrainedRequest,
     RunRequest,
@@ -60,6 +61,10 @@ def run(request: StepRequest[Any]) -> Any:
         from bridge.onnx_opset import upgrade
 
         return upgrade(request)
+    if isinstance(request, OnnxCensusRequest):
+        from bridge.onnx_check import census
+
+        return census(request)
     if isinstance(request, ZooExportRequest):
         return zoo_export(request)
     raise TypeError(f"no step for {type(request).__name__}")
