@@ -232,8 +232,8 @@ def check(model: str | Path, to: str | Format | Sequence[str | Format], *, cover
         raise InputError(f"{path}: bridge check reads ONNX files; convert it to ONNX first (bridge convert {path} --to onnx)")
     coverage = coverage or load_coverage()
     found = run_isolated(OnnxCensusRequest(path), stage="check", hide_gpu=True)
-    opset = found.opsets.get("", 1)
-    if opset < defaults.MIN_SOURCE_OPSET:
+    opset = found.opsets.get("", 0)
+    if 0 < opset < defaults.MIN_SOURCE_OPSET:
         step = f"opset {opset} is lifted to {defaults.ONNX_OPSET} first (onnx.version_converter, checked)"
     elif opset > defaults.ONNX_OPSET:
         step = (f"opset {opset} is kept: {', '.join(found.unlowerable)} has no opset-{defaults.ONNX_OPSET} form "
