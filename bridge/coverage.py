@@ -1,6 +1,7 @@
 """ONNX's own tests through bridge: which convert to each target and compute what ONNX says they should.
 
-``python -m bridge.coverage --out docs/coverage.md --cells coverage-cells.jsonl`` runs ONNX's backend
+``python -m bridge.coverage --cells docs/coverage-cells.jsonl --out docs/coverage.md --ops-json bridge/onnx_coverage.json``
+runs ONNX's backend
 test runner (``onnx.backend.test.BackendTest``) with bridge as the backend of each target
 (bridge.onnx_backend) over the tests that ship inside the ``onnx`` package:
 
@@ -38,7 +39,7 @@ SUITES = {"node": "OnnxBackendNodeModelTest", "pytorch-converted": "OnnxBackendP
 KINDS = {"node": "node", "pytorch-converted": "pytorch-converted", "light": "real"}
 PASS, FAIL, ERROR, NOT_APPLICABLE = "pass", "fail", "error", "n/a"
 TARGETS = ("tflite", "tf", "torch", "onnx2tf", "onnx2torch")
-COMMAND = "python -m bridge.coverage --out docs/coverage.md --cells coverage-cells.jsonl"
+COMMAND = "python -m bridge.coverage --cells docs/coverage-cells.jsonl --out docs/coverage.md --ops-json bridge/onnx_coverage.json"
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,10 @@ class CaseResult:
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    found = next((line for line in lines if line.startswith(("bridge.errors.", "AssertionError", "Mismatched"))), None)
-    line = found or (lines[-1] if lines else "")
+    at = next((i for i, line in enumerate(lines) if line.startswith(("bridge.errors.", "AssertionError", "Mismatched"))), None)
+    line = lines[at] if at is not None else (lines[-1] if lines else "")
+    if at is not None and line.startswith("AssertionError"):  # numpy's message is on the lines after it
+        line = " ".join(lines[at:at + 4])
     return re.sub(r"/tmp/bridge-(backend|bare)-[^ ;]*", "(temporary folder)", line)[:300]
 
 
@@ -204,7 +207,8 @@ def render(results: Sequence[CaseResult], *, command: str = COMMAND) -> str:
              "with the outputs it ships by ONNX's own rule (`onnx.backend.test.BackendTest`, bridge as the backend: "
              "bridge/onnx_backend.py). The `onnx2tf alone` and `onnx2torch alone` rows run the same cases through the "
              "bare converter called the way its README shows (inputs moved to NHWC where the TFLite model asks for it). "
-             "`node`: one test per ONNX op (the shortest-named one; `--node-cases all` runs every one). `fail`: wrong "
+             "`node`: one test per ONNX op (its shortest-named test whose tensors every target holds, where it has one; "
+             "`--node-cases all` runs every one). `fail`: wrong "
              "numbers, or a wrong output type or shape; `error`: no artifact, or one that does not run; `n/a`: the test's "
              "tensors have a type the target cannot hold. `bridge check` reads the per-op results "
              "(bridge/onnx_coverage.json).", "",
@@ -276,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", help="only cases whose name matches this regular expression")
     parser.add_argument("--cells", type=Path, help="keep each result in this JSON-lines file as it comes; a rerun skips "
                                                    "the cases it holds, and the page is rendered from all of them")
+    parser.add_argument("--render", action="store_true", help="run nothing: render the page from --cells")
     parser.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
     parser.add_argument("--ops-json", type=Path, help="write the per-op results here (bridge check reads "
                                                       "bridge/onnx_coverage.json)")
@@ -286,13 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
     results = read_cells(args.cells) if args.cells else []
     done = {(r.target, r.suite, r.case) for r in results}
-    for target in (t.strip() for t in args.targets.split(",") if t.strip()):
+    if args.render and not args.cells:
+        parser.error("--render needs --cells")
+    for target in (t.strip() for t in args.targets.split(",") if t.strip() and not args.render):
         for result in run_cases(target, suites, args.cases, node_cases=args.node_cases, done=done):
             results.append(result)
             if args.cells:
                 with args.cells.open("a", encoding="utf-8") as cells:
                     cells.write(json.dumps(asdict(result)) + "\n")
-    command = "python -m bridge.coverage" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
+    # Results kept in --cells may come from several runs (a resumed one, one per target): the page names the documented one.
+    command = COMMAND if args.cells else "python -m bridge.coverage" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
     from bridge.staging import atomic_write_text
 
     text = render(results, command=command)

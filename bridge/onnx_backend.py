@@ -124,7 +124,7 @@ class BareRep:
             import torch
 
             with torch.no_grad():
-                out = self.module(*[torch.from_numpy(np.asarray(x)) for x in given])
+                out = self.module(*[torch.from_numpy(np.array(x)) for x in given])
             outs = out if isinstance(out, (tuple, list)) else (out,)
             return tuple(o.numpy() if hasattr(o, "numpy") else np.asarray(o) for o in outs)
         interp = self.interpreter
