@@ -203,6 +203,9 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
                      help="Quantized artifacts: least top-1 agreement with the float parent (default per scheme)."),
         click.option("--force", is_flag=True, help="Replace an existing output directory whole."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each hop may take before it is stopped."),
+        click.option("--max-memory", "max_memory", metavar="SIZE",
+                     help="Memory the largest hop may use (8GB, 512MB): a route expected to need more is refused before it "
+                          "starts, a hop that goes over is stopped. Default: the memory available."),
         click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file)."),
         click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs code from the file)."),
         click.option("--torch-exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
@@ -231,11 +234,13 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
 
 
 def _options_from(kw: dict[str, Any]) -> ConvertOptions:
+    from bridge.memory import parse_size
     from bridge.options import ConvertOptions
 
     return ConvertOptions.build(
         from_format=kw["from_format"], via=kw["via"], opset=kw["opset"], dynamic_batch=kw["dynamic_batch"],
         fp16=kw["fp16"], timeout=kw["timeout"], trust_pickle=kw["trust_pickle"], trust_code=kw["trust_code"],
+        max_memory=parse_size(kw["max_memory"]) if kw["max_memory"] else None,
         torch_exporter=kw["torch_exporter"], check=not kw["no_check"], prefer=kw["prefer"], only=kw["only"],
         atol=kw["atol"], rtol=kw["rtol"], tol=dict(kw["tol"]), task=kw["task"], seq_len=kw["seq_len"],
         image_size=kw["image_size"], dynamic_seq=kw["dynamic_seq"], kv_cache=kw["kv_cache"], quantize=kw["quantize"],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bridge.progress import FALLBACK, START, ProgressEvent
+from bridge.progress import FALLBACK, RUNNING, START, ProgressEvent
 
 if TYPE_CHECKING:
     from bridge.conversion import Conversion
@@ -53,6 +53,12 @@ class Progress:
         if event.kind == FALLBACK:
             self._stop()
             click.echo(f"  {event.step}: {event.message}", err=True)
+            return
+        if event.kind == RUNNING:  # a long hop is alive: the live line says for how long and how much memory
+            if self.tty and self._status is not None:
+                self._status.update(f"[bold]{event.step}[/bold] ... {event.seconds:.0f} s, {event.message}")
+            elif not self.tty:
+                click.echo(event.describe(), err=True)
             return
         if self.tty:
             if event.kind == START:

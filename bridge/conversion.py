@@ -127,6 +127,7 @@ def convert(
     dynamic_batch: bool | None = None,
     fp16: bool | None = None,
     timeout: float | None = None,
+    max_memory: int | str | None = None,
     trust_pickle: bool | None = None,
     trust_code: bool | None = None,
     torch_exporter: str | None = None,
@@ -157,11 +158,15 @@ def convert(
     hop's candidates until one agrees (``check=False`` turns this off). With `strict` (the default) a
     hop with no artifact raises HopError, and a hop whose artifacts all drifted raises
     UnverifiedError, after the completed artifacts are published; the partial Conversion is on the
-    exception's ``conversion`` attribute.
+    exception's ``conversion`` attribute. `max_memory` (bytes, or ``"8GB"``) is the budget the route is planned
+    against and each hop held to (bridge.memory); without it, the memory available.
     """
+    from bridge import memory
+
     options = ConvertOptions.build(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
-        timeout=timeout, trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
+        timeout=timeout, max_memory=memory.parse_size(max_memory) if max_memory is not None else None,
+        trust_pickle=trust_pickle, trust_code=trust_code, torch_exporter=torch_exporter,
         check=check, prefer=prefer, only=only, atol=atol, rtol=rtol, tol=tol, task=task, seq_len=seq_len,
         image_size=image_size, dynamic_seq=dynamic_seq, kv_cache=kv_cache, quantize=quantize, calibration=calibration,
         min_sqnr=min_sqnr, min_top1=min_top1,
@@ -194,6 +199,9 @@ def convert(
             options = replace(options, quantize_formats=formats, calibration_data=calibration_path)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
         log.info("route: %s", route.describe())
+        # Before the first hop: a route whose largest hop will not fit in memory is refused now, not OOM-killed later.
+        memory.check_route([(h.name, h.tool) for h in route.hops], memory.weight_bytes(stage / "source"), options.max_memory,
+                           identified.display)
         code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
         pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify, code)
         outcomes = pipeline.run(route, prepared.path, prepared.signature)

@@ -19,11 +19,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bridge import errors, records
+from bridge.memory import TreeWatch
 from bridge.messages import REQUESTS, StepError, StepRequest
 from bridge.progress import log as logger
 
@@ -31,6 +34,8 @@ LOG_TAIL_LINES = 25
 
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
+_ended_by_bridge: set[int] = set()
+"""Steps bridge killed itself (a timeout, Ctrl-C, a budget): their SIGKILL is not the kernel's OOM killer."""
 
 
 def end_all() -> None:
@@ -67,12 +72,16 @@ def run_isolated[R](
     work_dir: Path | None = None,
     nice: int = 0,
     log_to: Path | None = None,
+    max_memory: int | None = None,
+    on_beat: Callable[[float, int], None] | None = None,
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
     `nice` lowers the child's CPU priority (convert's checks yield to the hops beside them).
     `log_to` keeps the child's whole output (stdout and stderr) in that file, success or failure;
-    a failure names it.
+    a failure names it. The child's process tree is sampled (bridge.memory.TreeWatch): `max_memory`
+    stops it when it goes over, `on_beat(elapsed, rss)` hears from a long step every 10 s, and a
+    step that ends by SIGKILL is reported as out of memory with its peak.
     """
     task = type(request).task
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
@@ -91,8 +100,9 @@ def run_isolated[R](
                                     env=env, start_new_session=True)
             with _running_lock:
                 _running.add(proc)
+            watch = TreeWatch(proc.pid, max_memory, on_beat)
             try:
-                code = proc.wait(timeout=timeout)
+                code = wait_watched(proc, watch, timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 log_text = log_path.read_text(errors="replace")
@@ -106,6 +116,8 @@ def run_isolated[R](
             finally:
                 with _running_lock:
                     _running.discard(proc)
+                    ended_by_bridge = proc.pid in _ended_by_bridge
+                    _ended_by_bridge.discard(proc.pid)
         log_text = log_path.read_text(errors="replace")
         kept = _keep_log(log_path, log_to)
         if res_path.is_file():
@@ -114,12 +126,32 @@ def run_isolated[R](
                 raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, kept)
             response: R = records.from_json(type(request).response, envelope["response"])
             return response
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            reason = f"crashed with signal {name}"
-        else:
-            reason = f"exited with code {code} before writing a result"
-        raise errors.HopError(f"{stage}: {reason}", stage=stage, detail=tail(log_text), log=kept)
+        raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text), log=kept)
+
+
+def ending(code: int, watch: TreeWatch, ended_by_bridge: bool) -> str:
+    """How a step that wrote no result ended: out of memory (over its budget, or SIGKILLed by the kernel), a signal, a code."""
+    if watch.over_budget or (code == -signal.SIGKILL and not ended_by_bridge):
+        return watch.out_of_memory()
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        return f"crashed with signal {name}"
+    return f"exited with code {code} before writing a result"
+
+
+def wait_watched(proc: subprocess.Popen[bytes], watch: TreeWatch, timeout: float | None) -> int:
+    """Wait for the child, sampling its memory; stop it when it goes over an explicit budget. TimeoutExpired past `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = watch.INTERVAL if deadline is None else min(watch.INTERVAL, max(deadline - time.monotonic(), 0.0))
+        try:
+            return proc.wait(timeout=step)
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        if watch.sample():
+            _kill_group(proc)
+            return proc.wait()
 
 
 def _keep_log(log_path: Path, log_to: Path | None) -> str | None:
@@ -132,6 +164,8 @@ def _keep_log(log_path: Path, log_to: Path | None) -> str | None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with _running_lock:
+        _ended_by_bridge.add(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

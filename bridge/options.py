@@ -46,6 +46,9 @@ class ConvertOptions:
     fp16: bool = False
     timeout: float | None = None
     """Seconds each isolated step may take."""
+    max_memory: int | None = None
+    """Bytes the largest hop may use (``--max-memory 8GB``): a route expected to need more is refused before it starts,
+    and a hop that goes over is stopped (bridge.memory). None: plan against the memory available."""
     trust_pickle: bool = False
     trust_code: bool = False
     torch_exporter: str = "dynamo"

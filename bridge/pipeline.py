@@ -41,6 +41,7 @@ from bridge.errors import InputError, NotApplicableError, QuantizeError, Unsuppo
 from bridge.formats import Format
 from bridge.isolation import run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
+from bridge.memory import human
 from bridge.messages import HopRequest, HopResponse, Produced, SourceCode
 from bridge.options import ConvertOptions
 from bridge.progress import Notifier
@@ -264,6 +265,7 @@ class Pipeline:
             response = self._gated(lambda: run_isolated(
                 HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code),
                 stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
+                max_memory=self.options.max_memory, on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
             ))
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)

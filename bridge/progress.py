@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("bridge")
 
-START, DONE, FAILED, FALLBACK = "start", "done", "failed", "fallback"
+START, DONE, FAILED, FALLBACK, RUNNING = "start", "done", "failed", "fallback", "running"
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class ProgressEvent:
     """One step of a convert or a verify.
 
     `kind` is ``start``, ``done`` or ``failed`` of a `step` (``torch->onnx [dynamo]``,
-    ``check onnx``, ``run tflite on cpu``), or ``fallback`` when a hop's candidate is passed over.
+    ``check onnx``, ``run tflite on cpu``), ``fallback`` when a hop's candidate is passed over, or
+    ``running`` every 10 s of a long hop (`seconds` so far, its resident memory in `message`).
     """
 
     kind: str
@@ -33,6 +34,8 @@ class ProgressEvent:
     def describe(self) -> str:
         if self.kind == START:
             return f"{self.step} ..."
+        if self.kind == RUNNING:
+            return f"{self.step}: running for {self.seconds:.0f} s, {self.message}"
         text = f"{self.step}: {self.kind}" + (f" in {self.seconds:.1f} s" if self.kind != FALLBACK else "")
         return f"{text} {self.message}".rstrip()
 
@@ -47,7 +50,7 @@ class Notifier:
     def __call__(self, kind: str, step: str, seconds: float = 0.0, message: str = "") -> None:
         event = ProgressEvent(kind, step, seconds, message)
         # Progress, not warnings: a failed candidate or a fallback is part of the story -v tells.
-        level = logging.DEBUG if kind == START else logging.INFO
+        level = logging.DEBUG if kind in (START, RUNNING) else logging.INFO
         log.log(level, event.describe())
         if self._callback is not None:
             with self._lock:

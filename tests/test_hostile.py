@@ -119,6 +119,8 @@ CASES = {
     "tf-serving-unnumbered-version": Case("serving_unnumbered", "tflite", ("needs numbered version folders", "found 'latest'",
                                                                            "rename the version folder to an integer")),
     "jax-truncated": Case("truncated.jaxexport", "tflite", ("not a jax.export serialization", "convert it again")),
+    "max-memory-too-low": Case("tiny.onnx", "tflite", ("onnx->tflite (onnx2tf) needs about 1.2 GB", "100 MB allowed by --max-memory",
+                                                       "no hop of this route fits"), ("--max-memory", "100MB")),
 }
 
 # JAX factories in the corpus (jax_factories.py) that return what bridge cannot convert: refused from the

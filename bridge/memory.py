@@ -1,0 +1,171 @@
+"""Memory as a resource bridge plans for: the budget, the estimate of each hop's peak, and the watch on a running step.
+
+A converter that runs out of memory does not fail: the kernel's OOM killer ends it with SIGKILL,
+minutes in. So before the first hop, `check_route` estimates each hop's peak resident memory from
+the source's weight bytes (``PEAK_RATIOS``: peak over weight bytes per converter, plus the
+framework's own footprint) and refuses, in one line and before anything is written, a route whose
+largest hop does not fit the budget: ``--max-memory`` (library: ``max_memory=``), else the memory
+this machine or container has (the cgroup limit inside a container, else MemAvailable).
+
+While a step runs, `TreeWatch` samples the resident memory of its whole process tree (the child
+runs in its own process group), keeps the peak, reports elapsed time and memory for a long hop,
+and, with an explicit ``--max-memory``, stops the step when it goes over. A step killed by SIGKILL
+that bridge did not send is reported as out of memory with its peak, never as a bare signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.errors import InputError
+
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class PeakRatio:
+    """A converter's peak resident memory (whole process tree) as ``base + ratio * weight bytes``."""
+
+    ratio: float
+    base: int
+    measured: str
+    """Where the figure comes from (bench/README.md), or that it is a bound not yet measured."""
+
+
+PEAK_RATIOS: dict[str, PeakRatio] = {
+    # onnx2tf holds the ONNX graph, its onnx-graphsurgeon copy, the TF graph with constants and the TFLite buffers.
+    "onnx2tf": PeakRatio(11.5, int(1.2 * GB), "issue 18: 6.3 GB for 0.56 GiB of weights, onnx2tf alone 6.5 GB"),
+    "default": PeakRatio(4.0, int(1.0 * GB), "bound assumed for the other converters (weights, a copy, the output)"),
+}
+"""By the hop's tool name as ``bridge formats`` lists it (``onnx2tf``); others use ``default``."""
+
+VERIFY_RATIO = PeakRatio(2.5, int(1.0 * GB), "one representation in memory at a time")
+
+
+def parse_size(text: str | int) -> int:
+    """``8GB``, ``512M``, ``1.5GiB``, ``2000000`` (bytes) -> bytes; an InputError that says how to write it."""
+    if isinstance(text, int):
+        if text <= 0:
+            raise InputError(f"--max-memory {text}: give a positive size such as 8GB")
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise InputError(f"--max-memory {text!r}: give a size such as 8GB, 512MB or 1.5GiB")
+    power = " kmgt".index(match.group(2) or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def human(size: float) -> str:
+    return f"{size / GB:.1f} GB" if size >= GB / 10 else f"{size / 1024**2:.0f} MB"
+
+
+def available() -> tuple[int, str]:
+    """Bytes this process may still use, and where that figure comes from (cgroup v2 or v1 limit, else MemAvailable)."""
+    limits = []
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                limits.append((int(limit) - int(Path(usage_file).read_text().strip()), "the container's memory limit"))
+        except (OSError, ValueError):
+            continue
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        found = re.search(r"MemAvailable:\s+(\d+) kB", meminfo)
+        if found:
+            limits.append((int(found.group(1)) * 1024, "available memory"))
+    except OSError:
+        pass
+    return min(limits) if limits else (1 << 62, "no limit known")
+
+
+def budget(max_memory: int | None) -> tuple[int, str]:
+    """The budget a conversion plans against: the explicit one, else what is available."""
+    return (max_memory, "--max-memory") if max_memory is not None else available()
+
+
+def estimate(tool: str, weight_bytes: int) -> int:
+    """A hop's expected peak over its whole process tree."""
+    peak = PEAK_RATIOS.get(tool, PEAK_RATIOS["default"])
+    return int(peak.base + peak.ratio * weight_bytes)
+
+
+def weight_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder` (the staged source: the model and its external data)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def check_route(hops: list[tuple[str, str]], weights: int, max_memory: int | None, model: str) -> None:
+    """Refuse, before any hop, a route whose largest hop (name, tool) is expected to need more than the budget."""
+    limit, where = budget(max_memory)
+    needs = sorted(((estimate(tool, weights), name, tool) for name, tool in hops), reverse=True)
+    if not needs or needs[0][0] <= limit:
+        return
+    need, name, tool = needs[0]
+    fits = [n for e, n, _ in needs if e <= limit]
+    hint = (f"the hops that fit are {', '.join(fits)}: convert to fewer targets" if fits else
+            "no hop of this route fits: use a machine with more memory, or export the model in float16")
+    raise InputError(f"{model}: {name} ({tool}) needs about {human(need)} for {human(weights)} of weights, "
+                     f"{human(limit)} {'allowed by --max-memory' if where == '--max-memory' else where}; {hint}")
+
+
+def tree_rss(pgid: int) -> int:
+    """Resident bytes of every process in process group `pgid` (a step and the processes it started)."""
+    total = 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == pgid:  # the fifth field of stat, after pid and (comm): the process group
+                total += int(Path(entry.path, "statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while being read
+    return total
+
+
+class TreeWatch:
+    """Samples a running step's process tree: its peak, a heartbeat for long steps, and an explicit budget enforced."""
+
+    INTERVAL = 0.5
+    HEARTBEAT = 10.0
+
+    def __init__(self, pgid: int, max_memory: int | None, on_beat: object = None) -> None:
+        self.pgid = pgid
+        self.max_memory = max_memory
+        self.available_at_start, self.available_from = available()
+        self.peak = 0
+        self.over_budget = False
+        self.started = time.monotonic()
+        self._last_beat = self.started
+        self._on_beat = on_beat
+
+    def sample(self) -> bool:
+        """Take one sample; True when the step is over its explicit budget and must be stopped."""
+        rss = tree_rss(self.pgid)
+        self.peak = max(self.peak, rss)
+        now = time.monotonic()
+        if self._on_beat is not None and now - self._last_beat >= self.HEARTBEAT:
+            self._last_beat = now
+            self._on_beat(now - self.started, rss)  # type: ignore[operator]
+        if self.max_memory is not None and rss > self.max_memory:
+            self.over_budget = True
+        return self.over_budget
+
+    def out_of_memory(self) -> str:
+        """``out of memory (peak X GB of Y GB ...)`` for a step stopped over its budget or killed by the kernel."""
+        if self.over_budget:
+            return f"out of memory (peak {human(self.peak)} of {human(self.max_memory or 0)} allowed by --max-memory)"
+        return (f"out of memory (peak {human(self.peak)} of {human(self.available_at_start)} {self.available_from} when "
+                "it started; ended by SIGKILL, as the kernel's out-of-memory killer does)")
+
+
+__all__ = ["PEAK_RATIOS", "PeakRatio", "TreeWatch", "available", "budget", "check_route", "estimate", "human", "parse_size",
+           "tree_rss", "weight_bytes"]

@@ -1,0 +1,66 @@
+"""bridge.memory: sizes, the up-front estimate, and a step's process tree watched (its peak, a budget, a SIGKILL)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bridge.errors import InputError
+from bridge.isolation import ending, wait_watched
+from bridge.memory import GB, TreeWatch, check_route, estimate, parse_size
+
+pytestmark = pytest.mark.unit
+
+ALLOCATE = "import time; b = bytearray(400 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(30)"
+
+
+def test_sizes_are_read_as_people_write_them() -> None:
+    assert parse_size("8GB") == 8 * GB and parse_size("512m") == 512 * 1024**2 and parse_size("1.5GiB") == int(1.5 * GB)
+    assert parse_size("2000") == 2000 and parse_size(4096) == 4096
+    for bad in ("8 apples", "-1GB", "0"):
+        with pytest.raises(InputError, match="give a .*size such as 8GB"):
+            parse_size(bad)
+
+
+def test_a_route_whose_largest_hop_does_not_fit_is_refused_with_the_figures() -> None:
+    weights = int(0.56 * GB)
+    assert estimate("onnx2tf", weights) > 7 * GB  # the issue's measured 6.3 GB, and the framework
+    check_route([("torch->onnx", "torch.onnx"), ("onnx->tflite", "onnx2tf")], weights, 64 * GB, "big.pt2")
+    with pytest.raises(InputError) as refused:
+        check_route([("torch->onnx", "torch.onnx"), ("onnx->tflite", "onnx2tf")], weights, 4 * GB, "big.pt2")
+    message = str(refused.value)
+    assert message.startswith("big.pt2: onnx->tflite (onnx2tf) needs about 7.6 GB for 0.6 GB of weights, 4.0 GB allowed by "
+                              "--max-memory; the hops that fit are torch->onnx")
+    with pytest.raises(InputError, match="no hop of this route fits"):
+        check_route([("onnx->tflite", "onnx2tf")], weights, GB, "big.pt2")
+
+
+def _child(code: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+
+def test_a_step_over_its_budget_is_stopped_and_reported_as_out_of_memory() -> None:
+    proc = _child(ALLOCATE)
+    watch = TreeWatch(proc.pid, 200 * 1024**2)
+    code = wait_watched(proc, watch, timeout=60)
+    assert code == -signal.SIGKILL and watch.over_budget
+    assert watch.peak > 200 * 1024**2
+    assert ending(code, watch, ended_by_bridge=True).startswith("out of memory (peak ")
+    assert ending(code, watch, ended_by_bridge=True).endswith("of 0.2 GB allowed by --max-memory)")
+
+
+def test_a_sigkill_bridge_did_not_send_reads_as_the_oom_killer_with_the_peak() -> None:
+    proc = _child(ALLOCATE.replace("time.sleep(30)", "time.sleep(1.5); import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    beats: list[tuple[float, int]] = []
+    watch = TreeWatch(proc.pid, None, lambda seconds, rss: beats.append((seconds, rss)))
+    watch.HEARTBEAT = 0.5
+    code = wait_watched(proc, watch, timeout=60)
+    reason = ending(code, watch, ended_by_bridge=False)
+    assert code == -signal.SIGKILL and not watch.over_budget
+    assert reason.startswith("out of memory (peak 0.4 GB of ") and "ended by SIGKILL, as the kernel's out-of-memory killer does" in reason
+    assert beats and beats[-1][1] > 300 * 1024**2  # the heartbeat saw the memory while it ran
+    assert ending(-signal.SIGSEGV, watch, ended_by_bridge=False) == "crashed with signal SIGSEGV"
+    assert ending(-signal.SIGKILL, TreeWatch(proc.pid, None), ended_by_bridge=True) == "crashed with signal SIGKILL"
