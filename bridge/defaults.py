@@ -77,6 +77,8 @@ class Tolerance:
 TOLERANCES = {
     "float32": Tolerance(1e-4, 1e-3, "default float32"),
     "float16": Tolerance(1e-2, 1e-2, "default float16"),
+    # About 20 units of roundoff of the type, as float16's 1e-2 is (2^-11 * 20): bfloat16 keeps 8 bits, 2^-8 * 20.
+    "bfloat16": Tolerance(8e-2, 8e-2, "default bfloat16"),
     "float64": Tolerance(1e-6, 1e-5, "default float64"),
 }
 INTEGER_TOLERANCE = Tolerance(0.0, 0.0, "default integer (exact)")

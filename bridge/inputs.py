@@ -151,6 +151,8 @@ def generate(signature: Signature, *, seed: int, samples: int, int_high: int,
         dtype = np.dtype(spec.dtype) if spec.dtype != "bfloat16" else np.dtype("float32")
         if dtype.kind == "f":
             out[spec.name] = rng.standard_normal(shape).astype(dtype)
+            if spec.dtype == "bfloat16":  # float32 holding bfloat16 values: every representation sees the same numbers
+                out[spec.name] = round_to_bfloat16(out[spec.name])
         elif dtype.kind == "b":
             out[spec.name] = rng.integers(0, 2, shape).astype(bool)
         elif spec.name == "attention_mask" and len(dims) >= 1:
@@ -195,3 +197,10 @@ def check_inputs(arrays: Mapping[str, NDArray[Any]], signature: Signature, origi
         raise InputError(f"{origin}: the inputs hold different numbers of samples ({sorted(counts)}); give each the same")
     return {s.name: stacked[s.name].astype(np.dtype(s.dtype) if s.dtype != "bfloat16" else np.float32, copy=False)
             for s in signature.inputs}
+
+
+def round_to_bfloat16(values: NDArray[Any]) -> NDArray[Any]:
+    """float32 values rounded to the nearest bfloat16 (ties to even), still as float32: numpy has no bfloat16."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,29 @@ def _export_torchscript(module: Any, args: tuple[Any, ...], out: Path, options: 
     )
 
 
+def _holds_bfloat16(module: Any, inputs: tuple[TensorSpec, ...]) -> bool:
+    import torch
+
+    return any(s.dtype == "bfloat16" for s in inputs) or any(t.dtype == torch.bfloat16 for t in module.state_dict().values()
+                                                             if isinstance(t, torch.Tensor))
+
+
+def _as_float32(module: Any, program: Any, inputs: tuple[TensorSpec, ...]) -> tuple[Any, Any, tuple[TensorSpec, ...], str]:
+    """A bfloat16 model as float32: onnxruntime's CPU kernels (Gemm, MatMul) and onnx2tf have no bfloat16, so an ONNX file
+    in it runs nowhere bridge goes next. The weights are widened exactly; the check against the bfloat16 source then
+    measures the source's own rounding, judged by the bfloat16 tolerance (bridge.defaults.TOLERANCES)."""
+    import torch
+
+    widened = (program.module() if program is not None else module).to(torch.float32)
+    specs = tuple(replace(s, dtype="float32") if s.dtype == "bfloat16" else s for s in inputs)
+    if program is not None:
+        from bridge.runtimes.torch_runner import example_tensors
+
+        program = torch.export.export(widened, example_tensors(specs))
+    return widened, program, specs, ("bfloat16 weights and inputs widened to float32 (onnxruntime's CPU kernels and onnx2tf "
+                                     "have no bfloat16); judged against the bfloat16 source with its tolerance")
+
+
 class TorchToOnnx(Hop):
     def convert(self, job: HopJob) -> HopResult:
         import onnx
@@ -62,6 +85,9 @@ class TorchToOnnx(Hop):
 
         module, _, program = load_module(job.src, trust_pickle=job.options.trust_pickle)
         inputs, outputs = job.signature.inputs, job.signature.outputs
+        cast_note = ""
+        if _holds_bfloat16(program.module() if program is not None else module, inputs):
+            module, program, inputs, cast_note = _as_float32(module, program, inputs)
         args = example_tensors(inputs)
         weight_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values() if hasattr(p, "numel"))
         settings = job.candidate.settings
@@ -89,7 +115,7 @@ class TorchToOnnx(Hop):
                            from_program=program is not None)
         model = onnx.load(str(out), load_external_data=False)
         signature = carry_layout(job.signature, onnx_signature(model))
-        notes = []
+        notes = [cast_note] if cast_note else []
         if options.dynamic_batch and any(isinstance(s.shape[0], int) for s in signature.inputs if s.rank):
             notes.append("--dynamic-batch: the batch dimension stayed static in the ONNX graph "
                          "(a .pt2 keeps the shapes it was exported with; export it with a dynamic batch Dim)")

@@ -196,11 +196,14 @@ class TorchRunner(Runner):
 
     def run(self, feeds: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         torch = self._torch
-        args = [torch.from_numpy(feeds[spec.name]).to(self.options.device) for spec in self._signature.inputs]
+        # numpy has no bfloat16: such inputs arrive as float32 holding bfloat16 values, and go in as the model declares them.
+        args = [torch.from_numpy(feeds[spec.name]).to(self.options.device, getattr(torch, spec.dtype) if spec.dtype == "bfloat16" else None)
+                for spec in self._signature.inputs]
         with torch.no_grad():
             result = self.module(*args)
         leaves = flatten_outputs(result)
-        return {name: t.detach().cpu().numpy() for name, t in zip(output_names(result, len(leaves)), leaves, strict=True)}
+        return {name: (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy()
+                for name, t in zip(output_names(result, len(leaves)), leaves, strict=True)}
 
     def synchronize(self) -> None:
         if self.options.device.startswith("cuda"):
