@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,42 +60,45 @@ class BridgeRep:
         return tuple(result[spec.name][0] for spec in self.source.outputs)
 
 
-def backend_for(target: Format | str) -> type[Any]:
-    """An ``onnx.backend.base.Backend`` class whose models are converted to `target` and run there."""
+def _backend(name: str, prepare: Callable[[Any, Path], Any], prefix: str) -> type[Any]:
+    """An ``onnx.backend.base.Backend`` class on the CPU whose `prepare(model, work)` makes a rep in a fresh folder."""
     from onnx.backend.base import Backend
 
-    fmt = target if isinstance(target, Format) else Format.parse(target)
-
-    class BridgeBackend(Backend):  # type: ignore[misc]
-        """ONNX -> `fmt` with bridge, run in `fmt`'s runtime."""
-
-        target = fmt
-
+    class CpuBackend(Backend):  # type: ignore[misc]
         @classmethod
-        def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> BridgeRep:
-            import onnx
-
-            from bridge.conversion import convert
-
-            work = Path(tempfile.mkdtemp(prefix=f"bridge-backend-{fmt.value}-"))
+        def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> Any:
+            work = Path(tempfile.mkdtemp(prefix=prefix))
             try:
-                onnx.save(model, str(work / "model.onnx"))
-                conversion = convert(work / "model.onnx", to=fmt, out_dir=work / "model.bridge")
+                return prepare(model, work)
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
-            return BridgeRep(conversion, fmt, work)
 
         @classmethod
         def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
-            return cls.prepare(model, device, **kwargs).run(inputs)
+            return tuple(cls.prepare(model, device, **kwargs).run(inputs))
 
         @classmethod
         def supports_device(cls, device: str) -> bool:
             return device == "CPU"
 
-    BridgeBackend.__name__ = BridgeBackend.__qualname__ = f"Bridge{fmt.value.capitalize()}Backend"
-    return BridgeBackend
+    CpuBackend.__name__ = CpuBackend.__qualname__ = name
+    return CpuBackend
+
+
+def backend_for(target: Format | str) -> type[Any]:
+    """An ``onnx.backend.base.Backend`` class whose models are converted to `target` by bridge and run there."""
+    fmt = target if isinstance(target, Format) else Format.parse(target)
+
+    def prepare(model: Any, work: Path) -> BridgeRep:
+        import onnx
+
+        from bridge.conversion import convert
+
+        onnx.save(model, str(work / "model.onnx"))
+        return BridgeRep(convert(work / "model.onnx", to=fmt, out_dir=work / "model.bridge"), fmt, work)
+
+    return _backend(f"Bridge{fmt.value.capitalize()}Backend", prepare, f"bridge-backend-{fmt.value}-")
 
 
 class BareRep:
@@ -155,31 +159,9 @@ def _to_layout(x: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[An
 
 def bare_backend_for(tool: str) -> type[Any]:
     """An ONNX backend that converts with `tool` alone (``onnx2tf`` to TFLite, ``onnx2torch``): no bridge on the way."""
-    from onnx.backend.base import Backend
-
     if tool not in BARE_TOOLS:
         raise ValueError(f"unknown converter {tool!r}: use {', '.join(BARE_TOOLS)}")
-
-    class BareBackend(Backend):  # type: ignore[misc]
-        @classmethod
-        def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> BareRep:
-            work = Path(tempfile.mkdtemp(prefix=f"bridge-bare-{tool}-"))
-            try:
-                return BareRep(model, tool, work)
-            except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-
-        @classmethod
-        def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
-            return cls.prepare(model, device, **kwargs).run(inputs)
-
-        @classmethod
-        def supports_device(cls, device: str) -> bool:
-            return device == "CPU"
-
-    BareBackend.__name__ = BareBackend.__qualname__ = f"Bare{tool.capitalize()}Backend"
-    return BareBackend
+    return _backend(f"Bare{tool.capitalize()}Backend", lambda model, work: BareRep(model, tool, work), f"bridge-bare-{tool}-")
 
 
 BARE_TOOLS = {"onnx2tf": "tflite", "onnx2torch": "torch"}
