@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ UNREPRESENTABLE["onnx2tf"] = UNREPRESENTABLE["tflite"]
 UNREPRESENTABLE["onnx2torch"] = UNREPRESENTABLE["torch"]
 
 PASS, FAIL, ERROR, NOT_APPLICABLE, NOT_MEASURED = "pass", "fail", "error", "n/a", "not measured"
+SAME_CONVERTER = {"tf": "tflite", "keras": "tflite"}
+"""Targets whose op coverage, where not measured, is read from another target made by the same converter (onnx2tf)."""
 
 
 def census(request: OnnxCensusRequest) -> OnnxCensus:
@@ -258,6 +260,12 @@ def _op_check(use: OpUse, measured: str, coverage: Coverage) -> OpCheck:
         return OpCheck(use.op_type, use.domain, use.count, "custom domain",
                        f"domain {use.domain!r} is not ONNX's: no converter reads it")
     mine = coverage.of(use.op_type, measured)
+    if mine.status == NOT_MEASURED and measured in SAME_CONVERTER:
+        # onnx2tf makes both: where the op was not run to this target, its TFLite result is the nearest measure.
+        near = coverage.of(use.op_type, SAME_CONVERTER[measured])
+        if near.status != NOT_MEASURED:
+            mine = replace(near, reason=f"measured to {SAME_CONVERTER[measured]} (the same converter)"
+                                        + (f": {near.reason}" if near.reason else ""))
     covered_by: tuple[str, ...] = ()
     if mine.status in (FAIL, ERROR):
         covered_by = tuple(t for t in ("tflite", "tf", "torch", "keras") if t != measured
