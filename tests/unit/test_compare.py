@@ -73,7 +73,8 @@ def test_cosine_of_opposite_and_equal_outputs() -> None:
 def test_tolerance_rules_by_dtype_flag_and_output() -> None:
     assert ToleranceRules().for_output("y", "float16") == defaults.TOLERANCES["float16"]
     assert ToleranceRules().for_output("ids", "int64").atol == 0.0
-    assert ToleranceRules().for_output("y", "bfloat16") == defaults.TOLERANCES["float32"]
+    assert ToleranceRules().for_output("y", "bfloat16") == defaults.TOLERANCES["bfloat16"]
+    assert ToleranceRules().for_output("y", "float8e4m3fn") == defaults.TOLERANCES["float32"]
     rules = ToleranceRules(atol=0.5, rtol=None, per_output={"logits": 0.25})
     general = rules.for_output("y", "float32")
     assert (general.atol, general.rtol, general.source) == (0.5, 1e-3, "--atol/--rtol")

@@ -40,7 +40,7 @@ def test_a_response_with_nested_records() -> None:
 
 def test_every_request_names_a_response_type_that_is_a_record() -> None:
     assert set(REQUESTS) == {"hop", "materialize", "inspect", "run", "capture", "cut", "embedding_sizes", "zoo_export",
-                             "pretrained", "opset_upgrade"}
+                             "pretrained", "opset_upgrade", "onnx_census"}
     for task, cls in REQUESTS.items():
         assert cls.task == task
         assert hasattr(cls.response, "__dataclass_fields__"), task
