@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import errors, records
-from bridge.memory import TreeWatch
+from bridge.memory import TreeWatch, human
 from bridge.messages import REQUESTS, StepError, StepRequest
 from bridge.progress import log as logger
 
@@ -74,6 +74,7 @@ def run_isolated[R](
     log_to: Path | None = None,
     max_memory: int | None = None,
     on_beat: Callable[[float, int], None] | None = None,
+    peak_out: list[int] | None = None,
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -81,7 +82,8 @@ def run_isolated[R](
     `log_to` keeps the child's whole output (stdout and stderr) in that file, success or failure;
     a failure names it. The child's process tree is sampled (bridge.memory.TreeWatch): `max_memory`
     stops it when it goes over, `on_beat(elapsed, rss)` hears from a long step every 10 s, and a
-    step that ends by SIGKILL is reported as out of memory with its peak.
+    step that ends by SIGKILL is reported as out of memory with its peak; `peak_out` receives the
+    peak resident bytes of the tree.
     """
     task = type(request).task
     with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
@@ -118,6 +120,9 @@ def run_isolated[R](
                     _running.discard(proc)
                     ended_by_bridge = proc.pid in _ended_by_bridge
                     _ended_by_bridge.discard(proc.pid)
+                logger.debug("%s: child %s ended, peak resident memory %s", stage, task, human(watch.peak))
+                if peak_out is not None:
+                    peak_out.append(watch.peak)
         log_text = log_path.read_text(errors="replace")
         kept = _keep_log(log_path, log_to)
         if res_path.is_file():

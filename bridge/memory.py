@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,7 @@ class TreeWatch:
     INTERVAL = 0.5
     HEARTBEAT = 10.0
 
-    def __init__(self, pgid: int, max_memory: int | None, on_beat: object = None) -> None:
+    def __init__(self, pgid: int, max_memory: int | None, on_beat: Callable[[float, int], None] | None = None) -> None:
         self.pgid = pgid
         self.max_memory = max_memory
         self.available_at_start, self.available_from = available()
@@ -154,7 +155,7 @@ class TreeWatch:
         now = time.monotonic()
         if self._on_beat is not None and now - self._last_beat >= self.HEARTBEAT:
             self._last_beat = now
-            self._on_beat(now - self.started, rss)  # type: ignore[operator]
+            self._on_beat(now - self.started, rss)
         if self.max_memory is not None and rss > self.max_memory:
             self.over_budget = True
         return self.over_budget

@@ -261,11 +261,13 @@ class Pipeline:
         started = time.perf_counter()
         log_to = self.stage / LOGS_DIR / f"{directory.name}.log"
         log = self.relative(str(log_to))
+        peak: list[int] = []
         try:
             response = self._gated(lambda: run_isolated(
                 HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code),
                 stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
                 max_memory=self.options.max_memory, on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
+                peak_out=peak,
             ))
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)
@@ -286,7 +288,7 @@ class Pipeline:
             self._event("failed", step, seconds, message)
             return None
         seconds = time.perf_counter() - started
-        self._event("done", step, seconds)
+        self._event("done", step, seconds, f"(peak {human(peak[0])})" if peak else "")
         nodes = [Node(hop.dst, self._key(hop.dst, p.precision), p.path, p.signature, p.precision) for p in response.produced]
         return _Made(candidate, response, directory, seconds, nodes, log)
 
