@@ -8,7 +8,7 @@ largest hop does not fit the budget: ``--max-memory`` (library: ``max_memory=``)
 this machine or container has (the cgroup limit inside a container, else MemAvailable).
 
 While a step runs, `TreeWatch` samples the resident memory of its whole process tree (the child
-runs in its own process group), keeps the peak, reports elapsed time and memory for a long hop,
+and every process under it), keeps the peak, reports elapsed time and memory for a long hop,
 and, with an explicit ``--max-memory``, stops the step when it goes over. A step killed by SIGKILL
 that bridge did not send is reported as out of memory with its peak, never as a bare signal.
 """
@@ -115,20 +115,28 @@ def check_route(hops: list[tuple[str, str]], weights: int, max_memory: int | Non
                      f"{human(limit)} {'allowed by --max-memory' if where == '--max-memory' else where}; {hint}")
 
 
-def tree_rss(pgid: int) -> int:
-    """Resident bytes of every process in process group `pgid` (a step and the processes it started)."""
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
+def tree_rss(root: int) -> int:
+    """Resident bytes of process `root` and all its descendants (a step, and the servers or converters it started)."""
+    parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])  # the field after state: ppid
+            except (OSError, ValueError, IndexError):
+                continue  # it ended while being read
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in tree:
         try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) == pgid:  # the fifth field of stat, after pid and (comm): the process group
-                total += int(Path(entry.path, "statm").read_text().split()[1]) * page
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
         except (OSError, ValueError, IndexError):
-            continue  # it ended while being read
+            continue
     return total
 
 
@@ -138,8 +146,8 @@ class TreeWatch:
     INTERVAL = 0.5
     HEARTBEAT = 10.0
 
-    def __init__(self, pgid: int, max_memory: int | None, on_beat: Callable[[float, int], None] | None = None) -> None:
-        self.pgid = pgid
+    def __init__(self, pid: int, max_memory: int | None, on_beat: Callable[[float, int], None] | None = None) -> None:
+        self.pid = pid
         self.max_memory = max_memory
         self.available_at_start, self.available_from = available()
         self.peak = 0
@@ -150,7 +158,7 @@ class TreeWatch:
 
     def sample(self) -> bool:
         """Take one sample; True when the step is over its explicit budget and must be stopped."""
-        rss = tree_rss(self.pgid)
+        rss = tree_rss(self.pid)
         self.peak = max(self.peak, rss)
         now = time.monotonic()
         if self._on_beat is not None and now - self._last_beat >= self.HEARTBEAT:
