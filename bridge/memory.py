@@ -38,11 +38,15 @@ class PeakRatio:
 
 
 PEAK_RATIOS: dict[str, PeakRatio] = {
-    # onnx2tf holds the ONNX graph, its onnx-graphsurgeon copy, the TF graph with constants and the TFLite buffers.
-    "onnx2tf": PeakRatio(11.5, int(1.2 * GB), "issue 18: 6.3 GB for 0.56 GiB of weights, onnx2tf alone 6.5 GB"),
-    "default": PeakRatio(4.0, int(1.0 * GB), "bound assumed for the other converters (weights, a copy, the output)"),
+    # Measured by bench/memory_growth.py at 0.5 GiB of float32 weights (bench/README.md): the hop's whole process tree.
+    # onnx2tf holds the ONNX graph, its onnx-graphsurgeon copy, the TF graph with constants and the output's buffers.
+    "torch->onnx": PeakRatio(6.6, int(0.7 * GB), "4.0 GB at 0.5 GiB (0.7 GB for a tiny model)"),
+    "onnx->tflite": PeakRatio(9.0, int(1.2 * GB), "5.5 GB at 0.5 GiB; issue 18: 6.3 GB at 0.56 GiB"),
+    "onnx->tf": PeakRatio(14.0, int(1.2 * GB), "8.0 GB at 0.5 GiB"),
+    "onnx->keras": PeakRatio(14.0, int(1.2 * GB), "taken as onnx->tf's (the same onnx2tf run), not measured"),
+    "default": PeakRatio(4.0, int(1.0 * GB), "a bound assumed for the other hops, not measured"),
 }
-"""By the hop's tool name as ``bridge formats`` lists it (``onnx2tf``); others use ``default``."""
+"""By hop name (``onnx->tflite``); the other hops use ``default``."""
 
 VERIFY_RATIO = PeakRatio(2.5, int(1.0 * GB), "one representation in memory at a time")
 
@@ -90,9 +94,9 @@ def budget(max_memory: int | None) -> tuple[int, str]:
     return (max_memory, "--max-memory") if max_memory is not None else available()
 
 
-def estimate(tool: str, weight_bytes: int) -> int:
+def estimate(hop: str, weight_bytes: int) -> int:
     """A hop's expected peak over its whole process tree."""
-    peak = PEAK_RATIOS.get(tool, PEAK_RATIOS["default"])
+    peak = PEAK_RATIOS.get(hop, PEAK_RATIOS["default"])
     return int(peak.base + peak.ratio * weight_bytes)
 
 
@@ -104,7 +108,7 @@ def weight_bytes(folder: Path) -> int:
 def check_route(hops: list[tuple[str, str]], weights: int, max_memory: int | None, model: str) -> None:
     """Refuse, before any hop, a route whose largest hop (name, tool) is expected to need more than the budget."""
     limit, where = budget(max_memory)
-    needs = sorted(((estimate(tool, weights), name, tool) for name, tool in hops), reverse=True)
+    needs = sorted(((estimate(name, weights), name, tool) for name, tool in hops), reverse=True)
     if not needs or needs[0][0] <= limit:
         return
     need, name, tool = needs[0]
