@@ -151,7 +151,7 @@ def _compare(expected: dict[str, Any], actual: dict[str, Any], path: Path, what:
             both_nan = np.isnan(a.astype(np.float64)) & np.isnan(e.astype(np.float64))  # acos(2) is NaN in both: agreed
             diff = np.where(both_nan, 0.0, np.abs(a.astype(np.float64) - e.astype(np.float64)))
             bound = defaults.UPGRADE_TOLERANCE.atol + defaults.UPGRADE_TOLERANCE.rtol * np.abs(e.astype(np.float64))
-            if not np.all(diff <= bound):
+            if not np.all(both_nan | (diff <= bound)):
                 raise InputError(f"{path}: {what} changes output {name!r} (max abs {float(diff.max()):.3g} against "
                                  f"{against} on the original); export it again with {advice}")
             worst = max(worst, float(diff.max()))

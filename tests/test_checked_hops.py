@@ -89,6 +89,7 @@ def test_when_nothing_verifies_the_closest_is_kept_and_convert_exits_1(zoo_model
     assert onnx["kept_because"].startswith("the closest of 1 candidate")
 
 
+@pytest.mark.heavy  # 42 s; a candidate kept after another failed is tested by the GRU case, the LSTM by the matrix
 def test_lstm_reaches_tflite_within_tolerance_without_flags(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "lstm.bridge"
     result = run_bridge("convert", str(zoo_model("lstm")), "--to", "tflite", "-o", str(out))
@@ -181,6 +182,7 @@ def test_a_torchscript_transformer_encoder_is_recovered_by_a_later_candidate(tmp
     assert verified.returncode == 0, verified.stderr
 
 
+@pytest.mark.heavy  # 53 s; the detour's planning is unit-tested (tests/unit/test_route.py)
 def test_a_tflite_that_flatbuffer_direct_cannot_make_comes_by_a_longer_route(tmp_path: Path) -> None:
     """Conv weights computed in the graph: onnx2tf's direct backends give up; the SavedModel route verifies."""
     _python("""

@@ -42,6 +42,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
+@pytest.mark.heavy  # 34 s; the Makefile recipe below runs the same bridge commands in the default run
 def test_the_github_and_gitlab_jobs_run_and_write_their_reports(project: Path) -> None:
     documents = [yaml.safe_load(block) for block in _blocks("yaml")]
     github = next(d for d in documents if "jobs" in d)

@@ -122,7 +122,7 @@ def test_a_failing_hop_keeps_its_converter_log_and_the_error_names_it(tmp_path: 
     assert log.is_file() and log.is_relative_to(out) and "Sinh" in log.read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 80 s: a pytest run inside the test; the plugin's fixtures are the library calls tested elsewhere
 def test_a_project_gates_on_equivalence_with_the_pytest_plugin(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()

@@ -17,13 +17,15 @@ from bridge.formats import Format  # noqa: E402
 from bridge.onnx_backend import backend_for  # noqa: E402
 
 SUBSET = {
-    Format.TFLITE: (r"^test_relu_cpu$", r"^test_add_bcast_cpu$", r"^test_maxpool_2d_default_cpu$"),
+    Format.TFLITE: (r"^test_relu_cpu$",),
     Format.TORCH: (r"^test_relu_cpu$",),
     Format.TF: (r"^test_softmax_axis_1_cpu$",),
 }
+HEAVY_SUBSET = {Format.TFLITE: (r"^test_add_bcast_cpu$", r"^test_maxpool_2d_default_cpu$")}
+"""With -m heavy; docs/coverage.md has every op."""
 
 
-def _chosen(target: Format, patterns: tuple[str, ...]) -> type[unittest.TestCase]:
+def _chosen(target: Format, patterns: tuple[str, ...], name: str, *marks: pytest.MarkDecorator) -> type[unittest.TestCase]:
     """ONNX's generated test methods for `target` that match `patterns`, alone in a TestCase (not its other 10,000)."""
     tests = BackendTest(backend_for(target), __name__)
     for pattern in patterns:
@@ -31,11 +33,14 @@ def _chosen(target: Format, patterns: tuple[str, ...]) -> type[unittest.TestCase
     methods = {name: method for case in tests.test_cases.values() for name, method in vars(case).items()
                if name.startswith("test_") and any(re.search(p, name) for p in patterns)}
     assert len(methods) == len(patterns), sorted(methods)
-    return type(f"OnnxNodeTests_{target.value}", (unittest.TestCase,), methods)
+    return type(name, (unittest.TestCase,), {**methods, "pytestmark": [pytestmark, *marks]})
 
 
 for _target, _patterns in SUBSET.items():
-    globals()[f"OnnxNodeTests_{_target.value}"] = _chosen(_target, _patterns)
+    globals()[f"OnnxNodeTests_{_target.value}"] = _chosen(_target, _patterns, f"OnnxNodeTests_{_target.value}")
+for _target, _patterns in HEAVY_SUBSET.items():
+    globals()[f"OnnxNodeTestsHeavy_{_target.value}"] = _chosen(_target, _patterns, f"OnnxNodeTestsHeavy_{_target.value}",
+                                                               pytest.mark.heavy)
 
 
 def test_the_coverage_page_counts_what_onnxs_runner_found() -> None:
@@ -45,7 +50,7 @@ def test_the_coverage_page_counts_what_onnxs_runner_found() -> None:
     results = run_cases(Format.TFLITE, ["pytorch-converted"], r"^AvgPool2d$")
     assert [(r.case, r.status) for r in results] == [("AvgPool2d", PASS)], results
     text = render(results, command="python -m bridge.coverage --cases AvgPool2d")
-    assert "| tflite | pytorch-converted | 1 | 1 | 0 | 0 |" in text and "| tflite | pytorch-converted | AvgPool2d | pass |" in text
+    assert "| tflite | pytorch-converted | 1 | 1 | 0 | 0 | 0 |" in text and "| **tflite** | all | 1 | 1 | 0 | 0 | 0 |" in text
 
 
 def test_the_bare_converters_run_the_same_cases_beside_bridge() -> None:

@@ -169,6 +169,7 @@ def test_token_ids_stay_below_the_embedding_size(zoo_model: Callable[[str], Path
         assert data["ids"].max() < 7
 
 
+@pytest.mark.heavy  # 23 s; the exporter choice is tested by checked hops' candidates, the GRU by the drift test above
 def test_gru_with_the_torchscript_exporter_passes(tmp_path: Path) -> None:
     """The workaround for the GRU case: the TorchScript exporter, from the model's code."""
     out = tmp_path / "gru_ts.bridge"
