@@ -135,3 +135,24 @@ def test_outputs_that_are_nan_in_both_agree_when_lowering(tmp_path: Path) -> Non
     model = _save(tmp_path / "acos.onnx", [helper.make_node("Acos", ["x"], ["y"])], 22)
     response = upgrade(OpsetUpgradeRequest(model, tmp_path / "lowered.onnx", 18))
     assert response.upgrade is not None and response.upgrade.max_abs == 0.0
+
+
+@pytest.mark.slow
+def test_an_output_whose_size_follows_the_input_values_is_that_representations_error(tmp_path: Path) -> None:
+    """TopK with k an input (the corpus' topk_k_input.onnx), on two samples asking k = 1 and k = 2: the outputs cannot
+    be stacked, and verify says so per representation instead of crashing (it raised numpy's ValueError)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    corpus = tmp_path / "corpus"
+    subprocess.run([sys.executable, "fixtures/hostile/build.py", str(corpus)], check=True, timeout=300)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=np.arange(8, dtype=np.float32).reshape(2, 1, 4), k=np.array([[1], [2]], dtype=np.int64))
+    result = run_bridge("verify", str(corpus / "topk_k_input.onnx"), "--to", "tflite", "-o", str(tmp_path / "topk.bridge"),
+                        "--device", "cpu", "--latency-runs", "1", "--inputs", str(inputs), "--no-check")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "output 'y' has another shape for each sample ((1, 1), (1, 2))" in result.stderr
+    assert "nothing was compared: the representations above could not run" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -183,7 +183,9 @@ class Report:
     def summary(self) -> str:
         """One line per problem; ``verified: N comparisons within tolerance`` when none."""
         lines = [f"{r.label} could not run: {r.error}" + (f" (log: {r.log})" if r.log else "") for r in self.errors]
-        if self.compared_nothing:
+        if self.compared_nothing and self.errors:  # not an absent device: the representations above failed
+            lines.append("nothing was compared: the representations above could not run")
+        elif self.compared_nothing:
             unavailable = "; ".join(f"{r.label}: {r.error}" for r in self.representations if r.status == UNAVAILABLE)
             what = (f"{', '.join(self.uncompared)} compared on no device" if self.uncompared and self.comparisons
                     else "nothing was compared")

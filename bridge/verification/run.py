@@ -182,7 +182,12 @@ def feeds_for(subject: Subject, source_inputs: Mapping[str, NDArray[Any]]) -> di
 def _outputs_in_source_layout(subject: Subject, raw: Mapping[str, NDArray[Any]], samples: int) -> dict[str, NDArray[Any]]:
     out = {}
     for spec in subject.signature.outputs:
-        stacked = np.stack([raw[f"{i}/{spec.name}"] for i in range(samples)])
+        per_sample = [raw[f"{i}/{spec.name}"] for i in range(samples)]
+        shapes = sorted({a.shape for a in per_sample})
+        if len(shapes) > 1:  # TopK with k an input, NonZero, Tile with its repeats an input
+            raise InputError(f"output {spec.source_name!r} has another shape for each sample ({', '.join(map(str, shapes[:3]))}): "
+                             "its size depends on the input values; verify it on --inputs whose samples agree on that size")
+        stacked = np.stack(per_sample)
         if spec.quantization is not None:  # integers back to the real values they stand for
             scale, zero_point = spec.quantization
             stacked = ((stacked.astype(np.float64) - zero_point) * scale).astype(np.float32)
@@ -470,12 +475,15 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         return row(ERROR, error=str(exc).removeprefix(f"{stage}: "), log=getattr(exc, "log", None)), None
     with np.load(out_path) as data:
         raw = {name: data[name] for name in data.files}
+    try:
+        outputs = _outputs_in_source_layout(subject, raw, samples)
+    except InputError as exc:
+        return row(ERROR, error=str(exc), log=str(log_to) if log_to else None), None
     batch = next((int(s.shape[0]) for s in subject.signature.inputs if s.shape and isinstance(s.shape[0], int)), 1)
     latency = LatencyStats.from_ns(result.latency_ns, batch) if result.latency_ns else None
     model_latency = LatencyStats.from_ns(result.model_latency_ns, batch) if result.model_latency_ns else None
     return row(OK, latency=latency, model_latency=model_latency, provider=result.provider, notes=result.notes,
-               log=str(log_to) if log_to else None), \
-        _outputs_in_source_layout(subject, raw, samples)
+               log=str(log_to) if log_to else None), outputs
 
 
 def _size_of(path: Path) -> int | None:
