@@ -67,6 +67,8 @@ def upgrade(request: OpsetUpgradeRequest) -> OpsetUpgradeResponse:
     opset = default_opset(model)
     if opset == 0:  # no op of ONNX's default domain: nothing to lift or lower
         return OpsetUpgradeResponse(None)
+    if opset > onnx.defs.onnx_opset_version():  # newer than this onnx knows: the loader refuses it with the usual message
+        return OpsetUpgradeResponse(None)
     if opset > request.target:
         return _lower(model, path, opset, request)
     if opset >= defaults.MIN_SOURCE_OPSET:

@@ -211,6 +211,7 @@ def test_a_tflite_that_flatbuffer_direct_cannot_make_comes_by_a_longer_route(tmp
     assert verified.returncode == 0, verified.stderr
 
 
+@pytest.mark.heavy  # 120 s in CI; --candidates is listed in test_onnx_check, --only pins the GRU in the nothing-verifies case above
 def test_candidates_are_listed_and_pinned(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
     listed = run_bridge("convert", str(zoo_model("lstm")), "--to", "tflite", "--candidates", "--prefer", "saved_model")
     assert listed.returncode == 0, listed.stderr

@@ -39,6 +39,7 @@ def test_existing_output_dir_needs_force(zoo_model: Callable[[str], Path], tmp_p
     assert (out / "precious.txt").read_text() == "mine"
 
 
+@pytest.mark.heavy  # 90 s in CI; a factory named on the command line is built in test_untrusted_folder and the JAX tests
 def test_python_reference_source(tmp_path: Path) -> None:
     out = tmp_path / "ref.bridge"
     result = run_bridge("convert", "bridge.zoo.torch_models:build_mlp", "--to", "onnx", "--input-shape", "x:1,10",

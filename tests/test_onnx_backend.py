@@ -47,7 +47,7 @@ def test_the_coverage_page_counts_what_onnxs_runner_found() -> None:
     """An opset-6 PyTorch-converted case through bridge to TFLite, compared with the outputs ONNX ships."""
     from bridge.coverage import PASS, render, run_cases
 
-    results = run_cases(Format.TFLITE, ["pytorch-converted"], r"^AvgPool2d$")
+    results = list(run_cases(Format.TFLITE, ["pytorch-converted"], r"^AvgPool2d$"))
     assert [(r.case, r.status) for r in results] == [("AvgPool2d", PASS)], results
     text = render(results, command="python -m bridge.coverage --cases AvgPool2d")
     assert "| tflite | pytorch-converted | 1 | 1 | 0 | 0 | 0 |" in text and "| **tflite** | all | 1 | 1 | 0 | 0 | 0 |" in text

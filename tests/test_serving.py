@@ -142,7 +142,7 @@ def test_a_served_package_is_verified_as_a_source(deployed_cnn: tuple[Path, dict
 
 
 @serving
-@pytest.mark.slow
+@pytest.mark.heavy  # 110 s in CI; TF Serving's layout is read in every-deployed-runtime, its refusals in the hostile corpus
 def test_a_tf_serving_folder_is_verified_as_a_source(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """The folder runs through its serving signature as the source; its highest version is the SavedModel taken on."""
     rows = verify_as_source(deployed_cnn[0] / "tf-serving" / "model", "tflite", tmp_path / "tfs")
@@ -195,7 +195,7 @@ def test_a_server_is_stopped_when_the_process_that_started_it_is_killed(tmp_path
 
 
 @serving
-@pytest.mark.slow
+@pytest.mark.heavy  # 160 s in CI; the served signature is what every-deployed-runtime compares
 def test_tf_serving_over_rest_against_a_stand_in_server(deployed_cnn: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
     """tensorflow_model_server cannot be installed here: the REST runner is checked against a stand-in that
     implements the two calls it makes (model status, :predict in the columnar format) from the SavedModel.
