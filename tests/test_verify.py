@@ -94,7 +94,7 @@ def test_nan_is_named(tmp_path: Path) -> None:
     assert output["nonfinite"].startswith("NaN") and not output["passed"]
 
 
-@pytest.mark.heavy  # 170 s in CI; two runs on the same inputs giving the same figures: test_model_shaped_inputs_verify_exactly_like_a_sample_axis
+@pytest.mark.heavy  # 170 s in CI; equal inputs give equal figures: test_model_shaped_inputs_verify_exactly_like_a_sample_axis
 def test_replaying_saved_inputs_gives_identical_figures(converted_cnn: Path, tmp_path: Path) -> None:
     first = tmp_path / "first.json"
     run_bridge("verify", str(converted_cnn), "--device", "cpu", "--samples", "3", "--seed", "7", "--json", str(first))
