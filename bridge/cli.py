@@ -304,17 +304,20 @@ def convert(model: str, to: str, candidates: bool, json: Path | None, junit: Pat
         print_conversion(conversion, to_stderr=to_stderr)
 
 
-def _write_reports(conversion: Conversion, *paths: Path | None) -> None:
+def _write_text(path: Path, text: str) -> None:
+    """`text` to stdout when `path` is ``-``, else written to `path` whole (nothing half-written)."""
+    if str(path) == "-":
+        click.echo(text, nl=False)
+        return
     from bridge.staging import atomic_write_text
 
+    atomic_write_text(path, text)
+
+
+def _write_reports(conversion: Conversion, *paths: Path | None) -> None:
     for path, kind in zip(paths, ("json", "junit", "markdown"), strict=True):
-        if path is None:
-            continue
-        text = conversion.render(kind)
-        if str(path) == "-":
-            click.echo(text, nl=False)
-        else:
-            atomic_write_text(path, text)
+        if path is not None:
+            _write_text(path, conversion.render(kind))
 
 
 def _print_candidates(model: str, to: str, kw: dict[str, Any]) -> None:
@@ -514,13 +517,8 @@ def check(model: Path, to: str, json_path: Path | None, verbose: int, quiet: boo
         if json_path is not None:
             from bridge import records
 
-            text = json.dumps({**records.to_json(found), "passed": found.passed, "exit_code": found.exit_code}, indent=2) + "\n"
-            if str(json_path) == "-":
-                click.echo(text, nl=False)
-            else:
-                from bridge.staging import atomic_write_text
-
-                atomic_write_text(json_path, text)
+            _write_text(json_path, json.dumps({**records.to_json(found), "passed": found.passed, "exit_code": found.exit_code},
+                                              indent=2) + "\n")
         if str(json_path) != "-":
             for line in render_text(found):
                 click.echo(line)
@@ -603,13 +601,9 @@ def env(json_path: Path | None) -> None:
 
     found = environment()
     if json_path is not None:
-        text = json.dumps({**dataclasses.asdict(found), "extras": found.extras()}, indent=2) + "\n"
+        _write_text(json_path, json.dumps({**dataclasses.asdict(found), "extras": found.extras()}, indent=2) + "\n")
         if str(json_path) == "-":
-            click.echo(text, nl=False)
             return
-        from bridge.staging import atomic_write_text
-
-        atomic_write_text(json_path, text)
     click.echo(f"bridge {found.bridge}, Python {found.python} on {found.platform}")
     click.echo("stack:")
     for name, version in found.distributions:

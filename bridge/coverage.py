@@ -72,6 +72,11 @@ class _Case:
     """``test_relu``."""
     model_dir: Path
     op: str = ""
+    types: frozenset[str] = frozenset()
+    """For node tests: the element types of the model's inputs and outputs (``NOT_A_TENSOR`` for a sequence, map...)."""
+
+
+NOT_A_TENSOR = "sequence/optional/map"
 
 
 def _op_of(name: str, model: Any) -> str:
@@ -84,50 +89,43 @@ def _op_of(name: str, model: Any) -> str:
     return str(model.graph.node[0].op_type) if model.graph.node else ""
 
 
+def _types_of(model: Any) -> frozenset[str]:
+    from bridge.onnx_check import dtype_name
+
+    values = (*model.graph.input, *model.graph.output)
+    return frozenset(dtype_name(v.type.tensor_type.elem_type) if v.type.HasField("tensor_type") else NOT_A_TENSOR for v in values)
+
+
 def select_cases(suite: str, node_cases: str = "per-op", pattern: str | None = None) -> list[_Case]:
     """The cases of `suite` to run: for node tests, one per op (or all non-expanded ones), by name."""
     import onnx
     from onnx.backend.test.loader import load_model_tests
 
-    from bridge.onnx_check import UNREPRESENTABLE, dtype_name
-
-    found: list[tuple[bool, _Case]] = []
+    found: list[_Case] = []
     for test in load_model_tests(kind=KINDS[suite]):
         if "_expanded" in test.name:
             continue
-        op, plain = "", True
+        op, types = "", frozenset[str]()
         if suite == "node":
             model = onnx.load(str(Path(test.model_dir, "model.onnx")), load_external_data=False)
-            op = _op_of(test.name, model)
-            plain = all(v.type.HasField("tensor_type") and dtype_name(v.type.tensor_type.elem_type) not in UNREPRESENTABLE["tflite"]
-                        for v in (*model.graph.input, *model.graph.output))
-        found.append((not plain, _Case(suite, test.name, Path(test.model_dir) if test.model_dir else Path(), op)))
+            op, types = _op_of(test.name, model), _types_of(model)
+        found.append(_Case(suite, test.name, Path(test.model_dir) if test.model_dir else Path(), op, types))
+    cases = found
     if suite == "node" and node_cases == "per-op":
         # The op's plainest test: tensors of types every target holds where it has one, then the shortest name.
         chosen: dict[str, _Case] = {}
-        for _, case in sorted(found, key=lambda pc: (pc[0], len(pc[1].name), pc[1].name)):
+        for case in sorted(found, key=lambda c: (bool(_unholdable(c, "tflite")), len(c.name), c.name)):
             chosen.setdefault(case.op, case)
         cases = list(chosen.values())
-    else:
-        cases = [case for _, case in found]
     short = [c for c in cases if not pattern or re.search(pattern, c.name.removeprefix("test_"))]
     return sorted(short, key=lambda c: c.name.lower())
 
 
 def _unholdable(case: _Case, target: str) -> str:
     """The element type of the case's inputs or outputs that `target` cannot hold, or empty."""
-    import onnx
+    from bridge.onnx_check import UNREPRESENTABLE
 
-    from bridge.onnx_check import UNREPRESENTABLE, dtype_name
-
-    if case.suite != "node":
-        return ""
-    model = onnx.load(str(case.model_dir / "model.onnx"), load_external_data=False)
-    kinds = {dtype_name(v.type.tensor_type.elem_type) for v in (*model.graph.input, *model.graph.output)
-             if v.type.HasField("tensor_type")}
-    if any(not v.type.HasField("tensor_type") for v in (*model.graph.input, *model.graph.output)):
-        kinds.add("sequence/optional/map")
-    bad = sorted(kinds & UNREPRESENTABLE.get(target, frozenset()) | ({"sequence/optional/map"} & kinds))
+    bad = sorted(case.types & (UNREPRESENTABLE.get(target, frozenset()) | {NOT_A_TENSOR}))
     return bad[0] if bad else ""
 
 

@@ -48,7 +48,6 @@ PEAK_RATIOS: dict[str, PeakRatio] = {
 }
 """By hop name (``onnx->tflite``); the other hops use ``default``."""
 
-VERIFY_RATIO = PeakRatio(2.5, int(1.0 * GB), "one representation in memory at a time")
 
 
 def parse_size(text: str | int) -> int:

@@ -80,7 +80,9 @@ def census(request: OnnxCensusRequest) -> OnnxCensus:
     types = {v.type.tensor_type.elem_type for v in (*inferred.input, *inferred.output, *inferred.value_info)
              if v.type.HasField("tensor_type")}
     types |= {t.data_type for t in model.graph.initializer}
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    from bridge.onnx_opset import default_opset
+
+    opset = default_opset(model)
     unlowerable = []
     if opset > defaults.ONNX_OPSET:
         for domain, op in counts:

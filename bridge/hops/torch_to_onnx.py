@@ -62,12 +62,13 @@ def _holds_bfloat16(module: Any, inputs: tuple[TensorSpec, ...]) -> bool:
 
 
 def _as_float32(module: Any, program: Any, inputs: tuple[TensorSpec, ...]) -> tuple[Any, Any, tuple[TensorSpec, ...], str]:
-    """A bfloat16 model as float32: onnxruntime's CPU kernels (Gemm, MatMul) and onnx2tf have no bfloat16, so an ONNX file
-    in it runs nowhere bridge goes next. The weights are widened exactly; the check against the bfloat16 source then
-    measures the source's own rounding, judged by the bfloat16 tolerance (bridge.defaults.TOLERANCES)."""
+    """A bfloat16 `module` (the program's own, when there is one) as float32: onnxruntime's CPU kernels (Gemm, MatMul)
+    and onnx2tf have no bfloat16, so an ONNX file in it runs nowhere bridge goes next. The weights are widened exactly;
+    the check against the bfloat16 source then measures the source's own rounding, judged by the bfloat16 tolerance
+    (bridge.defaults.TOLERANCES)."""
     import torch
 
-    widened = (program.module() if program is not None else module).to(torch.float32)
+    widened = module.to(torch.float32)
     specs = tuple(replace(s, dtype="float32") if s.dtype == "bfloat16" else s for s in inputs)
     if program is not None:
         from bridge.runtimes.torch_runner import example_tensors
@@ -86,8 +87,9 @@ class TorchToOnnx(Hop):
         module, _, program = load_module(job.src, trust_pickle=job.options.trust_pickle)
         inputs, outputs = job.signature.inputs, job.signature.outputs
         cast_note = ""
-        if _holds_bfloat16(program.module() if program is not None else module, inputs):
-            module, program, inputs, cast_note = _as_float32(module, program, inputs)
+        runnable = program.module() if program is not None else module
+        if _holds_bfloat16(runnable, inputs):
+            module, program, inputs, cast_note = _as_float32(runnable, program, inputs)
         args = example_tensors(inputs)
         weight_bytes = sum(p.numel() * p.element_size() for p in module.state_dict().values() if hasattr(p, "numel"))
         settings = job.candidate.settings
