@@ -44,9 +44,9 @@ class LatencyStats:
         import numpy as np
 
         ms = np.asarray(samples, dtype=np.float64) * 1e-6
-        p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
-        return cls(p50=p50, p90=p90, p99=p99, mean=float(ms.mean()), n=len(ms), batch=batch)
+        # Rounded here, once, to what the JSON report holds: every page then shows the same figure.
+        p50, p90, p99 = (round(float(v), 4) for v in np.percentile(ms, [50, 90, 99]))
+        return cls(p50=p50, p90=p90, p99=p99, mean=round(float(ms.mean()), 4), n=len(ms), batch=batch)
 
     def to_json(self) -> dict[str, float | int]:
-        return {"p50": round(self.p50, 4), "p90": round(self.p90, 4), "p99": round(self.p99, 4),
-                "mean": round(self.mean, 4), "n": self.n, "batch": self.batch}
+        return {"p50": self.p50, "p90": self.p90, "p99": self.p99, "mean": self.mean, "n": self.n, "batch": self.batch}

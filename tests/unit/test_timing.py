@@ -23,3 +23,10 @@ def test_measure_warms_up_then_times_each_run_with_a_synchronize_inside() -> Non
     times = measure(lambda feeds: calls.append("run"), {}, lambda: calls.append("sync"), warmup=2, runs=3)
     assert len(times) == 3 and all(t >= 0 for t in times)
     assert calls == ["run", "run", "sync", "run", "sync", "run", "sync", "run", "sync"]
+
+
+def test_every_page_shows_the_figure_the_json_holds() -> None:
+    # 0.56949 ms would print 0.569 from the float but 0.570 from the JSON's 0.5695: the CI saw it.
+    stats = LatencyStats.from_ns([569_490], batch=1)
+    assert stats.p50 == stats.to_json()["p50"] == 0.5695
+    assert f"{stats.p50:.3f}" == f"{stats.to_json()['p50']:.3f}"
