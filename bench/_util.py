@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# The benchmarks time the work: the conversion cache is off for every bridge they run, except where one
+# measures the cache itself (bench/cache_lookup.py turns it on for its own runs).
+os.environ["BRIDGE_NO_CACHE"] = "1"
 
 VERSIONED = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "onnx2tf", "tensorflow",
              "ai-edge-litert", "numpy", "click")

@@ -202,6 +202,10 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
         click.option("--min-top1", type=click.FloatRange(0, 1),
                      help="Quantized artifacts: least top-1 agreement with the float parent (default per scheme)."),
         click.option("--force", is_flag=True, help="Replace an existing output directory whole."),
+        click.option("--cache-dir", "cache_dir", type=click.Path(path_type=Path),
+                     help="Conversion cache directory (default: BRIDGE_CACHE_DIR, else ~/.cache/bridge; may be shared)."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Convert even when the cache holds this conversion, and store nothing (BRIDGE_NO_CACHE=1 too)."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each hop may take before it is stopped."),
         click.option("--max-memory", "max_memory", metavar="SIZE",
                      help="Memory the largest hop may use (8GB, 512MB): a route expected to need more is refused before it "
@@ -253,7 +257,7 @@ def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) ->
 
     return convert(model, to, _options_from(kw), out_dir=kw["output"], force=kw["force"],
                    example_inputs=kw["example_inputs"], input_shapes=dict(kw["input_shape"]) or None,
-                   progress=progress)
+                   progress=progress, cache=False if kw["no_cache"] else kw["cache_dir"])
 
 
 @main.command(context_settings=SUB_CONTEXT)
@@ -666,3 +670,10 @@ def zoo_export(name: str, output: Path, force: bool, verbose: int, quiet: bool, 
         result = export(name, output, force=force)
         click.echo(f"model: {result.model_path}")
         click.echo(f"example inputs: {result.inputs_path}")
+
+
+# Many models at once, and the conversion cache: their commands live in bridge.cli_batch.
+from bridge.cli_batch import batch, cache  # noqa: E402
+
+main.add_command(batch)
+main.add_command(cache)

@@ -85,6 +85,9 @@ def print_conversion(conversion: Conversion, *, to_stderr: bool = False) -> None
     """The route, a line per candidate passed over and per failure, each artifact with its check, the manifest."""
     out = sys.stderr if to_stderr else sys.stdout
     click.echo(f"route: {'; '.join(conversion.manifest.route)}", file=out)
+    if conversion.cached:
+        click.echo(f"from the conversion cache (key {(conversion.cache_key or '')[:12]}): made and checked by an earlier "
+                   "run with the same source bytes, options and tool versions; --no-cache converts again", file=out)
     for artifact in conversion.artifacts:
         passed_over = [a for a in artifact.attempts if a.candidate != artifact.candidate and a.outcome != "not applicable"]
         if passed_over and artifact.precision == "float32":

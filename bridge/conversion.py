@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from bridge.manifest import Artifact, HopFailure, Manifest
 from bridge.messages import SourceCode
 from bridge.options import ConvertOptions, parse_formats
 from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
-from bridge.progress import Notifier, ProgressEvent, log
+from bridge.progress import DONE, Notifier, ProgressEvent, log
 from bridge.registry import DEFAULT_REGISTRY, Candidate, HopRegistry, HopSpec
 from bridge.route import Route, plan, reachable
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
@@ -44,6 +45,10 @@ class Conversion:
     """The live nn.Module or Keras model when one was passed in (not stored anywhere)."""
     factory: str | None = None
     """The ``package.module:factory`` this process was given as the source: verify may rebuild it."""
+    cache_key: str | None = None
+    """The key this conversion has in the conversion cache (bridge.cache); None with the cache off."""
+    cached: bool = False
+    """True when the artifacts were copied from the cache instead of made."""
 
     def __repr__(self) -> str:
         keys = ", ".join(a.key for a in self.artifacts)
@@ -146,6 +151,7 @@ def convert(
     calibration: str | Path | None = None,
     min_sqnr: float | None = None,
     min_top1: float | None = None,
+    cache: bool | str | Path | None = None,
 ) -> Conversion:
     """Convert `model` to every format in `to`, keeping every intermediate artifact.
 
@@ -158,9 +164,12 @@ def convert(
     hop's candidates until one agrees (``check=False`` turns this off). With `strict` (the default) a
     hop with no artifact raises HopError, and a hop whose artifacts all drifted raises
     UnverifiedError, after the completed artifacts are published; the partial Conversion is on the
-    exception's ``conversion`` attribute. `max_memory` (bytes, or ``"8GB"``) is the budget the route is planned
+    exception's ``conversion`` attribute. A conversion done before with the same source bytes, targets, options and
+    tool versions is copied from the cache (bridge.cache: `cache` is its directory, False for none, None for the
+    default or ``BRIDGE_CACHE_DIR``). `max_memory` (bytes, or ``"8GB"``) is the budget the route is planned
     against and each hop held to (bridge.memory); without it, the memory available.
     """
+    from bridge import cache as conversion_cache
     from bridge import memory
 
     options = ConvertOptions.build(
@@ -199,25 +208,36 @@ def convert(
             options = replace(options, quantize_formats=formats, calibration_data=calibration_path)
         route = plan(prepared.format, targets, via=options.via, registry=registry)
         log.info("route: %s", route.describe())
-        # Before the first hop: a route whose largest hop will not fit in memory is refused now, not OOM-killed later.
-        memory.check_route([(h.name, h.tool) for h in route.hops], memory.weight_bytes(stage / "source"), options.max_memory,
-                           identified.display)
-        code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
-        pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify, code)
-        outcomes = pipeline.run(route, prepared.path, prepared.signature)
-        routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
-        if options.check and not options.via:
-            outcomes += _detours(pipeline, outcomes, route, prepared, routes)
-        artifacts = publish_attempts(stage, outcomes)
-        manifest = Manifest(
-            source=prepared.record,
-            artifacts=_parents_first(route, artifacts),
-            route=tuple(routes[t] for t in route.targets),
-            bridge_version=__version__,
-            tool_versions=tool_versions(registry, runners),
-            failures=tuple(failures_of(outcomes)),
-            checks=pipeline.checks,
-        )
+        versions = tool_versions(registry, runners)
+        store = conversion_cache.open_cache(cache)
+        key = store.key(stage, targets, options, specs, {**versions, "route": route.describe(), "hops": ",".join(
+            h.name for h in route.hops)}, __version__) if store is not None else None
+        started = time.perf_counter()
+        cached = store.restore(key, stage) if store is not None and key is not None else None
+        if cached is not None:
+            manifest = replace(cached, source=prepared.record)
+            notify(DONE, f"cache {key[:12] if key else ''}", time.perf_counter() - started,
+                   f"(hit in {store.location if store else ''}: no hop ran; --no-cache to convert again)")
+        else:
+            # Before the first hop: a route whose largest hop will not fit in memory is refused now, not OOM-killed later.
+            memory.check_route([(h.name, h.tool) for h in route.hops], memory.weight_bytes(stage / "source"),
+                               options.max_memory, identified.display)
+            code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
+            pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify, code)
+            outcomes = pipeline.run(route, prepared.path, prepared.signature)
+            routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
+            if options.check and not options.via:
+                outcomes += _detours(pipeline, outcomes, route, prepared, routes)
+            artifacts = publish_attempts(stage, outcomes)
+            manifest = Manifest(
+                source=prepared.record,
+                artifacts=_parents_first(route, artifacts),
+                route=tuple(routes[t] for t in route.targets),
+                bridge_version=__version__,
+                tool_versions=versions,
+                failures=tuple(failures_of(outcomes)),
+                checks=pipeline.checks,
+            )
         manifest.write(stage)
         staging.publish(stage, final_dir)
     except BaseException as exc:
@@ -233,7 +253,10 @@ def convert(
         if isinstance(exc, QuantizeError) and isinstance(model, (str, Path)):
             raise QuantizeError(f"{model}: {exc}") from exc  # the user's file, not the hop's staged parent
         raise
-    conversion = Conversion(final_dir, manifest, route, source_object=identified.live, factory=identified.reference)
+    if store is not None and key is not None and cached is None and not manifest.failures:
+        store.store(key, final_dir)  # only whole, verified conversions: a failure is tried again next time
+    conversion = Conversion(final_dir, manifest, route, source_object=identified.live, factory=identified.reference,
+                            cache_key=key, cached=cached is not None)
     if strict:
         raise_for_failures(conversion)
     return conversion

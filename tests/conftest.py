@@ -6,6 +6,7 @@ so the test process itself never imports torch and TensorFlow together.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests see what a conversion does, not a copy from an earlier one: the conversion cache is off for every
+# bridge the suite runs, except where a test or fixture names its own cache (bridge.cache, tests/test_cache.py).
+os.environ["BRIDGE_NO_CACHE"] = "1"
 
 def run_bridge(*args: str, cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run the real CLI (``python -m bridge``) and return its exit code and output."""
