@@ -88,6 +88,8 @@ def read_plan(path: Path, *, to: str | None = None, trusted: Sequence[str] = (),
         if not isinstance(entry, Mapping):
             raise InputError(f"{here}: give a model path or a mapping with 'model'")
         _known(entry, MODEL_KEYS, here)
+        flags = default_flags + _flags(entry.get("options"), CONVERT_KEYS, base, f"{here}: options") + \
+            _flags(entry.get("verify"), VERIFY_KEYS, base, f"{here}: verify")
         model = entry.get("model")
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"{here}: 'model' must be a path (or a package.module:factory named with --trust-factory)")
@@ -98,14 +100,17 @@ def read_plan(path: Path, *, to: str | None = None, trusted: Sequence[str] = (),
             resolved, stem = model, model.rsplit(":", 1)[1]
         else:
             file = _inside(base, model, f"{here}: model")
-            detect(file)  # a clear error now for a file bridge does not read, not a job error later
+            given = {**(data.get("options") or {}), **(entry.get("options") or {})}
+            if "from" not in given:  # a clear error now for a file bridge does not read, not a job error later
+                try:
+                    detect(file)
+                except InputError as exc:
+                    raise InputError(f"{here}: {str(exc).replace('pass --from', 'give options: {from: FORMAT}')}") from exc
             resolved, stem = str(file), file.name if file.is_dir() else file.stem
         name = entry.get("name", stem)
         if not isinstance(name, str) or not NAME.match(name):
             raise InputError(f"{here}: name {str(name)[:60]!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
         targets = to or entry.get("targets", default_targets)
-        flags = default_flags + _flags(entry.get("options"), CONVERT_KEYS, base, f"{here}: options") + \
-            _flags(entry.get("verify"), VERIFY_KEYS, base, f"{here}: verify")
         inputs = entry.get("inputs")
         job_timeout = _seconds(entry.get("timeout"), f"{here}: timeout")
         jobs.append(Job(name, resolved, _targets(targets, here), tuple(flags),

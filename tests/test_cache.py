@@ -1,0 +1,74 @@
+"""The conversion cache: an unchanged re-convert is a copy, a change is a miss, a tampered entry is rebuilt."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import bridge
+from bridge.cache import ENTRY_NAME, ConversionCache
+
+
+@pytest.fixture(scope="module")
+def first(zoo_model: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bridge.Conversion]:
+    """The MLP converted to ONNX once, into a cache of this module's own."""
+    cache = tmp_path_factory.mktemp("cache")
+    conversion = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path_factory.mktemp("first") / "mlp.bridge",
+                                cache=cache)
+    return cache, conversion
+
+
+def test_an_unchanged_reconvert_is_a_copy_of_the_checked_artifacts(first: tuple[Path, bridge.Conversion],
+                                                                   zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    cache, made = first
+    assert not made.cached and made.cache_key is not None
+    assert ConversionCache(cache).info().entries == 1
+    again = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "again.bridge", cache=cache)
+    assert again.cached and again.cache_key == made.cache_key
+    assert again.manifest == made.manifest  # the same source record, artifacts, checks and versions
+    assert again.path("onnx").read_bytes() == made.path("onnx").read_bytes()
+    assert (tmp_path / "again.bridge" / "source" / "mlp.pt2").is_file()  # the folder is whole, as convert makes it
+
+
+def test_a_changed_option_or_a_disabled_cache_converts(first: tuple[Path, bridge.Conversion],
+                                                       zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    cache, made = first
+    other = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "o17.bridge", cache=cache, opset=17)
+    assert not other.cached and other.cache_key != made.cache_key
+    off = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "off.bridge", cache=False)
+    assert not off.cached and off.cache_key is None
+
+
+def test_a_tampered_entry_is_found_by_its_sha256_and_rebuilt(first: tuple[Path, bridge.Conversion],
+                                                             zoo_model: Callable[[str], Path], tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    cache, made = first
+    assert made.cache_key is not None
+    entry = cache / "convert" / made.cache_key
+    onnx = entry / made.manifest.artifact("onnx").path
+    onnx.write_bytes(onnx.read_bytes()[:-8] + b"\0" * 8)  # a flipped tail: the same size, other bytes
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        rebuilt = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "rebuilt.bridge", cache=cache)
+    assert not rebuilt.cached
+    assert any("does not match its sha256" in r.getMessage() and "runs again" in r.getMessage() for r in caplog.records)
+    assert rebuilt.path("onnx").read_bytes() == made.path("onnx").read_bytes()  # made again, and right
+    assert (entry / ENTRY_NAME).is_file() and onnx.read_bytes() == made.path("onnx").read_bytes()  # stored again
+    assert bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "hit.bridge", cache=cache).cached
+
+
+def test_cache_info_and_clear_on_the_command_line(first: tuple[Path, bridge.Conversion]) -> None:
+    cache, _ = first
+    info = subprocess.run([sys.executable, "-m", "bridge", "cache", "info", "--cache-dir", str(cache)],
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and f"location: {cache}" in info.stdout and "entries:  " in info.stdout
+    entries = int(info.stdout.split("entries:")[1].split()[0])
+    assert entries >= 1
+    cleared = subprocess.run([sys.executable, "-m", "bridge", "cache", "clear", "--cache-dir", str(cache)],
+                             capture_output=True, text=True, timeout=60)
+    assert cleared.returncode == 0 and cleared.stdout.startswith(f"removed {entries} cached conversion")
+    assert ConversionCache(cache).info().entries == 0
