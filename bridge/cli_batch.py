@@ -7,6 +7,7 @@ run by bridge.batch on an executor of bridge.executors, and the cache is bridge.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,14 @@ from bridge.errors import InputError, OutputError
 @click.option("--rerun", is_flag=True, help="Run every job, even those done before with the same inputs.")
 @click.option("--trust-factory", "trust_factory", multiple=True, metavar="PACKAGE.MODULE:FACTORY",
               help="Let the plan build this factory (runs its code); repeatable.")
+@click.option("--trust-pickle", is_flag=True, help="Every job may load pickled PyTorch modules (runs code from the files).")
+@click.option("--trust-code", is_flag=True, help="Every job may load Keras Lambda layers (runs code from the files).")
 @_reports("batch report")
 @_common
 def batch(plan: Path | None, zoo: bool, slow: bool, to: str | None, select: str | None, output: Path | None,
           executor: str, jobs: int | None, address: str | None, ray_cpus: float, ray_memory: str | None,
-          timeout: float | None, rerun: bool, trust_factory: tuple[str, ...], json: Path | None, junit: Path | None,
+          timeout: float | None, rerun: bool, trust_factory: tuple[str, ...], trust_pickle: bool, trust_code: bool,
+          json: Path | None, junit: Path | None,
           markdown: Path | None, verbose: int, quiet: bool, debug: bool) -> None:
     """Verify many models against their targets: a PLAN file (YAML/JSON), a directory of models, or --zoo.
 
@@ -80,6 +84,8 @@ def batch(plan: Path | None, zoo: bool, slow: bool, to: str | None, select: str 
             planned, origin = read_plan(plan, to=to, trusted=trust_factory, timeout=timeout), str(plan)
             out = output or plan.resolve().parent / f"{plan.name if plan.is_dir() else plan.stem}.batch"
         planned = only(planned, select)
+        trusting = (*(["--trust-pickle"] if trust_pickle else []), *(["--trust-code"] if trust_code else []))
+        planned = [replace(job, flags=(*job.flags, *trusting)) for job in planned]
         _check_output(out.resolve())
         runner = executor_for(executor, jobs=jobs, address=address, cpus=ray_cpus,
                               memory=parse_size(ray_memory) if ray_memory else None)

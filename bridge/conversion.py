@@ -98,18 +98,30 @@ def parse_targets(to: str | Format | Sequence[str | Format], source: Format, reg
     return parse_formats(items)
 
 
+DISTRIBUTION_OF = {"model_archiver": "torch-model-archiver", "tensorflow_serving": "tensorflow-serving-api", "ts": "torchserve"}
+"""Modules whose distribution has another name; the rest are found under their own (scanning every installed
+distribution's files to map them costs a second, which a cache hit cannot afford)."""
+
+
 def tool_versions(registry: HopRegistry, runners: RunnerRegistry) -> dict[str, str]:
     """The installed version of every distribution the hops and runners drive (and numpy)."""
     modules = {m for hop in registry for m in hop.requires} | {m for r in runners for m in r.requires} | {"numpy"}
-    owners = importlib.metadata.packages_distributions()
-    distributions = sorted({d for m in modules for d in owners.get(m, [m.replace("_", "-")])})
-    versions = {}
-    for name in distributions:
+    versions: dict[str, str] = {}
+    unknown = []
+    for module in sorted(modules):
+        try:
+            found = importlib.metadata.distribution(DISTRIBUTION_OF.get(module, module))
+        except importlib.metadata.PackageNotFoundError:
+            unknown.append(module)
+            continue
+        versions[found.metadata["Name"]] = found.version
+    owners = importlib.metadata.packages_distributions() if unknown else {}
+    for name in sorted({d for m in unknown for d in owners.get(m, [m.replace("_", "-")])}):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
+    return dict(sorted(versions.items()))
 
 
 def convert(
