@@ -57,10 +57,10 @@ def test_a_changed_artifact_verifies_with_allow_changed_and_the_report_says_so(c
     assert result.returncode == 2  # a truncated-by-one-byte ONNX still cannot load: that row is an error
 
 
-def test_a_factory_named_by_the_folder_never_runs(tmp_path: Path) -> None:
+def test_a_factory_named_by_the_folder_never_runs(tmp_path: Path, session_cache: Path) -> None:
     out = tmp_path / "mlp.bridge"
     made = run_bridge("convert", "bridge.zoo.torch_models:build_mlp", "--input-shape", "x:1,10", "--to", "onnx",
-                      "-o", str(out), "--quiet")
+                      "-o", str(out), "--quiet", "--cache-dir", str(session_cache))  # the two tests' conversion, once
     assert made.returncode == 0, made.stderr
     plant_factory(out)
     result = run_bridge("verify", ".", "--device", "cpu", "--samples", "2", cwd=out)
@@ -72,10 +72,10 @@ def test_a_factory_named_by_the_folder_never_runs(tmp_path: Path) -> None:
     assert "eager" not in names
 
 
-def test_the_same_factory_named_on_the_command_line_is_rebuilt(tmp_path: Path) -> None:
+def test_the_same_factory_named_on_the_command_line_is_rebuilt(tmp_path: Path, session_cache: Path) -> None:
     out = tmp_path / "mlp.bridge"
     made = run_bridge("convert", "bridge.zoo.torch_models:build_mlp", "--input-shape", "x:1,10", "--to", "onnx",
-                      "-o", str(out), "--quiet")
+                      "-o", str(out), "--quiet", "--cache-dir", str(session_cache))  # the two tests' conversion, once
     assert made.returncode == 0, made.stderr
     result = run_bridge("verify", str(out), "--device", "cpu", "--samples", "2",
                         "--factory", "bridge.zoo.torch_models:build_mlp")
