@@ -2,7 +2,8 @@
 
 The key is the sha256 of the source as staged (every file of ``source/``, and the calibration
 samples of a quantization), the targets, the options that change what is made, the example
-input specs, bridge's version and the version of every tool the hops and runners drive. A
+input specs, bridge's version and the sha256 of its code, and the version of every tool the hops
+and runners drive. A
 re-convert of an unchanged model copies the entry into the output directory instead of running
 the hops; a changed byte, option or version is another key.
 
@@ -19,6 +20,7 @@ Location: ``cache=`` / ``--cache-dir``, else ``BRIDGE_CACHE_DIR``, else ``$XDG_C
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -104,6 +106,7 @@ class ConversionCache:
             "inputs": None if specs is None else [[s.name, list(map(str, s.shape)), s.dtype] for s in specs.specs],
             "named": None if specs is None else specs.named,
             "bridge": bridge_version,
+            "code": code_digest(),
             "tools": dict(sorted(versions.items())),
         }
         digest.update(json.dumps(described, sort_keys=True, default=str).encode())
@@ -224,6 +227,20 @@ def _check_entry(entry: Path, key: str) -> str | None:
         if not isinstance(expected, str) or sha256_of(path)[0] != expected:
             return f"{name[:120]} does not match its sha256"
     return None
+
+
+@functools.cache
+def code_digest() -> str:
+    """The sha256 of bridge's own code and data files: a changed hop in a development install is another key."""
+    package = Path(__file__).resolve().parent
+    files = []
+    for root, dirs, names in os.walk(package):
+        dirs[:] = [d for d in dirs if d not in ("node_modules", "__pycache__")]  # npm's packages are pinned by the lock
+        files += [Path(root, n) for n in names if n.endswith((".py", ".json", ".js"))]
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
