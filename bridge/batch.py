@@ -6,7 +6,7 @@ job that crashes, hangs or is killed is that job's error and the others go on; i
 report and log are ``OUT/models/NAME``, ``OUT/jobs/NAME/report.json`` and ``OUT/jobs/NAME/output.log``.
 
 A job is done when ``OUT/jobs/NAME/job.json`` holds its key: the sha256 of the model's bytes, its
-targets and flags, its inputs file, bridge's version and the tools'. Running the plan again skips
+targets and flags, its inputs file, bridge's version and code, and the tools' versions. Running the plan again skips
 every done job whose key is unchanged and whose output is whole; a job that ended in an error is
 always run again. The executors (bridge.executors) run jobs; this module makes and reads them.
 """
@@ -63,8 +63,11 @@ class Job:
             digest.update(_content_digest(Path(self.model)).encode())
         if self.inputs:
             digest.update(_content_digest(Path(self.inputs)).encode())
+        from bridge.cache import code_digest
+
         digest.update(json.dumps({"targets": self.targets, "flags": self.flags, "bridge": __version__,
-                                  "tools": dict(sorted(versions.items()))}, sort_keys=True).encode())
+                                  "code": code_digest(), "tools": dict(sorted(versions.items()))},
+                                 sort_keys=True).encode())
         return digest.hexdigest()
 
 
@@ -176,7 +179,9 @@ def run_job(job: Job, out_root: Path, key: str, *, steps: int | None = None, wor
     deadline = None if job.timeout is None else started + job.timeout
     with log_path.open("w") as out:
         code, ended, model = 0, "", job.model
-        if job.zoo:
+        if job.zoo and _zoo_builder(job.model):  # a JAX model: its builder, as the matrix does (jax2onnx traces it)
+            model = _zoo_builder(job.model) or model
+        elif job.zoo:
             export_dir = out_root / "zoo" / job.name
             code, ended = _run_logged([sys.executable, "-m", "bridge", "zoo", "export", job.model, "-o", str(export_dir),
                                        "--force", "--quiet"], out, env, deadline)
@@ -206,6 +211,14 @@ def stop_all() -> None:
         running = list(_live)
     for proc in running:
         _kill_group(proc)
+
+
+def _zoo_builder(name: str) -> str | None:
+    """The builder reference of a JAX zoo model (bridge's own code, named by its zoo); None for the others."""
+    from bridge.zoo.registry import get
+
+    model = get(name)
+    return model.builder if model.source == "jax" else None
 
 
 def _run_logged(command: list[str], out: Any, env: dict[str, str], deadline: float | None) -> tuple[int, str]:

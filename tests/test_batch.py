@@ -118,3 +118,14 @@ def test_a_local_ray_cluster_gives_the_pools_verdicts(
     assert _verdicts(report) == _verdicts(pool_run[1])
     assert report["executor"] == "ray" and all(job["worker"].startswith("ray:") for job in report["jobs"])
     assert not any(job["reused"] for job in report["jobs"])  # a new output folder: every job ran on Ray
+
+
+def test_the_zoo_runs_from_its_exports_and_a_jax_model_from_its_builder(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bridge", "batch", "--zoo", "--select", "mlp,jnp_function", "-j", "2",
+                             "-o", str(tmp_path / "zoo.batch"), "--json", "-"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {job["name"]: job for job in json.loads(result.stdout)["jobs"]}
+    assert jobs["mlp"]["targets"] == ["onnx", "tf", "tflite"] and (tmp_path / "zoo.batch" / "zoo" / "mlp" / "mlp.pt2").is_file()
+    assert jobs["jnp_function"]["targets"] == ["torch", "onnx", "tf", "tflite"]  # jax2onnx traces the builder
+    assert all(job["status"] == "verified" and job["hops"] for job in jobs.values())
