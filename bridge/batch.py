@@ -272,8 +272,9 @@ def _read_outcome(job: Job, out_root: Path, code: int, ended: str, seconds: floa
             report = Report.read(report_path)
         except InputError as exc:
             return replace(base, message=f"its report could not be read: {exc}")
-    if report is None:
-        return replace(base, message=_last_error(log_path) or f"ended with exit code {code} and wrote no report")
+    if report is None:  # convert stopped before verify: a hop with no artifact (2), or none that agreed (1: drift)
+        return replace(base, status=DRIFT if code == EXIT_DRIFT else ERROR,
+                       message=_last_error(log_path) or f"ended with exit code {code} and wrote no report")
     direct = {(c.src, c.dst, c.device) for c in report.hops}  # a cumulative comparison that is a hop is listed once
     hops = tuple(HopLine(c.src, c.dst, c.device, c.passed, max((o.max_abs for o in c.outputs), default=None))
                  for c in (*report.hops, *(c for c in report.cumulative if (c.src, c.dst, c.device) not in direct)))

@@ -138,3 +138,14 @@ def test_options_that_are_not_a_mapping_are_refused_before_the_model_is_read(fol
         read_plan(_plan(folder, {"targets": "onnx", "models": [{"model": "notes.txt", "options": [1]}]}))
     (job,) = read_plan(_plan(folder, {"targets": "onnx", "models": [{"model": "notes.txt", "options": {"from": "onnx"}}]}))
     assert job.flags == ("--from", "onnx")
+
+
+def test_a_hop_that_drifted_before_verify_is_the_jobs_drift_not_an_error(tmp_path: Path) -> None:
+    from bridge.batch import _read_outcome
+
+    log = tmp_path / "output.log"
+    log.write_text("route: torch -> onnx\nbridge: error: hop torch->onnx: every candidate drifted; every attempt is in m\n")
+    job = Job("m", "m.pt2", ("onnx",))
+    drift = _read_outcome(job, tmp_path, 1, "", 3.0, log, tmp_path / "none.json")
+    assert (drift.status, drift.exit_code) == (DRIFT, 1) and drift.message.startswith("hop torch->onnx: every candidate")
+    assert _read_outcome(job, tmp_path, 2, "", 3.0, log, tmp_path / "none.json").status == ERROR
