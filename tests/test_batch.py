@@ -120,6 +120,7 @@ def test_a_local_ray_cluster_gives_the_pools_verdicts(
     assert not any(job["reused"] for job in report["jobs"])  # a new output folder: every job ran on Ray
 
 
+@pytest.mark.heavy  # 186 s in the full run (passed there); the zoo's jobs are unit-tested, and a plan on the pool above
 def test_the_zoo_runs_from_its_exports_and_a_jax_model_from_its_builder(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bridge", "batch", "--zoo", "--select", "mlp,jnp_function", "-j", "2",
                              "-o", str(tmp_path / "zoo.batch"), "--json", "-"], capture_output=True, text=True,
