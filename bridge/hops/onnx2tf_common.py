@@ -252,6 +252,8 @@ def hop_perms(parent: Signature, child: Signature, channels_last_out: set[str], 
 def _settle(parents: dict[str, Any], name: str, shape: tuple[Dim, ...], channels_last: bool, stage: str, kind: str,
             notes: list[str]) -> tuple[int, ...]:
     ancestor = parents.get(name)
+    if ancestor is None and name.startswith("arg_") and not name[4:5].isalpha():
+        ancestor = parents.get(name[4:])  # a SavedModel signature names an input "0" (not an identifier) arg_0
     if ancestor is None:
         raise HopError(f"{stage}: {kind} {name!r} of the converted model has no tensor of that name in the ONNX model", stage=stage)
     rank = len(shape)
