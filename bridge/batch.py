@@ -179,8 +179,9 @@ def run_job(job: Job, out_root: Path, key: str, *, steps: int | None = None, wor
     deadline = None if job.timeout is None else started + job.timeout
     with log_path.open("w") as out:
         code, ended, model = 0, "", job.model
-        if job.zoo and _zoo_builder(job.model):  # a JAX model: its builder, as the matrix does (jax2onnx traces it)
-            model = _zoo_builder(job.model) or model
+        builder = _zoo_builder(job.model) if job.zoo else None
+        if builder is not None:  # a JAX model: its builder, as the matrix does (jax2onnx traces it)
+            model = builder
         elif job.zoo:
             export_dir = out_root / "zoo" / job.name
             code, ended = _run_logged([sys.executable, "-m", "bridge", "zoo", "export", job.model, "-o", str(export_dir),
