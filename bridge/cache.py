@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge import records
 from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.inputs import ExampleInputs
@@ -102,7 +103,7 @@ class ConversionCache:
         keyed = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in UNKEYED_OPTIONS}
         described = {
             "targets": [t.value for t in targets],
-            "options": _plain(keyed),
+            "options": records.to_json(keyed),  # json.dumps sorts every mapping's keys below
             "inputs": None if specs is None else [[s.name, list(map(str, s.shape)), s.dtype] for s in specs.specs],
             "named": None if specs is None else specs.named,
             "bridge": bridge_version,
@@ -241,16 +242,3 @@ def code_digest() -> str:
     for path in sorted(files):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """Options as JSON: formats by name, tuples as lists, mappings sorted."""
-    if isinstance(value, Format):
-        return value.value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
