@@ -75,6 +75,7 @@ def run_isolated[R](
     max_memory: int | None = None,
     on_beat: Callable[[float, int], None] | None = None,
     peak_out: list[int] | None = None,
+    warm: Prestarted | None = None,
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -86,52 +87,110 @@ def run_isolated[R](
     peak resident bytes of the tree.
     """
     task = type(request).task
-    with tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir) as tmp:
-        req_path, res_path, log_path = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "log.txt")
-        req_path.write_text(json.dumps(records.to_json(request)), encoding="utf-8")
-        env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid()), "BRIDGE_STEP_NICE": str(nice)}
+    child = warm if warm is not None and warm.fits(task, hide_gpu, nice, work_dir) else None
+    if warm is not None and child is None:
+        warm.close()  # started for another kind of step: not this one's
+    child = child or Prestarted(task, (), hide_gpu=hide_gpu, nice=nice, work_dir=work_dir)
+    try:
+        return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out)
+    finally:
+        child.close()
+
+
+class Prestarted:
+    """A step's child process, started before its request is known: Python up and `preload` imported.
+
+    A hop whose parent is still being converted can have its child ready (TensorFlow imported, which
+    is seconds) by the time the parent's artifact is written: run_isolated(..., warm=) hands it the
+    request. The child waits on its stdin for a line; an end of file (close() before use, or the
+    parent gone) ends it without doing anything. Without `preload`, the request is expected at once.
+    It is counted among the running children (end_all ends it), and dies with the parent.
+    """
+
+    def __init__(self, task: str, preload: tuple[str, ...], *, hide_gpu: bool = False, nice: int = 0,
+                 work_dir: Path | None = None) -> None:
+        self.task, self.hide_gpu, self.nice, self.work_dir = task, hide_gpu, nice, work_dir
+        self._tmp = tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir)
+        tmp = Path(self._tmp.name)
+        self.req_path, self.res_path, self.log_path = tmp / "request.json", tmp / "result.json", tmp / "log.txt"
+        env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid()), "BRIDGE_STEP_NICE": str(nice),
+               "BRIDGE_PRELOAD": ",".join(preload)}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         # -P: the working directory is not put on the child's sys.path, so a folder that holds a
         # `torch.py` or a `bridge` package cannot run code in it; a step that imports a factory the
         # user named gets the directories it needs in its request.
-        cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(req_path), str(res_path)]
-        logger.debug("%s: child %s (log %s)", stage, task, log_to or "not kept")
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, start_new_session=True)
-            with _running_lock:
-                _running.add(proc)
-            watch = TreeWatch(proc.pid, max_memory, on_beat)
-            try:
-                code = wait_watched(proc, watch, timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                log_text = log_path.read_text(errors="replace")
-                raise errors.HopError(
-                    f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
-                    stage=stage, detail=tail(log_text), log=_keep_log(log_path, log_to),
-                ) from None
-            except BaseException:
-                _kill_group(proc)
-                raise
-            finally:
-                with _running_lock:
-                    _running.discard(proc)
-                    ended_by_bridge = proc.pid in _ended_by_bridge
-                    _ended_by_bridge.discard(proc.pid)
-                logger.debug("%s: child %s ended, peak resident memory %s", stage, task, human(watch.peak))
-                if peak_out is not None:
-                    peak_out.append(watch.peak)
+        cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(self.req_path), str(self.res_path)]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
+                                         start_new_session=True)
+        with _running_lock:
+            _running.add(self.proc)
+        self.used = False
+
+    def fits(self, task: str, hide_gpu: bool, nice: int, work_dir: Path | None) -> bool:
+        """Whether this child can run a step of `task` started with these settings (they are fixed at its start)."""
+        return (not self.used and self.proc.poll() is None
+                and (task, hide_gpu, nice, work_dir) == (self.task, self.hide_gpu, self.nice, self.work_dir))
+
+    def go(self, request: StepRequest[Any]) -> None:
+        """Hand the child its request."""
+        self.used = True
+        self.req_path.write_text(json.dumps(records.to_json(request)), encoding="utf-8")
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died while it waited (its log says why); the wait that follows reports how it ended
+
+    def close(self) -> None:
+        """End the child if it is still running (a warm child never used), and remove its files."""
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        with _running_lock:
+            _running.discard(self.proc)
+            _ended_by_bridge.discard(self.proc.pid)
+        self._tmp.cleanup()
+
+
+def _run_in[R](child: Prestarted, request: StepRequest[R], stage: str, timeout: float | None, log_to: Path | None,
+               max_memory: int | None, on_beat: Callable[[float, int], None] | None, peak_out: list[int] | None) -> R:
+    logger.debug("%s: child %s (log %s)", stage, child.task, log_to or "not kept")
+    child.go(request)
+    proc, log_path = child.proc, child.log_path
+    watch = TreeWatch(proc.pid, max_memory, on_beat)
+    try:
+        code = wait_watched(proc, watch, timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
         log_text = log_path.read_text(errors="replace")
-        kept = _keep_log(log_path, log_to)
-        if res_path.is_file():
-            envelope = json.loads(res_path.read_text(encoding="utf-8"))
-            if "error" in envelope:
-                raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, kept)
-            response: R = records.from_json(type(request).response, envelope["response"])
-            return response
-        raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text), log=kept)
+        raise errors.HopError(
+            f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
+            stage=stage, detail=tail(log_text), log=_keep_log(log_path, log_to),
+        ) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+            ended_by_bridge = proc.pid in _ended_by_bridge
+            _ended_by_bridge.discard(proc.pid)
+        logger.debug("%s: child %s ended, peak resident memory %s", stage, child.task, human(watch.peak))
+        if peak_out is not None:
+            peak_out.append(watch.peak)
+    log_text = log_path.read_text(errors="replace")
+    kept = _keep_log(log_path, log_to)
+    if child.res_path.is_file():
+        envelope = json.loads(child.res_path.read_text(encoding="utf-8"))
+        if "error" in envelope:
+            raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, kept)
+        response: R = records.from_json(type(request).response, envelope["response"])
+        return response
+    raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text), log=kept)
 
 
 def ending(code: int, watch: TreeWatch, ended_by_bridge: bool) -> str:
@@ -218,10 +277,25 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _preload_and_wait() -> None:
+    """Import what the step will need, then wait for the parent's go; end quietly if it never comes."""
+    import importlib
+
+    for name in filter(None, os.environ.get("BRIDGE_PRELOAD", "").split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the step imports it again, and that failure is the one reported
+            print(f"bridge: preloading {name} failed ({type(exc).__name__}: {exc}); the step will import it itself",
+                  file=sys.stderr)
+    if sys.stdin.readline().strip() != "go":
+        os._exit(0)  # not used: closed by the parent, or the parent is gone
+
+
 def _child(task: str, req_path: str, res_path: str) -> int:
     _die_with_parent()
     if int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0) > 0:
         os.nice(int(os.environ["BRIDGE_STEP_NICE"]))
+    _preload_and_wait()
     envelope: dict[str, Any]
     try:
         from bridge import steps

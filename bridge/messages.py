@@ -214,6 +214,9 @@ class RunRequest(StepRequest[RunResponse]):
     """Directories put first on the child's sys.path to import the factory (the user's working directory)."""
     trust_pickle: bool = False
     trust_code: bool = False
+    timing_lock: Path | None = None
+    """Verify's shared lock file when representations run side by side: the child loads and runs its
+    samples under a shared lock and times its runs under an exclusive one (bridge.steps.TimingTurn)."""
 
 
 # --- capture: one sample with every intermediate tensor kept (localisation) ------------------

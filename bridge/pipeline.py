@@ -19,13 +19,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, TimeoutError
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bridge import defaults
+from bridge import defaults, memory
 from bridge.checking import (
     CheckInputs,
     Outputs,
@@ -39,12 +39,13 @@ from bridge.checking import (
 )
 from bridge.errors import InputError, NotApplicableError, QuantizeError, UnsupportedRouteError, UserError
 from bridge.formats import Format
-from bridge.isolation import run_isolated
+from bridge.isolation import Prestarted, run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
 from bridge.memory import human
 from bridge.messages import HopRequest, HopResponse, Produced, SourceCode
 from bridge.options import ConvertOptions
 from bridge.progress import Notifier
+from bridge.progress import log as logger
 from bridge.registry import Candidate, HopRegistry, HopSpec
 from bridge.route import Route, plan
 from bridge.runtimes.registry import RunnerRegistry
@@ -52,6 +53,8 @@ from bridge.signature import Signature
 from bridge.verification.run import Subject
 
 ATTEMPTS_DIR = ".attempts"
+PREWARM_BELOW = 1 << 30
+"""A source under this many bytes has each hop's child started while the hop above it runs (Pipeline._prestart)."""
 LOGS_DIR = "logs"
 """Every child step's whole output, kept in the output folder (``logs/NNN-SRC-DST-CANDIDATE.log``)."""
 
@@ -148,6 +151,12 @@ class Pipeline:
         self._counter_lock = threading.Lock()
         self.inputs: CheckInputs | None = None
         self.source_outputs: Future[Ran] | None = None
+        self._warm: dict[str, Future[Prestarted]] = {}
+        self._warm_lock = threading.Lock()
+        self._prewarm = False
+        # Warm children are started from this one thread, alive until the run ends: a child dies with
+        # the thread that started it (PR_SET_PDEATHSIG), and a branch's thread may end first.
+        self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-prestart")
         only = set(options.only) | ({"torchscript"} if options.torch_exporter == "torchscript" else set())
         self._only = tuple(sorted(only))
         known = {c.name for hop in registry for c in hop.candidates}
@@ -179,6 +188,8 @@ class Pipeline:
             source.ran = self._spawn(partial(self._run_check, subject, "check-source"))
             self.source_outputs = source.ran
         children = self._children_of(route)
+        # Warm children only where memory is not the question: a big source's hops each need the room.
+        self._prewarm = self.options.max_memory is None and memory.weight_bytes(source_path.parent) < PREWARM_BELOW
         futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
         try:
             return [f.result() for f in futures]
@@ -187,6 +198,10 @@ class Pipeline:
             runtime, error = (ran.runtime, ran.error) if ran is not None else ("its runtime", "")
             raise InputError(f"{source_path}: the source could not run in {runtime} ({error}), so nothing made from "
                              "it can be checked; fix the model, or pass --no-check to convert unchecked") from None
+        finally:
+            self._prewarm = False
+            self.close_warm()
+            self._launcher.shutdown()
 
     def detour(self, target: Format, failed: set[str], made: dict[Format, Node], existing: set[Format]) -> HopOutcome | None:
         """A longer route to `target` from an artifact that verified, avoiding the hops that failed; None if there is none."""
@@ -222,6 +237,8 @@ class Pipeline:
         attempts: list[Attempt] = []
         tried: list[tuple[_Made, Check | None]] = []
         started_children: list[Future[HopOutcome]] = []
+        for below in children(hop.dst):
+            self._prestart(below)
         for index, candidate in enumerate(self.candidates_for(hop)):
             if parent.abandoned.is_set():
                 break
@@ -267,7 +284,7 @@ class Pipeline:
                 HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code),
                 stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
                 max_memory=self.options.max_memory, on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
-                peak_out=peak,
+                peak_out=peak, warm=self._take_warm(hop),
             ))
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)
@@ -401,6 +418,33 @@ class Pipeline:
             number = self._counter
         return self.stage / ATTEMPTS_DIR / f"{number:03d}-{hop.src.value}-{hop.dst.value}-{candidate.name}"
 
+    def _prestart(self, hop: HopSpec) -> None:
+        """Start `hop`'s child now, its libraries imported, so that it is ready when its parent's artifact is written."""
+        with self._warm_lock:
+            # One core is the hop's above it: the warm children's imports get the others.
+            room = max(1, defaults.parallel_steps() - 1) - len(self._warm)
+            if not self._prewarm or self._cancelled.is_set() or hop.name in self._warm or room <= 0 or hop.missing():
+                return
+            preload = (*hop.requires, hop.target.partition(":")[0])
+            self._warm[hop.name] = self._launcher.submit(Prestarted, HopRequest.task, preload, hide_gpu=True,
+                                                         work_dir=self.stage)
+        logger.debug("%s: its child started early, importing %s", hop.name, ", ".join(preload))
+
+    def _take_warm(self, hop: HopSpec) -> Prestarted | None:
+        with self._warm_lock:
+            started = self._warm.pop(hop.name, None)
+        if started is None or started.exception() is not None:  # could not start early: the hop starts its own child
+            return None
+        return started.result()
+
+    def close_warm(self) -> None:
+        """End the warm children that no hop took (a hop that failed above them, a cancelled convert)."""
+        with self._warm_lock:
+            unused, self._warm = list(self._warm.values()), {}
+        for started in unused:
+            if started.exception() is None:
+                started.result().close()
+
     def _gated[T](self, function: Callable[[], T]) -> T:
         if self._cancelled.is_set():
             raise Cancelled()
@@ -422,6 +466,7 @@ class Pipeline:
         on them return at once; then nothing writes into the staging directory any more.
         """
         self._cancelled.set()
+        self.close_warm()
         deadline = time.monotonic() + wait
         with self._tasks_lock:
             tasks = list(self._tasks)

@@ -7,6 +7,7 @@ returns its typed response; frameworks are imported here, through the hops and r
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from bridge.messages import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from numpy.typing import NDArray
 
 
@@ -145,22 +148,59 @@ def run_samples(request: RunRequest) -> RunResponse:
         raise DeviceUnavailableError(f"{request.device}: not available ({spec.runtime} runs on {', '.join(spec.devices)} only)")
     options = LoadOptions(device=request.device, input_specs=request.input_specs, factory=request.factory,
                           trust_pickle=request.trust_pickle, trust_code=request.trust_code)
-    runner = load_runner_class(spec)(request.path, options)
-    try:
-        with np.load(request.inputs) as data:
-            feeds_all = {name: data[name] for name in data.files}
-        outputs: dict[str, NDArray[Any]] = {}
-        for i in range(request.samples):
-            result = runner.run({name: array[i] for name, array in feeds_all.items()})
-            for name, value in result.items():
-                outputs[f"{i}/{name}"] = np.asarray(value)
-        first = {name: array[0] for name, array in feeds_all.items()}
-        latencies = runner.timed(first, warmup=request.warmup, runs=request.runs)
-        write_npz(request.outputs, outputs)
-        return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider, runner.notes(),
-                           tuple(runner.model_latency()))
-    finally:
-        runner.close()
+    with TimingTurn(request.timing_lock) as turn:
+        runner = load_runner_class(spec)(request.path, options)
+        try:
+            with np.load(request.inputs) as data:
+                feeds_all = {name: data[name] for name in data.files}
+            outputs: dict[str, NDArray[Any]] = {}
+            for i in range(request.samples):
+                result = runner.run({name: array[i] for name, array in feeds_all.items()})
+                for name, value in result.items():
+                    outputs[f"{i}/{name}"] = np.asarray(value)
+            write_npz(request.outputs, outputs)
+            first = {name: array[0] for name, array in feeds_all.items()}
+            turn.alone()
+            latencies = runner.timed(first, warmup=request.warmup, runs=request.runs)
+            return RunResponse(tuple(latencies), request.device, spec.runtime, runner.provider, runner.notes(),
+                               tuple(runner.model_latency()))
+        finally:
+            runner.close()
+
+
+class TimingTurn:
+    """A reader-writer lock on a file that verify's side-by-side children share, so that timing stays honest.
+
+    A child holds the lock shared while it loads its model and runs its samples (any number of
+    children do that at once), then exclusively while it times its runs: no other child of the same
+    verify loads, runs or is timed meanwhile. flock's conversion drops the shared lock before it
+    waits for the exclusive one, so two children that reach their timing together cannot deadlock;
+    the lock goes with the process, so a child that crashes or is killed frees it. Without a path
+    (representations one at a time) it does nothing.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._fd: int | None = None
+        if path is not None:
+            import fcntl
+
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def alone(self) -> None:
+        """Wait until no other child holds the lock, then hold it alone."""
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __enter__(self) -> TimingTurn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def capture(request: CaptureRequest) -> CapturedGraph:

@@ -16,7 +16,7 @@ import pytest
 
 from bridge.errors import HopError
 from bridge.formats import Format
-from bridge.isolation import run_isolated
+from bridge.isolation import Prestarted, run_isolated
 from bridge.messages import InspectRequest
 from bridge.runtimes.registry import DEFAULT_RUNNERS
 
@@ -103,3 +103,32 @@ def test_a_crashing_runtime_is_that_representation_s_error(converted_cnn: Path, 
     status = {r["name"]: r["status"] for r in report["representations"]}
     assert status == {"source": "ok", "onnx": "ok", "tflite": "error", "tf": "ok"}
     assert {c["dst"] for c in report["cumulative"]} == {"onnx", "tf"}
+
+
+def test_a_warm_child_imports_first_then_runs_the_request_it_is_handed(zoo_model: Callable[[str], Path]) -> None:
+    warm = Prestarted(InspectRequest.task, ("torch",))
+    time.sleep(0.5)
+    assert warm.proc.poll() is None  # imported, and waiting for its request
+    response = run_isolated(InspectRequest(DEFAULT_RUNNERS.primary(Format.TORCH), zoo_model("mlp")),
+                            stage="load torch", warm=warm)
+    assert [s.name for s in response.signature.inputs] == ["x"]
+    assert warm.used and warm.proc.returncode == 0 and not warm.req_path.parent.exists()
+
+
+def test_a_warm_child_that_is_not_used_is_ended_and_leaves_nothing() -> None:
+    warm = Prestarted(InspectRequest.task, ("json",))
+    folder = warm.req_path.parent
+    warm.close()
+    assert warm.proc.poll() is not None and not folder.exists()
+    started_for_nice = Prestarted(InspectRequest.task, (), nice=0)
+    assert not started_for_nice.fits(InspectRequest.task, hide_gpu=False, nice=5, work_dir=None)
+    assert not started_for_nice.fits("hop", hide_gpu=False, nice=0, work_dir=None)
+    started_for_nice.close()
+
+
+def test_the_hop_below_is_started_while_the_one_above_runs(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(zoo_model("mlp")), "--to", "tflite",
+                             "-o", str(tmp_path / "mlp.bridge"), "-vv"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    started = result.stderr.index("onnx->tflite: its child started early")
+    assert started < result.stderr.index("torch->onnx [dynamo]: done")  # while the hop above it ran

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bridge import __version__, defaults
+from bridge import __version__, defaults, memory
 from bridge import inputs as inputs_mod
 from bridge.errors import BridgeError, DeviceUnavailableError, InputError
 from bridge.formats import Format, RunnerSpec
-from bridge.isolation import run_isolated
+from bridge.isolation import end_all, run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest
 from bridge.options import LocalizeOptions, VerifyOptions, tolerance_rules_of
@@ -352,38 +353,60 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
     outputs: dict[str, dict[str, NDArray[Any]]] = {}
     slots: list[Slot] = []
     with tempfile.TemporaryDirectory(prefix="bridge-verify-") as tmp:
+        # Rows in a fixed order (subjects, runtimes, devices), whatever order the runs end in.
+        planned: list[Representation | tuple[Slot, Path]] = []
         for subject in subjects:
             feeds_path = Path(tmp, f"{subject.name}.inputs.npz")
             inputs_mod.write_npz(feeds_path, feeds_for(subject, source_inputs))
             subject_runners = runners.for_format(subject.format)
             if not subject_runners:
-                for device in options.devices:
-                    representations.append(Representation(
-                        subject.name, subject.format.value, device, "-", subject.location, ERROR,
-                        error=f"no runtime is registered for {subject.format.value}; it was converted but cannot be run",
-                    ))
+                planned.extend(Representation(
+                    subject.name, subject.format.value, device, "-", subject.location, ERROR,
+                    error=f"no runtime is registered for {subject.format.value}; it was converted but cannot be run",
+                ) for device in options.devices)
                 continue
-            for index, runner in enumerate(subject_runners):
-                for device in options.devices:
-                    slot = Slot(subject, runner, device, primary=index == 0)
-                    step = f"run {slot.name} on {device}"
-                    notify(START, step)
-                    started = time.perf_counter()
-                    log_name = f"{slot.name.replace(':', '_')}.{device}.log"
-                    rep, result = run_representation(slot, feeds_path, Path(tmp), count, runs=options.latency_runs,
-                                                     warmup=options.warmup, timeout=options.timeout,
-                                                     trust_pickle=options.trust_pickle, trust_code=options.trust_code,
-                                                     digest=digests.get(subject.name, ""),
-                                                     import_paths=(Path.cwd(),) if named else (),
-                                                     log_to=Path(tmp, "logs", log_name))
-                    if rep.log is not None:  # where it will be once the run is over
-                        rep = replace(rep, log=str(logs_dir / log_name))
-                    notify(DONE if rep.status == OK else FAILED, step, time.perf_counter() - started,
-                           "" if rep.status == OK else f"{rep.status}: {rep.error}")
-                    representations.append(rep)
-                    slots.append(slot)
-                    if result is not None:
-                        outputs[_key(slot.name, device)] = result
+            planned.extend((Slot(subject, runner, device, primary=index == 0), feeds_path)
+                           for index, runner in enumerate(subject_runners) for device in options.devices)
+        width = side_by_side(subjects, sum(1 for p in planned if isinstance(p, tuple)))
+        timing_lock = Path(tmp, "timing.lock") if width > 1 else None
+
+        def run_one(slot: Slot, feeds_path: Path) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+            step = f"run {slot.name} on {slot.device}"
+            notify(START, step)
+            started = time.perf_counter()
+            log_name = f"{slot.name.replace(':', '_')}.{slot.device}.log"
+            rep, result = run_representation(slot, feeds_path, Path(tmp), count, runs=options.latency_runs,
+                                             warmup=options.warmup, timeout=options.timeout,
+                                             trust_pickle=options.trust_pickle, trust_code=options.trust_code,
+                                             digest=digests.get(slot.subject.name, ""),
+                                             import_paths=(Path.cwd(),) if named else (),
+                                             log_to=Path(tmp, "logs", log_name), timing_lock=timing_lock)
+            if rep.log is not None:  # where it will be once the run is over
+                rep = replace(rep, log=str(logs_dir / log_name))
+            notify(DONE if rep.status == OK else FAILED, step, time.perf_counter() - started,
+                   "" if rep.status == OK else f"{rep.status}: {rep.error}")
+            return rep, result
+
+        pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="bridge-verify")
+        try:
+            started_runs = [p if isinstance(p, Representation) else (p[0], pool.submit(run_one, *p)) for p in planned]
+            for item in started_runs:
+                if isinstance(item, Representation):
+                    representations.append(item)
+                    continue
+                slot, future = item
+                rep, result = future.result()
+                representations.append(rep)
+                slots.append(slot)
+                if result is not None:
+                    outputs[_key(slot.name, slot.device)] = result
+        except BaseException:
+            # Ctrl-C or a bug: start nothing more and end the children that run, so the threads return.
+            pool.shutdown(wait=False, cancel_futures=True)
+            end_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
         # Logs, inputs and reports are written only now: an interrupted verify leaves nothing behind.
         if Path(tmp, "logs").is_dir():
             shutil.rmtree(logs_dir, ignore_errors=True)
@@ -430,6 +453,18 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
     return report
 
 
+def side_by_side(subjects: Sequence[Subject], runs: int) -> int:
+    """How many representations verify runs at once: one per core (`defaults.parallel_steps()`), and only
+    as many as fit in half the memory available, each reckoned at 1 GiB (a framework loaded) plus
+    three times the largest artifact. A big model's representations run one at a time, each freed
+    before the next. Their timed runs never overlap anything (TimingTurn)."""
+    if runs <= 1:
+        return 1
+    largest = max((_size_of(s.path) or 0 for s in subjects if s.factory is None), default=0)
+    free, _ = memory.available()
+    return max(1, min(defaults.parallel_steps(), runs, free // 2 // (memory.GB + 3 * largest)))
+
+
 def _key(name: str, device: str) -> str:
     return f"{name}@{device}"
 
@@ -437,7 +472,8 @@ def _key(name: str, device: str) -> str:
 def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
                        timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
                        digest: str = "", import_paths: tuple[Path, ...] = (), tag: str = "",
-                       nice: int = 0, log_to: Path | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+                       nice: int = 0, log_to: Path | None = None,
+                       timing_lock: Path | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
 
     Returns its report row and its outputs in the source's names and layout (None when it did not run).
@@ -467,7 +503,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         result = run_isolated(RunRequest(
             runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
             input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
-            trust_pickle=trust_pickle, trust_code=trust_code,
+            trust_pickle=trust_pickle, trust_code=trust_code, timing_lock=timing_lock,
         ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice, log_to=log_to)
     except DeviceUnavailableError as exc:
         return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: "), log=exc.log), None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from bridge.steps import TimingTurn
 from bridge.verification.timing import LatencyStats, measure
 
 
@@ -30,3 +35,41 @@ def test_every_page_shows_the_figure_the_json_holds() -> None:
     stats = LatencyStats.from_ns([569_490], batch=1)
     assert stats.p50 == stats.to_json()["p50"] == 0.5695
     assert f"{stats.p50:.3f}" == f"{stats.to_json()['p50']:.3f}"
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from bridge.steps import TimingTurn
+lock, shared_for, log = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+with TimingTurn(lock) as turn:
+    log.with_suffix(".ready").touch()
+    while len(list(log.parent.glob("*.ready"))) < 3:  # all three hold the lock shared before any goes on
+        time.sleep(0.01)
+    time.sleep(shared_for)  # loading the model and running the samples, beside the others
+    shared_end = time.monotonic()
+    turn.alone()
+    timed_start = time.monotonic()
+    time.sleep(0.3)  # the timed runs
+    log.write_text(f"{shared_end} {timed_start} {time.monotonic()}")
+"""
+
+
+def test_side_by_side_children_time_their_runs_alone(tmp_path: Path) -> None:
+    # verify's children share the lock while they load and run, and each times its runs only once
+    # no other child holds it: the quick child waits for the slow one's samples, and no two timed
+    # windows overlap.
+    lock = tmp_path / "timing.lock"
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(lock), str(shared), str(tmp_path / f"{name}.log")])
+             for name, shared in (("quick", 0.1), ("slow", 1.0), ("middle", 0.5))]
+    assert [p.wait(timeout=30) for p in procs] == [0, 0, 0]
+    windows = {name: [float(x) for x in (tmp_path / f"{name}.log").read_text().split()] for name in ("quick", "slow", "middle")}
+    last_shared = max(w[0] for w in windows.values())
+    assert all(w[1] >= last_shared for w in windows.values())
+    timed = sorted((w[1], w[2]) for w in windows.values())
+    assert all(earlier[1] <= later[0] for earlier, later in zip(timed, timed[1:], strict=False))
+
+
+def test_without_a_lock_a_turn_does_nothing() -> None:
+    with TimingTurn(None) as turn:
+        turn.alone()  # returns at once: representations one at a time need no lock
