@@ -76,6 +76,7 @@ def run_isolated[R](
     on_beat: Callable[[float, int], None] | None = None,
     peak_out: list[int] | None = None,
     warm: Prestarted | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -90,7 +91,7 @@ def run_isolated[R](
     child = warm if warm is not None and warm.fits(task, hide_gpu, nice, work_dir) else None
     if warm is not None and child is None:
         warm.close()  # started for another kind of step: not this one's
-    child = child or Prestarted(task, (), hide_gpu=hide_gpu, nice=nice, work_dir=work_dir)
+    child = child or Prestarted(task, (), hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
     try:
         return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out)
     finally:
@@ -108,7 +109,7 @@ class Prestarted:
     """
 
     def __init__(self, task: str, preload: tuple[str, ...], *, hide_gpu: bool = False, nice: int = 0,
-                 work_dir: Path | None = None) -> None:
+                 work_dir: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.task, self.hide_gpu, self.nice, self.work_dir = task, hide_gpu, nice, work_dir
         self._tmp = tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir)
         tmp = Path(self._tmp.name)
@@ -123,7 +124,7 @@ class Prestarted:
         cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(self.req_path), str(self.res_path)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True, pass_fds=pass_fds)
         with _running_lock:
             _running.add(self.proc)
         self.used = False

@@ -214,9 +214,10 @@ class RunRequest(StepRequest[RunResponse]):
     """Directories put first on the child's sys.path to import the factory (the user's working directory)."""
     trust_pickle: bool = False
     trust_code: bool = False
-    timing_lock: Path | None = None
-    """Verify's shared lock file when representations run side by side: the child loads and runs its
-    samples under a shared lock and times its runs under an exclusive one (bridge.steps.TimingTurn)."""
+    timing_fd: int | None = None
+    """When verify runs representations side by side: the descriptor of its lock file, inherited with a
+    shared lock the parent took before starting this child; the child times its runs once it holds
+    it exclusively (bridge.steps.TimingTurn)."""
 
 
 # --- capture: one sample with every intermediate tensor kept (localisation) ------------------

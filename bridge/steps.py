@@ -148,7 +148,7 @@ def run_samples(request: RunRequest) -> RunResponse:
         raise DeviceUnavailableError(f"{request.device}: not available ({spec.runtime} runs on {', '.join(spec.devices)} only)")
     options = LoadOptions(device=request.device, input_specs=request.input_specs, factory=request.factory,
                           trust_pickle=request.trust_pickle, trust_code=request.trust_code)
-    with TimingTurn(request.timing_lock) as turn:
+    with TimingTurn(request.timing_fd) as turn:
         runner = load_runner_class(spec)(request.path, options)
         try:
             with np.load(request.inputs) as data:
@@ -168,30 +168,36 @@ def run_samples(request: RunRequest) -> RunResponse:
             runner.close()
 
 
+SETTLE_SECONDS = 0.3
+"""How long a side-by-side child waits after its samples before asking to be timed (TimingTurn.alone)."""
+
+
 class TimingTurn:
     """A reader-writer lock on a file that verify's side-by-side children share, so that timing stays honest.
 
-    A child holds the lock shared while it loads its model and runs its samples (any number of
-    children do that at once), then exclusively while it times its runs: no other child of the same
-    verify loads, runs or is timed meanwhile. flock's conversion drops the shared lock before it
-    waits for the exclusive one, so two children that reach their timing together cannot deadlock;
-    the lock goes with the process, so a child that crashes or is killed frees it. Without a path
-    (representations one at a time) it does nothing.
+    The parent takes the lock shared before it starts a child (`shared_turn`), and the child inherits
+    it: held shared while the child starts, loads its model and runs its samples (any number of
+    children do that at once), then exclusively while it times its runs, so that no other child of
+    the same verify starts, loads, runs or is timed meanwhile. flock's conversion drops the shared
+    lock before it waits for the exclusive one, so two children that reach their timing together
+    cannot deadlock; the lock goes with the descriptor, so a child that crashes or is killed frees it
+    (once the parent, which waits for it, closes its copy). Without a descriptor (representations one
+    at a time) it does nothing.
     """
 
-    def __init__(self, path: Path | None) -> None:
-        self._fd: int | None = None
-        if path is not None:
-            import fcntl
-
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
 
     def alone(self) -> None:
-        """Wait until no other child holds the lock, then hold it alone."""
+        """Let this process's thread pools go idle, wait until no other child holds the lock, then hold it alone."""
         if self._fd is not None:
             import fcntl
+            import time
 
+            # A runtime's worker threads spin for a while after its last run (OpenMP's block time,
+            # onnxruntime's and Eigen's spinning pools): still holding the lock shared, this child
+            # waits them out, so that they never spin beside another child's timed runs.
+            time.sleep(SETTLE_SECONDS)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def __enter__(self) -> TimingTurn:
@@ -201,6 +207,15 @@ class TimingTurn:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def shared_turn(lock: Path) -> int:
+    """Open `lock` and hold it shared (waiting while a child times); the descriptor to hand to a child."""
+    import fcntl
+
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
 
 
 def capture(request: CaptureRequest) -> CapturedGraph:

@@ -10,6 +10,7 @@ children are compared against, the others are named ``ARTIFACT:RUNTIME``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ from bridge.progress import DONE, FAILED, START, Notifier, ProgressEvent
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
 from bridge.sources import SourceKind
+from bridge.steps import shared_turn
 from bridge.verification.compare import (
     OutputDrift,
     ToleranceRules,
@@ -499,16 +501,22 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
         return row(ERROR, error=f"{subject.path}: missing; convert again"), None
     out_path = work / f"{slot.name.replace(':', '_')}.{device}{tag}.outputs.npz"
     stage = f"run {slot.name} on {device}"
+    # Side by side: the shared lock is taken before the child starts (not while another is timed).
+    fd = shared_turn(timing_lock) if timing_lock is not None else None
     try:
         result = run_isolated(RunRequest(
             runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
             input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
-            trust_pickle=trust_pickle, trust_code=trust_code, timing_lock=timing_lock,
-        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice, log_to=log_to)
+            trust_pickle=trust_pickle, trust_code=trust_code, timing_fd=fd,
+        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice, log_to=log_to,
+            pass_fds=(fd,) if fd is not None else ())
     except DeviceUnavailableError as exc:
         return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: "), log=exc.log), None
     except BridgeError as exc:
         return row(ERROR, error=str(exc).removeprefix(f"{stage}: "), log=getattr(exc, "log", None)), None
+    finally:
+        if fd is not None:
+            os.close(fd)
     with np.load(out_path) as data:
         raw = {name: data[name] for name in data.files}
     try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bridge.steps import TimingTurn
+from bridge.steps import TimingTurn, shared_turn
 from bridge.verification.timing import LatencyStats, measure
 
 
@@ -41,10 +43,10 @@ _CHILD = """
 import sys, time
 from pathlib import Path
 from bridge.steps import TimingTurn
-lock, shared_for, log = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
-with TimingTurn(lock) as turn:
+fd, shared_for, log = int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+with TimingTurn(fd) as turn:  # inherited, held shared since before this process started
     log.with_suffix(".ready").touch()
-    while len(list(log.parent.glob("*.ready"))) < 3:  # all three hold the lock shared before any goes on
+    while len(list(log.parent.glob("*.ready"))) < 3:  # all three have started before any goes on
         time.sleep(0.01)
     time.sleep(shared_for)  # loading the model and running the samples, beside the others
     shared_end = time.monotonic()
@@ -56,18 +58,34 @@ with TimingTurn(lock) as turn:
 
 
 def test_side_by_side_children_time_their_runs_alone(tmp_path: Path) -> None:
-    # verify's children share the lock while they load and run, and each times its runs only once
-    # no other child holds it: the quick child waits for the slow one's samples, and no two timed
-    # windows overlap.
+    # verify takes the lock shared for each child before starting it; the child times its runs only
+    # once no other child holds it: the quick child waits for the slow one's samples, no two timed
+    # windows overlap, and a child started while another is timed waits to start.
     lock = tmp_path / "timing.lock"
-    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(lock), str(shared), str(tmp_path / f"{name}.log")])
-             for name, shared in (("quick", 0.1), ("slow", 1.0), ("middle", 0.5))]
+    procs, fds = [], []
+    for name, shared in (("quick", 0.1), ("slow", 1.0), ("middle", 0.5)):
+        fd = shared_turn(lock)
+        fds.append(fd)
+        procs.append(subprocess.Popen([sys.executable, "-c", _CHILD, str(fd), str(shared), str(tmp_path / f"{name}.log")],
+                                      pass_fds=(fd,)))
+    for fd in fds:
+        os.close(fd)
     assert [p.wait(timeout=30) for p in procs] == [0, 0, 0]
     windows = {name: [float(x) for x in (tmp_path / f"{name}.log").read_text().split()] for name in ("quick", "slow", "middle")}
     last_shared = max(w[0] for w in windows.values())
     assert all(w[1] >= last_shared for w in windows.values())
     timed = sorted((w[1], w[2]) for w in windows.values())
     assert all(earlier[1] <= later[0] for earlier, later in zip(timed, timed[1:], strict=False))
+    # While one holds the lock to time, the parent cannot take it to start another child.
+    timing = shared_turn(lock)
+    fcntl.flock(timing, fcntl.LOCK_EX)
+    try:
+        probe = os.open(lock, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.close(probe)
+    finally:
+        os.close(timing)
 
 
 def test_without_a_lock_a_turn_does_nothing() -> None:
