@@ -79,6 +79,48 @@ def _piece(cmd: list[str], n: int) -> float | None:
     return median(times)
 
 
+HANDWRITTEN_ALL = textwrap.dedent('''
+    import sys
+    import torch
+    torch.onnx.export(torch.export.load(sys.argv[1]), (), dynamo=True).save(sys.argv[2])
+    import onnx2tf
+    # One onnx2tf call writes the TFLite file and, asked, the SavedModel beside it.
+    onnx2tf.convert(input_onnx_file_path=sys.argv[2], output_folder_path=sys.argv[3],
+                    tflite_backend="flatbuffer_direct", flatbuffer_direct_output_saved_model=True,
+                    copy_onnx_input_output_names_to_tflite=True, non_verbose=True)
+''')
+
+
+def run_all(rounds: int, work: Path) -> dict[str, object]:
+    """`convert --to all` (onnx, tf, tflite; checked) against the hand-written chain to the same three formats."""
+    from bridge.zoo.export import export
+
+    pt2 = export("resnet18", work, force=True).model_path
+    script = work / "handwritten_all.py"
+    script.write_text(HANDWRITTEN_ALL, encoding="utf-8")
+    times: dict[str, list[float]] = {"bridge": [], "hand": []}
+    for i in range(rounds):
+        for side in (("bridge", "hand") if i % 2 == 0 else ("hand", "bridge")):
+            if side == "bridge":
+                out = work / "all_out"
+                seconds, _ = timed_run([PYTHON, "-m", "bridge", "convert", str(pt2), "--to", "all", "-o", str(out),
+                                        "--force", "--quiet"], cwd=ROOT)
+                manifest = json.loads((out / "manifest.json").read_text())
+                assert {a["format"] for a in manifest["artifacts"]} >= {"onnx", "tf", "tflite"}
+                assert all(a["check"] and a["check"]["passed"] for a in manifest["artifacts"]), "an artifact did not verify"
+            else:
+                hw = work / "hand_all"
+                shutil.rmtree(hw, ignore_errors=True)
+                hw.mkdir()
+                seconds, _ = timed_run([PYTHON, str(script), str(pt2), str(hw / "model.onnx"), str(hw / "tf")], cwd=work)
+            times[side].append(seconds)
+            print(f"round {i + 1} {side:<9} {seconds:7.2f} s", flush=True)
+    medians = {side: median(values) for side, values in times.items()}
+    return {"model": "resnet18", "to": "all (onnx, tf, tflite)", "rounds": rounds, "machine": machine(),
+            "versions": versions(), "seconds": times, "median_s": medians,
+            "ratio": medians["bridge"] / medians["hand"]}
+
+
 def run(rounds: int, work: Path) -> dict[str, object]:
     from bridge.zoo.export import export
 
@@ -153,7 +195,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="Write the results here as JSON.")
+    parser.add_argument("--to-all", action="store_true",
+                        help="Instead: `convert --to all` against the hand-written chain to onnx, tf and tflite "
+                             "(for information: no target)")
     args = parser.parse_args()
+    if args.to_all:
+        with tempfile.TemporaryDirectory(prefix="bench-convert-all-") as tmp:
+            results_all = run_all(args.rounds, Path(tmp))
+        print(json.dumps(results_all, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results_all, indent=2) + "\n", encoding="utf-8")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         results = run(args.rounds, Path(tmp))
     print(json.dumps(results, indent=2))
