@@ -154,6 +154,7 @@ class Pipeline:
         self._warm: dict[str, Future[Prestarted]] = {}
         self._warm_lock = threading.Lock()
         self._prewarm = False
+        self._source: Node | None = None
         # Warm children are started from this one thread, alive until the run ends: a child dies with
         # the thread that started it (PR_SET_PDEATHSIG), and a branch's thread may end first.
         self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-prestart")
@@ -191,13 +192,11 @@ class Pipeline:
         # Warm children only where memory is not the question: a big source's hops each need the room.
         self._prewarm = self.options.max_memory is None and memory.weight_bytes(source_path.parent) < PREWARM_BELOW
         futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
+        self._source = source
         try:
             return [f.result() for f in futures]
         except _ParentDidNotRun:
-            ran = source.ran.result() if source.ran is not None else None
-            runtime, error = (ran.runtime, ran.error) if ran is not None else ("its runtime", "")
-            raise InputError(f"{source_path}: the source could not run in {runtime} ({error}), so nothing made from "
-                             "it can be checked; fix the model, or pass --no-check to convert unchecked") from None
+            raise self._source_did_not_run() from None
         finally:
             self._prewarm = False
             self.close_warm()
@@ -218,7 +217,18 @@ class Pipeline:
             return None
         self._event("fallback", target.value, message=f"trying the longer route {best.describe()}")
         first = best.hops[0]
-        return self.branch(first, made[first.src], self._children_of(best))
+        try:
+            return self.branch(first, made[first.src], self._children_of(best))
+        except _ParentDidNotRun:  # the direct route made nothing to check, the longer one did
+            raise self._source_did_not_run() from None
+
+    def _source_did_not_run(self) -> InputError:
+        source = self._source
+        ran = source.ran.result() if source is not None and source.ran is not None else None
+        runtime, error = (ran.runtime, ran.error) if ran is not None else ("its runtime", "")
+        where = source.path if source is not None else "the source"
+        return InputError(f"{where}: the source could not run in {runtime} ({error}), so nothing made from "
+                          "it can be checked; fix the model, or pass --no-check to convert unchecked")
 
     def _run_check(self, subject: Subject, log_name: str) -> Ran:
         assert self.inputs is not None

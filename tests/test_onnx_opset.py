@@ -52,3 +52,37 @@ def test_an_opset_6_file_converts_and_the_manifest_records_the_upgrade(tmp_path:
     assert source["sha256"] == hashlib.sha256((out / source["materialized"]).read_bytes()).hexdigest()
     verified = run_bridge("verify", str(out), "--device", "cpu", "--latency-runs", "1")
     assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_weights_listed_among_the_inputs_as_before_ir_4_reach_torch(tmp_path: Path) -> None:
+    # ONNX's model-zoo "light" models (IR 3) list every initializer among the graph's inputs too; each
+    # failed the onnx -> torch hop (KeyError on the first weight) until they were dropped from them.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "old",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                               helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+    path = tmp_path / "old.onnx"
+    onnx.save(model, str(path))
+    result = run_bridge("convert", str(path), "--to", "torch", "-o", str(tmp_path / "old.bridge"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    torch_artifact = next(a for a in json.loads((tmp_path / "old.bridge" / "manifest.json").read_text())["artifacts"]
+                          if a["format"] == "torch")
+    assert len(torch_artifact["inputs"]) == 1 and torch_artifact["check"]["passed"]  # x alone, not the weight
+
+
+@pytest.mark.slow
+def test_a_source_that_cannot_run_is_said_once_even_when_only_a_longer_route_made_an_artifact(tmp_path: Path) -> None:
+    # ReduceL1 over an empty set: onnxruntime cannot run the source, the direct onnx -> tflite hop made
+    # nothing, and the longer route through tf made an artifact it could not check; the user got
+    # bridge's private exception name instead of this line.
+    result = run_bridge("convert", str(DATA / "node" / "test_reduce_l1_empty_set" / "model.onnx"), "--to", "tflite",
+                        "-o", str(tmp_path / "empty.bridge"))
+    assert result.returncode == 2
+    assert "the source could not run in onnxruntime" in result.stderr and "_ParentDidNotRun" not in result.stderr
+    assert not (tmp_path / "empty.bridge").exists()

@@ -42,8 +42,18 @@ class OnnxToTorch(Hop):
 
         load_onnx_checked(job.src)
         model = onnx.load(str(job.src))
+        # Before IR version 4 every initializer was listed among the graph's inputs too (ONNX's model
+        # zoo "light" models: ResNet-50, VGG-19...). bridge's signature has only the real inputs;
+        # onnx2torch would make each weight an argument of forward.
+        weights = {t.name for t in model.graph.initializer}
+        if any(i.name in weights for i in model.graph.input):
+            real = [i for i in model.graph.input if i.name not in weights]
+            del model.graph.input[:]
+            model.graph.input.extend(real)
+            # From IR 4 an initializer need not be an input; the opsets it imports need a newer IR anyway.
+            model.ir_version = max(model.ir_version, 4, onnx.helper.find_min_ir_version_for(list(model.opset_import), True))
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        notes = []
+        notes: list[str] = []
         if opset > defaults.ONNX2TORCH_MAX_OPSET:
             _int64_initializers_as_fields(model)
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
