@@ -86,3 +86,17 @@ def test_a_source_that_cannot_run_is_said_once_even_when_only_a_longer_route_mad
     assert result.returncode == 2
     assert "the source could not run in onnxruntime" in result.stderr and "_ParentDidNotRun" not in result.stderr
     assert not (tmp_path / "empty.bridge").exists()
+
+
+@pytest.mark.slow
+def test_a_light_model_zoo_file_reaches_torch(tmp_path: Path) -> None:
+    # ONNX's "light" SqueezeNet (opset 9, IR 3): weights listed among the inputs and computed by
+    # ConstantOfShape, a Dropout-7 that onnx2torch has no converter for, a Reshape torch.export
+    # cannot trace. Each of the nine light models failed the onnx -> torch hop.
+    result = run_bridge("convert", str(DATA / "light" / "light_squeezenet.onnx"), "--to", "torch",
+                        "-o", str(tmp_path / "sq.bridge"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [artifact] = json.loads((tmp_path / "sq.bridge" / "manifest.json").read_text())["artifacts"]
+    assert artifact["candidate"] == "trace" and artifact["check"]["passed"]
+    assert artifact["options"]["target_opset"] == 17
+    assert any("Dropout" in note for note in artifact["notes"]) and any("folded" in note for note in artifact["notes"])

@@ -30,6 +30,32 @@ def _int64_initializers_as_fields(model: Any) -> None:
             tensor.int64_data.extend(values)
 
 
+def _dropouts_as_identity(model: Any) -> bool:
+    """Rewrite each inference Dropout (no training_mode input, its mask unused) as an Identity; whether any was."""
+    rewritten = False
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        mask_asked = len(node.output) > 1 and node.output[1] in used
+        if node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.input) <= 2 and not mask_asked:
+            node.op_type = "Identity"
+            del node.attribute[:]
+            del node.input[1:]
+            del node.output[1:]
+            rewritten = True
+    return rewritten
+
+
+def _computes_constants(model: Any) -> bool:
+    """Whether some node computes a value from constants alone (other than a Constant node itself)."""
+    known = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # in topological order
+        if all(not name or name in known for name in node.input):
+            if node.op_type != "Constant":
+                return True
+            known.update(node.output)
+    return False
+
+
 class OnnxToTorch(Hop):
     def convert(self, job: HopJob) -> HopResult:
         import onnx
@@ -54,10 +80,24 @@ class OnnxToTorch(Hop):
             model.ir_version = max(model.ir_version, 4, onnx.helper.find_min_ir_version_for(list(model.opset_import), True))
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         notes: list[str] = []
-        if opset > defaults.ONNX2TORCH_MAX_OPSET:
-            _int64_initializers_as_fields(model)
+        if _dropouts_as_identity(model):
+            notes.append("Dropout (an identity at inference) written as Identity: onnx2torch's takes its ratio as a tensor, "
+                         "which torch.export cannot trace")
+        lifted = opset > defaults.ONNX2TORCH_MAX_OPSET or opset < defaults.ONNX2TORCH_MIN_OPSET
+        if lifted:
+            if opset > defaults.ONNX2TORCH_MAX_OPSET:
+                _int64_initializers_as_fields(model)
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
+        if _computes_constants(model):
+            # onnx2torch takes a Conv's or Gemm's weights from the initializers only: weights computed in
+            # the graph (ONNX's "light" test models make every one with ConstantOfShape) are folded first.
+            import onnxsim
+
+            folded, valid = onnxsim.simplify(model)
+            if valid:
+                model = folded
+                notes.append("values computed from constants folded into initializers with onnxsim for onnx2torch")
         module = onnx2torch.convert(model).eval()
         args = example_tensors(job.signature.inputs)
         if job.candidate.settings.get("save") == "trace":
@@ -69,5 +109,5 @@ class OnnxToTorch(Hop):
         specs = tuple(TensorSpec(s.name, tuple(d if isinstance(d, int) else 1 for d in s.shape), s.dtype)
                       for s in job.signature.inputs)
         child = TorchRunner(target, LoadOptions(input_specs=specs)).signature()
-        options = {"target_opset": min(opset, defaults.ONNX2TORCH_MAX_OPSET), "saved_as": target.suffix}
+        options = {"target_opset": defaults.ONNX2TORCH_MAX_OPSET if lifted else opset, "saved_as": target.suffix}
         return HopResult((Produced(target, carry_layout(job.signature, child)),), options=options, notes=tuple(notes))
