@@ -12,9 +12,9 @@ MIN_SOURCE_OPSET = 7
 """onnxruntime has no kernel below opset 7: an older ONNX source is lifted to ONNX_OPSET first (bridge.onnx_opset)."""
 TORCHSCRIPT_MAX_OPSET = 20
 ONNX2TORCH_MAX_OPSET = 17
+"""onnx2torch 1.5.15 lacks some converters past 17 (ReduceMean at 18); older opsets are converted first."""
 ONNX2TORCH_MIN_OPSET = 11
 """Below it onnx2torch lacks converters for common ops (Dropout-7): the onnx -> torch hop lifts such a model to the max."""
-"""onnx2torch 1.5.15 lacks some converters past 17 (ReduceMean at 18); older opsets are converted first."""
 TF2ONNX_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 """Weights at or over this many bytes go to ONNX external data (protobuf's limit is 2 GiB)."""
