@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, staging
+from bridge import __version__, memory, staging
 from bridge.errors import BridgeError, HopError, QuantizeError, UnverifiedError
 from bridge.formats import Format
 from bridge.inputs import parse_example_inputs
@@ -182,7 +182,6 @@ def convert(
     against and each hop held to (bridge.memory); without it, the memory available.
     """
     from bridge import cache as conversion_cache
-    from bridge import memory
 
     options = ConvertOptions.build(
         options, from_format=from_format, via=via, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
@@ -300,7 +299,9 @@ def candidates(
             fmt = resolver.prepare(identified, context).format
     route = plan(fmt, parse_targets(to, fmt, registry), via=options.via, registry=registry)
     pipeline = Pipeline(Path(), Signature(), options, registry, runners, Notifier(None))
-    return [(hop, pipeline.candidates_for(hop)) for hop in route.hops]
+    local = identified.path
+    weights = None if local is None else local.stat().st_size if local.is_file() else memory.weight_bytes(local)
+    return [(hop, pipeline.candidates_for(hop, weights)) for hop in route.hops]
 
 
 def _rescue_logs(stage: Path, final_dir: Path, exc: BridgeError) -> None:

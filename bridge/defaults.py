@@ -18,6 +18,9 @@ ONNX2TORCH_MIN_OPSET = 11
 TF2ONNX_OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 """Weights at or over this many bytes go to ONNX external data (protobuf's limit is 2 GiB)."""
+LARGE_WEIGHTS = 1024**3
+"""At or over this many bytes of weights, the onnx2tf hops try their ``large_weights`` candidate first (bridge/hops/
+large_weights.py) and leave it out below, unless --only or --prefer names it."""
 
 
 CHECK_SAMPLES = 2
@@ -38,6 +41,11 @@ def parallel_steps() -> int:
 def external_data_threshold() -> int:
     """The external data threshold; BRIDGE_EXTERNAL_DATA_THRESHOLD lowers it (tests use this)."""
     return int(os.environ.get("BRIDGE_EXTERNAL_DATA_THRESHOLD", EXTERNAL_DATA_THRESHOLD))
+
+
+def large_weights_threshold() -> int:
+    """The large-weight threshold; BRIDGE_LARGE_WEIGHTS lowers it (tests use this)."""
+    return int(os.environ.get("BRIDGE_LARGE_WEIGHTS", LARGE_WEIGHTS))
 
 
 # --- verify --------------------------------------------------------------------------------

@@ -155,6 +155,8 @@ class Pipeline:
         self._warm_lock = threading.Lock()
         self._prewarm = False
         self._source: Node | None = None
+        self._weights = 0
+        """The source's bytes (its model and weight files): they choose the large-weight candidates."""
         # Warm children are started from this one thread, alive until the run ends: a child dies with
         # the thread that started it (PR_SET_PDEATHSIG), and a branch's thread may end first.
         self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-prestart")
@@ -172,13 +174,25 @@ class Pipeline:
     def checks(self) -> ChecksRecord | None:
         return self.inputs.record if self.inputs is not None else None
 
-    def candidates_for(self, hop: HopSpec) -> tuple[Candidate, ...]:
-        """The candidates of `hop` in the order they will be tried (``--only``, then ``--prefer``, then declared order)."""
+    def candidates_for(self, hop: HopSpec, weights: int | None = None) -> tuple[Candidate, ...]:
+        """The candidates of `hop` in the order they will be tried (``--only``, then ``--prefer``, then declared order).
+
+        Given the source's `weights` (bytes), a ``large_weights`` candidate goes first when they reach
+        ``defaults.large_weights_threshold()`` and is left out below it, unless named; with `weights`
+        unknown (a listing before a factory is built) it is listed last.
+        """
         only = tuple(c for c in hop.candidates if c.name in self._only)
         if only:
             return only
         preferred = tuple(c for name in self.options.prefer for c in hop.candidates if c.name == name)
-        return (*preferred, *(c for c in hop.candidates if c not in preferred))
+        rest = [c for c in hop.candidates if c not in preferred]
+        if weights is None:
+            rest.sort(key=lambda c: bool(c.settings.get("large_weights")))
+        elif weights >= defaults.large_weights_threshold():
+            rest.sort(key=lambda c: not c.settings.get("large_weights"))
+        else:
+            rest = [c for c in rest if not c.settings.get("large_weights")]
+        return (*preferred, *rest)
 
     def run(self, route: Route, source_path: Path, source_signature: Signature) -> list[HopOutcome]:
         """Run every hop of `route` from the source; returns the outcome tree of each first-level hop."""
@@ -190,7 +204,8 @@ class Pipeline:
             self.source_outputs = source.ran
         children = self._children_of(route)
         # Warm children only where memory is not the question: a big source's hops each need the room.
-        self._prewarm = self.options.max_memory is None and memory.weight_bytes(source_path.parent) < PREWARM_BELOW
+        self._weights = memory.weight_bytes(source_path.parent)
+        self._prewarm = self.options.max_memory is None and self._weights < PREWARM_BELOW
         futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
         self._source = source
         try:
@@ -249,7 +264,7 @@ class Pipeline:
         started_children: list[Future[HopOutcome]] = []
         for below in children(hop.dst):
             self._prestart(below)
-        for index, candidate in enumerate(self.candidates_for(hop)):
+        for index, candidate in enumerate(self.candidates_for(hop, self._weights)):
             if parent.abandoned.is_set():
                 break
             made = self._produce(hop, candidate, parent, attempts)

@@ -146,12 +146,19 @@ _ONNX2TF_BACKENDS = (
     Candidate("flatbuffer_direct", "onnx2tf's flatbuffer_direct backend", {"backend": "flatbuffer_direct"}),
     Candidate("tf_converter", "onnx2tf's tf_converter backend (TensorFlow's own converter)", {"backend": "tf_converter"}),
 )
+_LARGE_WEIGHTS = Candidate(
+    "large_weights", "flatbuffer_direct on a copy whose large weights are graph inputs, the weights then written into "
+    "the artifact (TFLite buffers placed by offset, SavedModel variables): memory close to the weights' size. Tried "
+    "first for weights of 1 GiB or more (BRIDGE_LARGE_WEIGHTS), otherwise only when named",
+    {"backend": "flatbuffer_direct", "large_weights": True})
 _ONNX_TO_TFLITE = (
+    _LARGE_WEIGHTS,
     *_ONNX2TF_BACKENDS,
     Candidate("saved_model", "onnx2tf's SavedModel, then TensorFlow's TFLiteConverter.from_saved_model",
               {"backend": "flatbuffer_direct", "via_saved_model": True}),
 )
 _ONNX_TO_TF = (
+    _LARGE_WEIGHTS,
     *_ONNX2TF_BACKENDS,
     Candidate("batch_free_reshape", "flatbuffer_direct on a copy whose Reshape targets built from an input's batch size "
               "(Shape -> Concat, as torch.onnx writes x.view(x.size(0), -1)) use -1 instead",

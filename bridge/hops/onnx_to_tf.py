@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from bridge.formats import Format
+from bridge.hops import large_weights
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.onnx2tf_common import channels_last_outputs, example_shapes, hop_perms, inputs_kept_by_rule, run_onnx2tf
 from bridge.runtimes.base import read_signature
@@ -27,6 +28,8 @@ def move_saved_model(work: Path, target: Path) -> Path:
 class OnnxToTf(Hop):
     def convert(self, job: HopJob) -> HopResult:
         settings = job.candidate.settings
+        if settings.get("large_weights"):
+            return large_weights.convert(job, Format.TF)
         work = job.out_dir / "onnx2tf"
         static = example_shapes(job.signature, job.options.seq_len) if settings.get("static_shapes") else None
         run = run_onnx2tf(job.src, work, saved_model=True, backend=str(settings["backend"]), static_shapes=static,

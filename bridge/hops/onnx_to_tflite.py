@@ -7,6 +7,7 @@ import shutil
 
 from bridge.errors import HopError
 from bridge.formats import Format
+from bridge.hops import large_weights
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
 from bridge.hops.onnx2tf_common import (
     REPORT_NAME,
@@ -26,6 +27,8 @@ from bridge.signature import carry_layout
 class OnnxToTflite(Hop):
     def convert(self, job: HopJob) -> HopResult:
         settings = job.candidate.settings
+        if settings.get("large_weights"):
+            return large_weights.convert(job, Format.TFLITE)
         via_saved_model = bool(settings.get("via_saved_model"))
         work = job.out_dir / "onnx2tf"
         quantize = Format.TFLITE in job.options.quantize_formats

@@ -54,7 +54,9 @@ def bisect(hop: Any, artifact: Artifact, graph: CapturedGraph | None, history: M
     if not nodes:
         return give_up("the parent has no operation to cut at")
     spec = DEFAULT_REGISTRY.by_name(artifact.hop)
-    candidate = spec.candidate(artifact.candidate) if artifact.candidate else spec.candidates[0]
+    # An artifact that names no candidate was made by the hop's usual first one (never the large-weight path).
+    candidate = spec.candidate(artifact.candidate) if artifact.candidate else \
+        next(c for c in spec.candidates if not c.settings.get("large_weights"))
     tolerance = settings.rules.for_output("", "float32")
     results: dict[int, OpDrift] = {}
     low, high = -1, len(nodes) - 1  # the graph inputs agree

@@ -24,7 +24,7 @@ SIGNATURE = Signature((TensorSpec("x", ("batch", 3, 8, 8), "float32", "input", (
 def test_a_hop_request_survives_json_exactly() -> None:
     hop = DEFAULT_REGISTRY.by_name("onnx->tflite")
     request = HopRequest(hop, Path("/a/model.onnx"), SIGNATURE, Path("/b"),
-                         ConvertOptions(opset=17, via=(Format.ONNX,), timeout=2.5, tol={"y": 0.5}), hop.candidates[2])
+                         ConvertOptions(opset=17, via=(Format.ONNX,), timeout=2.5, tol={"y": 0.5}), hop.candidates[-1])
     again = from_json(HopRequest, json.loads(json.dumps(to_json(request))))
     assert again == request
     assert isinstance(again.src, Path) and again.options.via == (Format.ONNX,)
