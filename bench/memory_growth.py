@@ -6,7 +6,10 @@ a time, ``bridge convert big.pt2 --to TARGET`` for each target and ``bridge veri
 each as its own process. The peak is the largest resident memory of the whole process tree (the
 bridge process and every child under it), sampled every 0.2 s by bridge.memory.tree_rss; each
 hop's own peak is read from convert's progress lines (``done in X s (peak Y GB)``). A run that
-convert refuses up front (bridge.memory's estimate) is recorded with its one line.
+convert refuses up front (bridge.memory's estimate) is recorded with its one line. Each verify
+records the worst max abs drift of every artifact against the source (its ``--json`` report).
+Last, per size, ``convert --to tflite --max-memory 1GB``: it must exit 2, in seconds, with one
+line about memory and no output folder (issue 18's refusal).
 
     .venv/bin/python bench/memory_growth.py --sizes 0.5,2.25,4.5 --targets tflite,tf [--json F]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,15 +90,30 @@ def main() -> int:
                              "hops_peak_gb": hops, "error": err.strip().splitlines()[-1] if code else ""})
                 print(rows[-1], flush=True)
                 if code == 0:
+                    report = Path(tmp, f"verify.{target}.json")
                     code, seconds, peak, err = measured([python, "-m", "bridge", "verify", str(out), "--device", "cpu",
-                                                         "--samples", "2", "--latency-runs", "1"])
+                                                         "--samples", "2", "--latency-runs", "1", "--json", str(report)])
+                    drift = {}
+                    if report.is_file():
+                        found = json.loads(report.read_text())
+                        drift = {h["dst"]: max(d["max_abs"] for d in h["outputs"]) for h in found["cumulative"]}
                     rows.append({"gib": round(weights / GB, 2), "step": f"verify ({target})", "exit": code,
                                  "seconds": round(seconds, 1), "peak_gb": round(peak / GB, 2), "ratio": round(peak / weights, 2),
-                                 "error": err.strip().splitlines()[-1] if code else ""})
+                                 "max_abs_vs_source": drift, "error": err.strip().splitlines()[-1] if code else ""})
                     print(rows[-1], flush=True)
+                    shutil.rmtree(out)  # the next target's run has the disk and the page cache to itself
+            # Refused before any hop: one line, within seconds, nothing written.
+            out = Path(tmp, "refused.bridge")
+            code, seconds, peak, err = measured([python, "-m", "bridge", "convert", str(model), "--to", "tflite", "-o", str(out),
+                                                 "--max-memory", "1GB"])
+            rows.append({"gib": round(weights / GB, 2), "step": "convert --to tflite --max-memory 1GB", "exit": code,
+                         "seconds": round(seconds, 1), "peak_gb": round(peak / GB, 2), "ratio": round(peak / weights, 2),
+                         "wrote": out.exists(), "error": err.strip()})
+            print(rows[-1], flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    return 0 if all(r["exit"] in (0, 2) for r in rows) else 1
+    refusals_ok = all(r["exit"] == 2 and not r["wrote"] for r in rows if "max-memory" in r["step"])
+    return 0 if refusals_ok and all(r["exit"] in (0, 2) for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -231,10 +231,11 @@ def convert(
                    f"(hit in {store.location if store else ''}: no hop ran; --no-cache to convert again)")
         else:
             # Before the first hop: a route whose largest hop will not fit in memory is refused now, not OOM-killed later.
-            memory.check_route([(h.name, h.tool) for h in route.hops], memory.weight_bytes(stage / "source"),
-                               options.max_memory, identified.display)
             code = SourceCode(identified.reference, (Path.cwd(),), specs) if identified.reference else None
             pipeline = Pipeline(stage, prepared.signature, options, registry, runners, notify, code)
+            weights = memory.weight_bytes(stage / "source")
+            memory.check_route([(h.name, h.tool, pipeline.takes_large_path(h, weights)) for h in route.hops], weights,
+                               options.max_memory, identified.display)
             outcomes = pipeline.run(route, prepared.path, prepared.signature)
             routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
             if options.check and not options.via:

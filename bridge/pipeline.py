@@ -194,6 +194,12 @@ class Pipeline:
             rest = [c for c in rest if not c.settings.get("large_weights")]
         return (*preferred, *rest)
 
+    def takes_large_path(self, hop: HopSpec, weights: int) -> bool:
+        """Whether `hop` will first try its large-weight candidate, and that candidate can take these options."""
+        tried = self.candidates_for(hop, weights)
+        return bool(tried and tried[0].settings.get("large_weights")) and not self.options.fp16 \
+            and hop.dst not in self.options.quantize_formats
+
     def run(self, route: Route, source_path: Path, source_signature: Signature) -> list[HopOutcome]:
         """Run every hop of `route` from the source; returns the outcome tree of each first-level hop."""
         source = Node(route.source, "source", source_path, source_signature)
@@ -297,6 +303,11 @@ class Pipeline:
         if candidate.applies_to and parent.path.suffix.lower() not in candidate.applies_to:
             attempts.append(Attempt(candidate.name, NOT_APPLICABLE, f"for {', '.join(candidate.applies_to)} files only"))
             return None
+        too_big = self._beyond_budget(hop, candidate)
+        if too_big:
+            attempts.append(Attempt(candidate.name, NOT_APPLICABLE, too_big))
+            self._event("failed", f"{hop.name} [{candidate.name}]", 0.0, too_big)
+            return None
         directory = self._attempt_dir(hop, candidate)
         step = f"{hop.name} [{candidate.name}]"
         self._event("start", step)
@@ -333,6 +344,18 @@ class Pipeline:
         self._event("done", step, seconds, f"(peak {human(peak[0])})" if peak else "")
         nodes = [Node(hop.dst, self._key(hop.dst, p.precision), p.path, p.signature, p.precision) for p in response.produced]
         return _Made(candidate, response, directory, seconds, nodes, log)
+
+    def _beyond_budget(self, hop: HopSpec, candidate: Candidate) -> str:
+        """Why `candidate` is not started, when the route was planned on `hop`'s large-weight path (convert's check
+        before the first hop) and this other candidate is expected to need more memory than there is; else empty."""
+        if candidate.settings.get("large_weights") or not self.takes_large_path(hop, self._weights):
+            return ""
+        need = memory.estimate(hop.name, self._weights)
+        limit, where = memory.budget(self.options.max_memory)
+        if need <= limit:
+            return ""
+        return (f"not started: needs about {human(need)} for {human(self._weights)} of weights, {human(limit)} "
+                f"{'allowed by --max-memory' if where == '--max-memory' else where} (the large-weight path was planned)")
 
     def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
         subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)

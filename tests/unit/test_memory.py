@@ -28,14 +28,25 @@ def test_sizes_are_read_as_people_write_them() -> None:
 def test_a_route_whose_largest_hop_does_not_fit_is_refused_with_the_figures() -> None:
     weights = int(0.56 * GB)
     assert 6 * GB < estimate("onnx->tflite", weights) < 7 * GB  # issue 18 measured 6.3 GB for 0.56 GiB
-    check_route([("torch->onnx", "torch.onnx"), ("onnx->tflite", "onnx2tf")], weights, 64 * GB, "big.pt2")
+    check_route([("torch->onnx", "torch.onnx", False), ("onnx->tflite", "onnx2tf", False)], weights, 64 * GB, "big.pt2")
     with pytest.raises(InputError) as refused:
-        check_route([("torch->onnx", "torch.onnx"), ("onnx->tflite", "onnx2tf")], weights, 5 * GB, "big.pt2")
+        check_route([("torch->onnx", "torch.onnx", False), ("onnx->tflite", "onnx2tf", False)], weights, 5 * GB, "big.pt2")
     message = str(refused.value)
     assert message.startswith("big.pt2: onnx->tflite (onnx2tf) needs about 6.2 GB for 0.6 GB of weights, 5.0 GB allowed by "
                               "--max-memory; the hops that fit are torch->onnx")
     with pytest.raises(InputError, match="no hop of this route fits"):
-        check_route([("onnx->tflite", "onnx2tf")], weights, GB, "big.pt2")
+        check_route([("onnx->tflite", "onnx2tf", False)], weights, GB, "big.pt2")
+
+
+def test_the_large_weight_candidate_is_estimated_by_its_own_ratio() -> None:
+    """At 2.25 GiB onnx2tf's own path would need over 20 GB; the large-weight path is planned at its measured peak."""
+    weights = int(2.25 * GB)
+    assert estimate("onnx->tflite", weights) > 20 * GB
+    assert estimate("onnx->tflite", weights, large=True) < 4 * weights
+    assert estimate("torch->onnx", weights, large=True) == estimate("torch->onnx", weights)  # no such candidate: as before
+    check_route([("onnx->tflite", "onnx2tf", True)], weights, 9 * GB, "big.pt2")
+    with pytest.raises(InputError, match="onnx->tflite"):
+        check_route([("onnx->tflite", "onnx2tf", False)], weights, 9 * GB, "big.pt2")
 
 
 def _child(code: str) -> subprocess.Popen[bytes]:
@@ -64,3 +75,33 @@ def test_a_sigkill_bridge_did_not_send_reads_as_the_oom_killer_with_the_peak() -
     assert beats and max(rss for _, rss in beats) > 300 * 1024**2  # the heartbeat saw the memory while it ran
     assert ending(-signal.SIGSEGV, watch, ended_by_bridge=False) == "crashed with signal SIGSEGV"
     assert ending(-signal.SIGKILL, TreeWatch(proc.pid, None), ended_by_bridge=True) == "crashed with signal SIGKILL"
+
+
+def test_past_the_threshold_the_hop_tries_the_large_weight_path_and_starts_no_candidate_that_cannot_fit() -> None:
+    """The route was planned on the large-weight path: if that candidate is not applicable (no 2-D weight to move), the
+    hop's other candidates, at 9-14x the weights, are not started into the OOM killer; the attempt says why."""
+    from pathlib import Path
+
+    from bridge.options import ConvertOptions
+    from bridge.pipeline import Pipeline
+    from bridge.progress import Notifier
+    from bridge.registry import DEFAULT_REGISTRY
+    from bridge.runtimes.registry import DEFAULT_RUNNERS
+    from bridge.signature import Signature
+
+    hop = DEFAULT_REGISTRY.by_name("onnx->tflite")
+    weights = int(2.25 * GB)
+    for options, large in ((ConvertOptions(max_memory=9 * GB), True), (ConvertOptions(max_memory=9 * GB, fp16=True), False),
+                           (ConvertOptions(max_memory=9 * GB, only=("flatbuffer_direct",)), False)):
+        pipeline = Pipeline(Path(), Signature(), options, DEFAULT_REGISTRY, DEFAULT_RUNNERS, Notifier(None))
+        assert pipeline.takes_large_path(hop, weights) is large
+        assert pipeline.takes_large_path(hop, 1024) is False
+        pipeline._weights = weights
+        first, *rest = pipeline.candidates_for(hop, weights)
+        assert (first.name == "large_weights") is (not options.only)
+        assert pipeline._beyond_budget(hop, first) == ""
+        reasons = [pipeline._beyond_budget(hop, c) for c in rest]
+        if large:
+            assert all(r.startswith("not started: needs about 21.") and "9.0 GB allowed by --max-memory" in r for r in reasons)
+        else:
+            assert reasons == [""] * len(rest)
