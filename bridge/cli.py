@@ -209,7 +209,8 @@ def _convert_options[F: Callable[..., Any]](func: F) -> F:
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds each hop may take before it is stopped."),
         click.option("--max-memory", "max_memory", metavar="SIZE",
                      help="Memory the largest hop may use (8GB, 512MB): a route expected to need more is refused before it "
-                          "starts, a hop that goes over is stopped. Default: the memory available."),
+                          "starts, a hop that goes over is stopped. Default: the memory available. From 1 GiB of weights "
+                          "the onnx -> tflite/tf hops take the large_weights candidate, planned at its own lower peak."),
         click.option("--trust-pickle", is_flag=True, help="Allow loading pickled PyTorch modules (runs code from the file)."),
         click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (runs code from the file)."),
         click.option("--torch-exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True,
