@@ -53,13 +53,13 @@ torch.export.save(program, sys.argv[2])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", pytest.param("float16", marks=pytest.mark.heavy)])  # fp16 goes as it is
-def test_a_half_precision_source_reaches_tflite_and_is_judged_by_its_own_precision(dtype: str, tmp_path: Path) -> None:
+def test_a_half_precision_source_reaches_tflite_and_tf_and_is_judged_by_its_own_precision(dtype: str, tmp_path: Path) -> None:
     """The way big checkpoints ship: bf16 is widened to float32 at torch -> onnx (nothing after it has bf16) and said so;
     fp16 goes as it is. Every comparison uses the source dtype's tolerance (docs/formats.md, half precision)."""
     model = tmp_path / f"{dtype}.pt2"
     subprocess.run([sys.executable, "-c", HALF_MODEL, dtype, str(model)], check=True, timeout=300)
     out = tmp_path / f"{dtype}.bridge"
-    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(model), "--to", "tflite", "-o", str(out), "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(model), "--to", "tflite,tf", "-o", str(out), "--quiet"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -72,6 +72,7 @@ def test_a_half_precision_source_reaches_tflite_and_is_judged_by_its_own_precisi
                              "--latency-runs", "1", "--json", "-"], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr
     report = json.loads(verify.stdout)
+    assert {"tflite", "tf"} <= {hop["dst"] for hop in report["cumulative"]}, report["cumulative"]
     drifts = [d for hop in report["hops"] for d in hop["outputs"]]
     assert drifts and all(d["tolerance"]["source"] == f"default {dtype}" for d in drifts), drifts
     assert max(d["max_abs"] for d in drifts) < 1e-2, drifts
