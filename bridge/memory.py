@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge import defaults
 from bridge.errors import InputError
 
 GB = 1024**3
@@ -29,6 +30,8 @@ GB = 1024**3
 
 LARGE = " (large weights)"
 """Appended to a hop's name in PEAK_RATIOS: its peak on the large-weight candidate."""
+EXTERNAL = " (external data)"
+"""Appended to a hop's name in PEAK_RATIOS: its peak when the weights reach the external-data threshold."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ PEAK_RATIOS: dict[str, PeakRatio] = {
     "default": PeakRatio(4.0, int(1.0 * GB), "a bound assumed for the other hops, not measured"),
     # The large-weight candidate (bridge/hops/large_weights.py): onnx2tf converts a graph of kilobytes, the weights are
     # streamed into the TFLite file, or held once as SavedModel variables while TensorFlow saves them.
+    # torch.onnx writes weights of 2 GB or more to external data (defaults.external_data_threshold()) and holds no
+    # serialized copy of them: 3.2 GB at 2.25 GiB.
+    "torch->onnx" + EXTERNAL: PeakRatio(1.4, int(0.7 * GB), "3.2 GB at 2.25 GiB (bench/README.md)"),
     "onnx->tflite" + LARGE: PeakRatio(0.5, int(1.2 * GB), "0.4 GB at 2.25 GiB (the hop; its check 2.84x, bench/README.md)"),
     "onnx->tf" + LARGE: PeakRatio(2.0, int(1.2 * GB), "4.9 GB at 2.25 GiB (1.6x + base; the convert 2.78x, bench/README.md)"),
 }
@@ -102,9 +108,12 @@ def budget(max_memory: int | None) -> tuple[int, str]:
 
 
 def estimate(hop: str, weight_bytes: int, large: bool = False) -> int:
-    """A hop's expected peak over its whole process tree; `large`: on its large-weight candidate, where it has one."""
-    peak = PEAK_RATIOS.get(hop + LARGE) if large else None
-    peak = peak or PEAK_RATIOS.get(hop, PEAK_RATIOS["default"])
+    """A hop's expected peak over its whole process tree; `large`: on its large-weight candidate, where it has one.
+    Weights that reach the external-data threshold take the hop's figure for that, where it has one."""
+    keys = [hop + LARGE] if large else []
+    if weight_bytes >= defaults.external_data_threshold():
+        keys.append(hop + EXTERNAL)
+    peak = next((PEAK_RATIOS[k] for k in (*keys, hop) if k in PEAK_RATIOS), PEAK_RATIOS["default"])
     return int(peak.base + peak.ratio * weight_bytes)
 
 

@@ -113,7 +113,7 @@ class StandIn:
 def stand_in(onnx_path: Path, folder: Path) -> StandIn:
     """Write the stand-in of `onnx_path` as ``folder/model.onnx``; NotApplicableError if no weight can be moved."""
     import onnx
-    from onnx import external_data_helper, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from bridge.safety import check_onnx_external_data
 
@@ -178,13 +178,9 @@ def stand_in(onnx_path: Path, folder: Path) -> StandIn:
     del graph.node[:]
     graph.node.extend(nodes)
     kept = [t for t in graph.initializer if t.name not in renames]
-    for tensor in kept:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:  # small: read into the stand-in
-            external_data_helper.load_external_data_for_tensor(tensor, str(onnx_path.parent))
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            del tensor.external_data[:]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    inline_external(model, onnx_path.parent)  # what stays is small: read into the stand-in
     for old in [i for i in graph.input if i.name in renames]:  # IR < 4 lists initializers as inputs too
         graph.input.remove(old)
     for weight in weights:
@@ -193,6 +189,28 @@ def stand_in(onnx_path: Path, folder: Path) -> StandIn:
     target = folder / "model.onnx"
     onnx.save(model, str(target))
     return StandIn(target, weights, inline)
+
+
+def inline_external(model: Any, folder: Path, below: int | None = None) -> int:
+    """Read into `model` the external data of its initializers (those under `below` bytes, or all); how many.
+
+    The model's external data must have passed ``safety.check_onnx_external_data`` (locations inside `folder`).
+    """
+    import onnx
+    from onnx import external_data_helper
+
+    count = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        length = {e.key: e.value for e in tensor.external_data}.get("length")
+        if below is not None and (length is None or int(length) >= below):
+            continue
+        external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+        count += 1
+    return count
 
 
 def _use(node: Any, position: int) -> str | None:
@@ -342,4 +360,5 @@ def convert(job: HopJob, fmt: Format) -> HopResult:
     return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=options, notes=notes)
 
 
-__all__ = ["MIN_WEIGHT_BYTES", "StandIn", "Weight", "attach_to_saved_model", "attach_to_tflite", "convert", "stand_in"]
+__all__ = ["MIN_WEIGHT_BYTES", "StandIn", "Weight", "attach_to_saved_model", "attach_to_tflite", "convert", "inline_external",
+           "stand_in"]

@@ -10,8 +10,12 @@ from typing import Any
 
 from bridge import defaults
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
+from bridge.hops.large_weights import inline_external
 from bridge.runtimes.onnxruntime_runner import load_onnx_checked
 from bridge.signature import TensorSpec, carry_layout
+
+SMALL_TENSOR = 1024**2
+"""External tensors under this many bytes are read in before the graph is rewritten (shapes and axes among them)."""
 
 
 def _int64_initializers_as_fields(model: Any) -> None:
@@ -45,6 +49,27 @@ def _dropouts_as_identity(model: Any) -> bool:
     return rewritten
 
 
+def _reshapes_allowing_zero_dropped(model: Any) -> bool:
+    """Clear ``allowzero=1`` (which onnx2torch refuses, and torch.onnx writes on every view) on each Reshape whose
+    constant target shape has no 0, where it changes nothing; whether any was."""
+    from onnx import helper, numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                      if a.name == "value"})
+    cleared = False
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        allowzero = next((a for a in node.attribute if a.name == "allowzero"), None)
+        if allowzero is None or helper.get_attribute_value(allowzero) != 1:
+            continue
+        if 0 not in numpy_helper.to_array(constants[node.input[1]]).ravel().tolist():
+            node.attribute.remove(allowzero)
+            cleared = True
+    return cleared
+
+
 def _computes_constants(model: Any) -> bool:
     """Whether some node computes a value from constants alone (other than a Constant node itself)."""
     known = {t.name for t in model.graph.initializer}
@@ -66,8 +91,11 @@ class OnnxToTorch(Hop):
         from bridge.runtimes.base import LoadOptions
         from bridge.runtimes.torch_runner import TorchRunner, example_tensors
 
-        load_onnx_checked(job.src)
-        model = onnx.load(str(job.src))
+        # The graph is read without its external data and rewritten (opset lowered) as it is: onnx's version
+        # converter and onnxsim serialize the model, which protobuf refuses past 2 GB. The small tensors the
+        # rewrites read (shapes, axes) are read in first, the large weights only before onnx2torch.
+        model = load_onnx_checked(job.src)
+        external = inline_external(model, job.src.parent, below=SMALL_TENSOR)
         # Before IR version 4 every initializer was listed among the graph's inputs too (ONNX's model
         # zoo "light" models: ResNet-50, VGG-19...). bridge's signature has only the real inputs;
         # onnx2torch would make each weight an argument of forward.
@@ -83,13 +111,19 @@ class OnnxToTorch(Hop):
         if _dropouts_as_identity(model):
             notes.append("Dropout (an identity at inference) written as Identity: onnx2torch's takes its ratio as a tensor, "
                          "which torch.export cannot trace")
+        if _reshapes_allowing_zero_dropped(model):
+            notes.append("allowzero=1 cleared on Reshapes whose target shape has no 0 (the same result): onnx2torch "
+                         "does not take it")
         lifted = opset > defaults.ONNX2TORCH_MAX_OPSET or opset < defaults.ONNX2TORCH_MIN_OPSET
         if lifted:
             if opset > defaults.ONNX2TORCH_MAX_OPSET:
                 _int64_initializers_as_fields(model)
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
-        if _computes_constants(model):
+        external += inline_external(model, job.src.parent)
+        if external:
+            notes.append(f"{external} weights read from external data")
+        if _computes_constants(model) and model.ByteSize() < defaults.EXTERNAL_DATA_THRESHOLD:
             # onnx2torch takes a Conv's or Gemm's weights from the initializers only: weights computed in
             # the graph (ONNX's "light" test models make every one with ConstantOfShape) are folded first.
             import onnxsim

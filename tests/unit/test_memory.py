@@ -44,6 +44,9 @@ def test_the_large_weight_candidate_is_estimated_by_its_own_ratio() -> None:
     assert estimate("onnx->tflite", weights) > 20 * GB
     assert estimate("onnx->tflite", weights, large=True) < 4 * weights
     assert estimate("torch->onnx", weights, large=True) == estimate("torch->onnx", weights)  # no such candidate: as before
+    # Past the external-data threshold torch.onnx holds no serialized copy of the weights (3.2 GB at 2.25 GiB).
+    assert estimate("torch->onnx", weights) < 2 * weights
+    assert estimate("torch->onnx", int(0.5 * GB)) > 6 * int(0.5 * GB)  # below it, the serialized protobuf is held too
     check_route([("onnx->tflite", "onnx2tf", True)], weights, 9 * GB, "big.pt2")
     with pytest.raises(InputError, match="onnx->tflite"):
         check_route([("onnx->tflite", "onnx2tf", False)], weights, 9 * GB, "big.pt2")
