@@ -9,7 +9,9 @@ hop's own peak is read from convert's progress lines (``done in X s (peak Y GB)`
 convert refuses up front (bridge.memory's estimate) is recorded with its one line. Each verify
 records the worst max abs drift of every artifact against the source (its ``--json`` report).
 Last, per size, ``convert --to tflite --max-memory 1GB``: it must exit 2, in seconds, with one
-line about memory and no output folder (issue 18's refusal).
+line about memory and no output folder (issue 18's refusal). Every convert runs with
+``--no-cache``: the generated models are the same from run to run (seeded), and a cache hit is
+a copy, not a conversion. ``--targets ""`` runs the refusal alone.
 
     .venv/bin/python bench/memory_growth.py --sizes 0.5,2.25,4.5 --targets tflite,tf [--json F]
 """
@@ -69,7 +71,7 @@ def measured(cmd: list[str]) -> tuple[int, float, int, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0.5", help="GiB of weights, comma-separated (default 0.5)")
-    parser.add_argument("--targets", default="tflite,tf")
+    parser.add_argument("--targets", default="tflite,tf", help="comma-separated; empty: the refusal alone")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     python = sys.executable
@@ -80,9 +82,10 @@ def main() -> int:
             model = Path(tmp, "big.pt2")
             subprocess.run([python, "-c", MAKE, str(blocks), str(WIDTH), str(model)], check=True)
             weights = blocks * BLOCK_BYTES
-            for target in args.targets.split(","):
+            for target in [t for t in args.targets.split(",") if t]:
                 out = Path(tmp, f"big.{target}.bridge")
-                code, seconds, peak, err = measured([python, "-m", "bridge", "convert", str(model), "--to", target, "-o", str(out)])
+                code, seconds, peak, err = measured([python, "-m", "bridge", "convert", str(model), "--to", target, "-o", str(out),
+                                                     "--no-cache"])
                 hops = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+) \[\S+\]: done in [\d.]+ s \(peak ([\d.]+) GB\)",
                                                                          err, re.M)}
                 rows.append({"gib": round(weights / GB, 2), "step": f"convert --to {target}", "exit": code,
@@ -105,7 +108,7 @@ def main() -> int:
             # Refused before any hop: one line, within seconds, nothing written.
             out = Path(tmp, "refused.bridge")
             code, seconds, peak, err = measured([python, "-m", "bridge", "convert", str(model), "--to", "tflite", "-o", str(out),
-                                                 "--max-memory", "1GB"])
+                                                 "--max-memory", "1GB", "--no-cache"])
             rows.append({"gib": round(weights / GB, 2), "step": "convert --to tflite --max-memory 1GB", "exit": code,
                          "seconds": round(seconds, 1), "peak_gb": round(peak / GB, 2), "ratio": round(peak / weights, 2),
                          "wrote": out.exists(), "error": err.strip()})
