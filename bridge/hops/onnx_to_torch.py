@@ -6,6 +6,9 @@ exporter emits), so newer models are first converted down with ``onnx.version_co
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from bridge import defaults
@@ -70,6 +73,33 @@ def _reshapes_allowing_zero_dropped(model: Any) -> bool:
     return cleared
 
 
+def _external_bytes(model: Any) -> int:
+    """The bytes of the initializers `model` still keeps in external data."""
+    return sum(int({e.key: e.value for e in t.external_data}.get("length", 0)) for t in model.graph.initializer)
+
+
+def _convert_from_file(model: Any, folder: Path, work: Path) -> Any:
+    """onnx2torch on a model past protobuf's 2 GB: given a ModelProto it measures it with ``ByteSize()``, which
+    protobuf refuses past 2 GB, so it is given a file instead. `model` (its external data not read, the data files
+    in `folder`) is saved in `work` beside links to those files (copies across file systems), and removed after."""
+    import onnx
+    import onnx2torch
+
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        for location in locations:  # checked inside `folder` by load_onnx_checked
+            (work / location).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / location, work / location)
+            except OSError:
+                shutil.copyfile(folder / location, work / location)
+        onnx.save(model, str(work / "model.onnx"))
+        return onnx2torch.convert(work / "model.onnx").eval()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _computes_constants(model: Any) -> bool:
     """Whether some node computes a value from constants alone (other than a Constant node itself)."""
     known = {t.name for t in model.graph.initializer}
@@ -120,19 +150,24 @@ class OnnxToTorch(Hop):
                 _int64_initializers_as_fields(model)
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
-        external += inline_external(model, job.src.parent)
+        # Past protobuf's limit (the same threshold torch -> onnx writes external data at) onnx2torch gets a file.
+        if _external_bytes(model) + model.ByteSize() < defaults.external_data_threshold():
+            external += inline_external(model, job.src.parent)
+            if _computes_constants(model):
+                # onnx2torch takes a Conv's or Gemm's weights from the initializers only: weights computed in
+                # the graph (ONNX's "light" test models make every one with ConstantOfShape) are folded first.
+                import onnxsim
+
+                folded, valid = onnxsim.simplify(model)
+                if valid:
+                    model = folded
+                    notes.append("values computed from constants folded into initializers with onnxsim for onnx2torch")
+            module = onnx2torch.convert(model).eval()
+        else:
+            external += sum(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+            module = _convert_from_file(model, job.src.parent, job.out_dir / ".onnx2torch")
         if external:
             notes.append(f"{external} weights read from external data")
-        if _computes_constants(model) and model.ByteSize() < defaults.EXTERNAL_DATA_THRESHOLD:
-            # onnx2torch takes a Conv's or Gemm's weights from the initializers only: weights computed in
-            # the graph (ONNX's "light" test models make every one with ConstantOfShape) are folded first.
-            import onnxsim
-
-            folded, valid = onnxsim.simplify(model)
-            if valid:
-                model = folded
-                notes.append("values computed from constants folded into initializers with onnxsim for onnx2torch")
-        module = onnx2torch.convert(model).eval()
         args = example_tensors(job.signature.inputs)
         if job.candidate.settings.get("save") == "trace":
             target = job.out_dir / "model.pt"
