@@ -7,7 +7,7 @@ wall time, the sum and mean of the jobs' own seconds, and the peak resident memo
 process any job started (``RUSAGE_CHILDREN``). From these: the pool's speed-up from 1 to 2 jobs,
 Ray's overhead against the pool at the same width, and the throughput to expect on N workers.
 
-    .venv/bin/python bench/batch_scaling.py [--models mlp,two_io] [--out bench/results/batch_scaling.json]
+    .venv/bin/python bench/batch_scaling.py [--models mlp,two_io | --zoo] [--out bench/results/batch_scaling.json]
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from _util import PYTHON, ROOT, machine, versions  # noqa: E402
 ARMS = (("pool -j 1", ["-j", "1"]), ("pool -j 2", ["-j", "2"]), ("ray -j 2", ["--executor", "ray", "-j", "2"]))
 
 
-def _arm(plan: Path, out: Path, flags: list[str]) -> dict[str, Any]:
+def _arm(plan: list[str], out: Path, flags: list[str]) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    proc = subprocess.run([PYTHON, "-m", "bridge", "batch", str(plan), "-o", str(out), "--json", str(out) + ".json",
+    proc = subprocess.run([PYTHON, "-m", "bridge", "batch", *plan, "-o", str(out), "--json", str(out) + ".json",
                            "--quiet", *flags], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -49,22 +49,30 @@ def _arm(plan: Path, out: Path, flags: list[str]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,two_io,conv1d,embedding,cnn,gru")
+    parser.add_argument("--zoo", action="store_true",
+                        help="`bridge batch --zoo` instead: every zoo model that is not slow to every target it reaches, "
+                             "verify's defaults (--models is ignored)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_scaling.json")
     args = parser.parse_args()
+    from bridge.batch_plan import zoo_jobs
     from bridge.zoo import export
 
-    names = args.models.split(",")
+    names = [job.name for job in zoo_jobs()] if args.zoo else args.models.split(",")
     with tempfile.TemporaryDirectory(prefix="bridge-bench-batch-") as tmp:
         work = Path(tmp)
-        models = work / "models"
-        models.mkdir()
-        for name in names:
-            made = export(name, models, force=True)
-            if made.model_path.parent != models:
-                shutil.move(made.model_path, models)
-        plan = models / "plan.yaml"
-        plan.write_text("targets: [onnx, tflite]\nverify: {samples: 2, devices: [cpu], latency_runs: 5}\nmodels:\n"
-                        + "".join(f"  - {n}.pt2\n" for n in names))
+        if args.zoo:
+            plan = ["--zoo"]
+        else:
+            models = work / "models"
+            models.mkdir()
+            for name in names:
+                made = export(name, models, force=True)
+                if made.model_path.parent != models:
+                    shutil.move(made.model_path, models)
+            plan_file = models / "plan.yaml"
+            plan_file.write_text("targets: [onnx, tflite]\nverify: {samples: 2, devices: [cpu], latency_runs: 5}\nmodels:\n"
+                                 + "".join(f"  - {n}.pt2\n" for n in names))
+            plan = [str(plan_file)]
         arms = {}
         for label, flags in ARMS:
             arms[label] = _arm(plan, work / label.replace(" ", "_"), flags)
@@ -78,7 +86,8 @@ def main() -> None:
     per_job = one["job_mean_s"]  # a job alone on this machine, no other job beside it
     efficiency = speedup / 2
     expected = {str(n): round(n * 3600 / per_job * efficiency / ray_overhead) for n in (1, 2, 8, 32, 128)}
-    result = {"models": names, "machine": machine(), "versions": versions(), "arms": arms, "same_verdicts": same,
+    result = {"plan": "--zoo" if args.zoo else "models to onnx and tflite", "models": names,
+              "machine": machine(), "versions": versions(), "arms": arms, "same_verdicts": same,
               "pool_speedup_1_to_2": speedup, "ray_over_pool_2": ray_overhead, "per_job_s": per_job,
               "expected_jobs_per_hour_on_n_workers": expected}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
