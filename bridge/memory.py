@@ -52,15 +52,16 @@ PEAK_RATIOS: dict[str, PeakRatio] = {
     "onnx->tf": PeakRatio(14.0, int(1.2 * GB), "8.0 GB at 0.5 GiB"),
     "onnx->keras": PeakRatio(14.0, int(1.2 * GB), "taken as onnx->tf's (the same onnx2tf run), not measured"),
     "default": PeakRatio(4.0, int(1.0 * GB), "a bound assumed for the other hops, not measured"),
-    # The large-weight candidate (bridge/hops/large_weights.py): onnx2tf converts a graph of kilobytes, the weights are
-    # streamed into the TFLite file, or held once as SavedModel variables while TensorFlow saves them.
     # torch.onnx writes weights of 2 GB or more to external data (defaults.external_data_threshold()) and holds no
     # serialized copy of them: 3.2 GB at 2.25 GiB.
     "torch->onnx" + EXTERNAL: PeakRatio(1.4, int(0.7 * GB), "3.2 GB at 2.25 GiB (bench/README.md)"),
+    # The large-weight candidate (bridge/hops/large_weights.py): onnx2tf converts a graph of kilobytes, the weights are
+    # streamed into the TFLite file, or held once as SavedModel variables while TensorFlow saves them.
     "onnx->tflite" + LARGE: PeakRatio(0.5, int(1.2 * GB), "0.4 GB at 2.25 GiB (the hop; its check 2.84x, bench/README.md)"),
     "onnx->tf" + LARGE: PeakRatio(2.0, int(1.2 * GB), "4.9 GB at 2.25 GiB (1.6x + base; the convert 2.78x, bench/README.md)"),
 }
-"""By hop name (``onnx->tflite``), with LARGE appended for the large-weight candidate; the other hops use ``default``."""
+"""By hop name (``onnx->tflite``), with LARGE appended for the large-weight candidate and EXTERNAL for weights past the
+external-data threshold; the other hops use ``default``."""
 
 
 
@@ -133,8 +134,13 @@ def check_route(hops: list[tuple[str, str, bool]], weights: int, max_memory: int
     fits = [n for e, n, _ in needs if e <= limit]
     hint = (f"the hops that fit are {', '.join(fits)}: convert to fewer targets" if fits else
             "no hop of this route fits: use a machine with more memory, or export the model in float16")
-    raise InputError(f"{model}: {name} ({tool}) needs about {human(need)} for {human(weights)} of weights, "
-                     f"{human(limit)} {'allowed by --max-memory' if where == '--max-memory' else where}; {hint}")
+    raise InputError(f"{model}: {name} ({tool}) {over_budget(need, weights, limit, where)}; {hint}")
+
+
+def over_budget(need: int, weights: int, limit: int, where: str) -> str:
+    """``needs about X GB for Y GB of weights, Z GB allowed by --max-memory`` (or ``Z GB available memory``)."""
+    return (f"needs about {human(need)} for {human(weights)} of weights, "
+            f"{human(limit)} {'allowed by --max-memory' if where == '--max-memory' else where}")
 
 
 def tree_rss(root: int) -> int:
@@ -198,5 +204,5 @@ class TreeWatch:
                 "it started; ended by SIGKILL, as the kernel's out-of-memory killer does)")
 
 
-__all__ = ["PEAK_RATIOS", "PeakRatio", "TreeWatch", "available", "budget", "check_route", "estimate", "human", "parse_size",
-           "tree_rss", "weight_bytes"]
+__all__ = ["PEAK_RATIOS", "PeakRatio", "TreeWatch", "available", "budget", "check_route", "estimate", "human", "over_budget",
+           "parse_size", "tree_rss", "weight_bytes"]

@@ -354,8 +354,7 @@ class Pipeline:
         limit, where = memory.budget(self.options.max_memory)
         if need <= limit:
             return ""
-        return (f"not started: needs about {human(need)} for {human(self._weights)} of weights, {human(limit)} "
-                f"{'allowed by --max-memory' if where == '--max-memory' else where} (the large-weight path was planned)")
+        return f"not started: {memory.over_budget(need, self._weights, limit, where)} (the large-weight path was planned)"
 
     def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
         subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)

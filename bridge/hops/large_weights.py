@@ -113,7 +113,7 @@ class StandIn:
 def stand_in(onnx_path: Path, folder: Path) -> StandIn:
     """Write the stand-in of `onnx_path` as ``folder/model.onnx``; NotApplicableError if no weight can be moved."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import external_data_helper, helper, numpy_helper
 
     from bridge.safety import check_onnx_external_data
 
@@ -129,7 +129,6 @@ def stand_in(onnx_path: Path, folder: Path) -> StandIn:
     weights: list[Weight] = []
     inline: dict[str, NDArray[Any]] = {}
     renames: dict[str, str] = {}
-    transposed: set[str] = set()
     for tensor in graph.initializer:
         uses = consumers.get(tensor.name, [])
         if len(tensor.dims) != 2 or tensor.data_type not in _MOVABLE_DTYPES or not uses:
@@ -145,20 +144,18 @@ def stand_in(onnx_path: Path, folder: Path) -> StandIn:
         stored = tuple(int(d) for d in tensor.dims)
         shape = stored[::-1] if transpose else stored
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in tensor.external_data}
-            file = onnx_path.parent / info["location"]
-            offset = int(info.get("offset", 0))
-            needed = int(np.prod(stored)) * np.dtype(dtype).itemsize
-            if "length" in info and int(info["length"]) != needed or offset + needed > file.stat().st_size:
-                raise HopError(f"{onnx_path}: the external data of {tensor.name!r} ({info['location']}) does not hold "
-                               f"its {needed} bytes; export the model again")
-            weights.append(Weight(name, tensor.name, shape, dtype, transpose, file, offset))
+            info = external_data_helper.ExternalDataInfo(tensor)
+            file = onnx_path.parent / info.location
+            weight = Weight(name, tensor.name, shape, dtype, transpose, file, int(info.offset or 0))
+            if info.length is not None and int(info.length) != weight.nbytes \
+                    or weight.offset + weight.nbytes > file.stat().st_size:
+                raise HopError(f"{onnx_path}: the external data of {tensor.name!r} ({info.location}) does not hold "
+                               f"its {weight.nbytes} bytes; export the model again")
         else:
-            weights.append(Weight(name, tensor.name, shape, dtype, transpose, None))
+            weight = Weight(name, tensor.name, shape, dtype, transpose, None)
             inline[name] = numpy_helper.to_array(tensor)
+        weights.append(weight)
         renames[tensor.name] = name
-        if transpose:
-            transposed.add(tensor.name)
     if not weights:
         raise NotApplicableError("no weight of this model is a 2-D float matrix read by MatMul, Gemm or Gather: "
                                  "nothing to stand in for")
@@ -203,7 +200,7 @@ def inline_external(model: Any, folder: Path, below: int | None = None) -> int:
     for tensor in model.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        length = {e.key: e.value for e in tensor.external_data}.get("length")
+        length = external_data_helper.ExternalDataInfo(tensor).length
         if below is not None and (length is None or int(length) >= below):
             continue
         external_data_helper.load_external_data_for_tensor(tensor, str(folder))
@@ -211,6 +208,14 @@ def inline_external(model: Any, folder: Path, below: int | None = None) -> int:
         del tensor.external_data[:]
         count += 1
     return count
+
+
+def external_bytes(model: Any) -> int:
+    """The bytes of the initializers `model` still keeps in external data (as their ``length`` entries say)."""
+    from onnx import external_data_helper
+
+    lengths = (external_data_helper.ExternalDataInfo(t).length for t in model.graph.initializer if t.external_data)
+    return sum(int(length) for length in lengths if length is not None)
 
 
 def _use(node: Any, position: int) -> str | None:
@@ -360,5 +365,5 @@ def convert(job: HopJob, fmt: Format) -> HopResult:
     return HopResult((Produced(target, carry_layout(job.signature, child, perms)),), options=options, notes=notes)
 
 
-__all__ = ["MIN_WEIGHT_BYTES", "StandIn", "Weight", "attach_to_saved_model", "attach_to_tflite", "convert", "inline_external",
-           "stand_in"]
+__all__ = ["MIN_WEIGHT_BYTES", "StandIn", "Weight", "attach_to_saved_model", "attach_to_tflite", "convert", "external_bytes",
+           "inline_external", "stand_in"]

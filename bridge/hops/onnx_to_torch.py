@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge import defaults
 from bridge.hops.base import Hop, HopJob, HopResult, Produced
-from bridge.hops.large_weights import inline_external
+from bridge.hops.large_weights import external_bytes, inline_external
 from bridge.runtimes.onnxruntime_runner import load_onnx_checked
 from bridge.signature import TensorSpec, carry_layout
 
@@ -73,21 +73,17 @@ def _reshapes_allowing_zero_dropped(model: Any) -> bool:
     return cleared
 
 
-def _external_bytes(model: Any) -> int:
-    """The bytes of the initializers `model` still keeps in external data."""
-    return sum(int({e.key: e.value for e in t.external_data}.get("length", 0)) for t in model.graph.initializer)
-
-
 def _convert_from_file(model: Any, folder: Path, work: Path) -> Any:
     """onnx2torch on a model past protobuf's 2 GB: given a ModelProto it measures it with ``ByteSize()``, which
     protobuf refuses past 2 GB, so it is given a file instead. `model` (its external data not read, the data files
     in `folder`) is saved in `work` beside links to those files (copies across file systems), and removed after."""
     import onnx
     import onnx2torch
+    from onnx import external_data_helper
 
     work.mkdir(parents=True, exist_ok=True)
     try:
-        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        locations = {external_data_helper.ExternalDataInfo(t).location for t in model.graph.initializer if t.external_data}
         for location in locations:  # checked inside `folder` by load_onnx_checked
             (work / location).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -151,7 +147,7 @@ class OnnxToTorch(Hop):
             model = onnx.version_converter.convert_version(model, defaults.ONNX2TORCH_MAX_OPSET)
             notes.append(f"converted opset {opset} -> {defaults.ONNX2TORCH_MAX_OPSET} with onnx.version_converter for onnx2torch")
         # Past protobuf's limit (the same threshold torch -> onnx writes external data at) onnx2torch gets a file.
-        if _external_bytes(model) + model.ByteSize() < defaults.external_data_threshold():
+        if external_bytes(model) + model.ByteSize() < defaults.external_data_threshold():
             external += inline_external(model, job.src.parent)
             if _computes_constants(model):
                 # onnx2torch takes a Conv's or Gemm's weights from the initializers only: weights computed in
