@@ -10,7 +10,10 @@ in order and keeps the first that passes is bridge.conversion.
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,27 @@ from numpy.typing import NDArray
 
 from bridge import defaults
 from bridge import inputs as inputs_mod
+from bridge.errors import BridgeError
 from bridge.formats import Format
+from bridge.isolation import read_envelope
 from bridge.manifest import DRIFT, PASSED, UNRUNNABLE, Attempt, Check, CheckedOutput, ChecksRecord
+from bridge.messages import RunRequest, RunResponse
 from bridge.options import ConvertOptions, tolerance_rules_of
 from bridge.runtimes.registry import RunnerRegistry
 from bridge.signature import Signature
 from bridge.verification.compare import OutputDrift, ToleranceRules
-from bridge.verification.report import OK, UNAVAILABLE
-from bridge.verification.run import Slot, Subject, compare_outputs, feeds_for, run_representation
+from bridge.verification.report import OK, UNAVAILABLE, Representation
+from bridge.verification.run import (
+    Slot,
+    Subject,
+    compare_outputs,
+    failed_row,
+    feeds_for,
+    finished_row,
+    not_runnable,
+    run_representation,
+    run_request,
+)
 
 Outputs = dict[str, NDArray[Any]]
 
@@ -127,12 +143,130 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
                 log_to=log_to.with_name(f"{log_to.stem}{_log_suffix(inputs.record, index)}.log") if log_to is not None else None,
             )
             if rep.status != OK or outputs is None:
-                batch = f" at {variant_label(inputs.record, index)}" if index else ""
-                return Ran(runner.runtime, None, f"{rep.error or 'did not run'}{batch}",
-                           unavailable=rep.status == UNAVAILABLE, seconds=time.perf_counter() - started, log=rep.log)
+                return _did_not_run(rep, inputs.record, index, time.perf_counter() - started)
             results.append(outputs)
     return Ran(runner.runtime, tuple(results), seconds=time.perf_counter() - started,
                log=str(log_to) if log_to is not None else None)
+
+
+def _did_not_run(rep: Representation, record: ChecksRecord, index: int, seconds: float) -> Ran:
+    batch = f" at {variant_label(record, index)}" if index else ""
+    return Ran(rep.runtime, None, f"{rep.error or 'did not run'}{batch}", unavailable=rep.status == UNAVAILABLE,
+               seconds=seconds, log=rep.log)
+
+
+@dataclass(frozen=True)
+class CarriedRuns:
+    """A subject's check runs as requests another step's child does before its own (HopRequest.source_runs)."""
+
+    slot: Slot
+    requests: tuple[RunRequest | None, ...]
+    """One per input set; None for a set the subject's fixed shape does not take."""
+
+    def lent(self) -> tuple[RunRequest, ...]:
+        return tuple(r for r in self.requests if r is not None)
+
+
+def carried_runs(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, options: ConvertOptions,
+                 work: Path) -> CarriedRuns | None:
+    """`subject`'s check runs written as requests (their feeds in `work`); None when it cannot run here at all
+    (its own run reports why)."""
+    slot = Slot(subject, runners.primary(subject.format), "cpu", primary=True)
+    if not_runnable(slot) is not None:
+        return None
+    work.mkdir(parents=True, exist_ok=True)
+    requests: list[RunRequest | None] = []
+    for index, arrays in enumerate(inputs.variants):
+        if index and not _fits(subject, arrays):
+            requests.append(None)
+            continue
+        feeds_path = work / f"{subject.name}.feeds{index}.npz"
+        inputs_mod.write_npz(feeds_path, feeds_for(subject, arrays))
+        requests.append(run_request(slot, feeds_path, work, defaults.CHECK_SAMPLES, runs=0, warmup=0,
+                                    trust_pickle=options.trust_pickle, trust_code=options.trust_code, tag=str(index)))
+    return CarriedRuns(slot, tuple(requests))
+
+
+def ran_from_carried(carried: CarriedRuns, record: ChecksRecord, log: str | None) -> Ran | None:
+    """The subject's run from what the child that carried its requests wrote; None when it ended before it wrote them all."""
+    slot = carried.slot
+    stage = f"run {slot.name} on {slot.device}"
+    results: list[Outputs | None] = []
+    for index, request in enumerate(carried.requests):
+        if request is None:
+            results.append(None)
+            continue
+        try:
+            response = read_envelope(request.carried_result, RunResponse, stage, "", log)
+        except BridgeError as exc:
+            return _did_not_run(failed_row(slot, exc, stage), record, index, 0.0)
+        if response is None:
+            return None
+        rep, outputs = finished_row(slot, request, response, log=log)
+        if rep.status != OK or outputs is None:
+            return _did_not_run(rep, record, index, 0.0)
+        results.append(outputs)
+    return Ran(slot.runner.runtime, tuple(results), log=log)
+
+
+class SourceRun:
+    """The source's check run, which every check of a first-level artifact waits on (`result`).
+
+    It is carried by the first hop from the source when that hop's child imports the source's
+    runtime anyway (torch -> onnx and a torch source): the child runs it before converting, and
+    torch's import and the model's load are paid once instead of in two processes side by side.
+    When no hop carries it (none can, none started, or the carrying child ended before it wrote the
+    results), it runs in a child of its own, as every other check does.
+    """
+
+    def __init__(self, carried: CarriedRuns | None, carrier: str | None, record: ChecksRecord,
+                 own: Callable[[], Future[Ran]]) -> None:
+        self._carried, self._carrier, self._record, self._own = carried, carrier, record, own
+        self._lock = threading.Lock()
+        self._lent = False
+        self._future: Future[Ran] | None = None
+        self._settled = threading.Event()
+        if carried is None or carrier is None:
+            self._start_own()
+
+    def lend(self, hop: str) -> tuple[RunRequest, ...]:
+        """The requests for `hop`'s child to run first, when it is the carrier and the run is still to do; else none."""
+        with self._lock:
+            if self._carried is None or self._lent or self._future is not None or hop != self._carrier:
+                return ()
+            self._lent = True
+            return self._carried.lent()
+
+    def returned(self, log: str | None) -> bool:
+        """The carrying child ended: take the results it wrote; False when it wrote none (the source's own run starts)."""
+        assert self._carried is not None
+        ran = ran_from_carried(self._carried, self._record, log)
+        with self._lock:
+            self._lent = False
+            if ran is not None:
+                future: Future[Ran] = Future()
+                future.set_result(ran)
+                self._future = future
+                self._settled.set()
+                return True
+            self._carried = None  # not lent again
+        self._start_own()
+        return False
+
+    def _start_own(self) -> None:
+        with self._lock:
+            if self._future is None:
+                self._future = self._own()
+                self._settled.set()
+
+    def result(self) -> Ran:
+        with self._lock:
+            idle = self._future is None and not self._lent
+        if idle:  # nobody carried it, and a check needs it now
+            self._start_own()
+        self._settled.wait()
+        assert self._future is not None
+        return self._future.result()
 
 
 def tolerance_rules(options: ConvertOptions) -> ToleranceRules:

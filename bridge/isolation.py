@@ -77,6 +77,7 @@ def run_isolated[R](
     peak_out: list[int] | None = None,
     warm: Prestarted | None = None,
     pass_fds: tuple[int, ...] = (),
+    preload: tuple[str, ...] = (),
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -85,13 +86,14 @@ def run_isolated[R](
     a failure names it. The child's process tree is sampled (bridge.memory.TreeWatch): `max_memory`
     stops it when it goes over, `on_beat(elapsed, rss)` hears from a long step every 10 s, and a
     step that ends by SIGKILL is reported as out of memory with its peak; `peak_out` receives the
-    peak resident bytes of the tree.
+    peak resident bytes of the tree. `warm` is a child started earlier for this step; without one,
+    the child started now imports `preload` before it reads the request (as a warm one did).
     """
     task = type(request).task
     child = warm if warm is not None and warm.fits(task, hide_gpu, nice, work_dir) else None
     if warm is not None and child is None:
         warm.close()  # started for another kind of step: not this one's
-    child = child or Prestarted(task, (), hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
+    child = child or Prestarted(task, preload, hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
     try:
         return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out)
     finally:
@@ -185,11 +187,8 @@ def _run_in[R](child: Prestarted, request: StepRequest[R], stage: str, timeout: 
             peak_out.append(watch.peak)
     log_text = log_path.read_text(errors="replace")
     kept = _keep_log(log_path, log_to)
-    if child.res_path.is_file():
-        envelope = json.loads(child.res_path.read_text(encoding="utf-8"))
-        if "error" in envelope:
-            raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, kept)
-        response: R = records.from_json(type(request).response, envelope["response"])
+    response: R | None = read_envelope(child.res_path, type(request).response, stage, log_text, kept)
+    if response is not None:
         return response
     raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text), log=kept)
 
@@ -278,8 +277,33 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _lower_priority(nice: int) -> None:
+    """Run this step at `nice`, and make that count against bridge's other steps.
+
+    Each step is a session of its own (so a timeout can kill its group), and where the kernel
+    groups processes by session for scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on
+    by default in most distributions) a process's nice value only ranks it inside its own group:
+    a niced check would take a whole core from the hop beside it all the same. The group's nice
+    value is set too, where the kernel has one.
+    """
+    if nice <= 0:
+        return
+    os.nice(nice)
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice), encoding="ascii")
+    except OSError:
+        pass  # no autogroup here (another kernel or OS, or not allowed): the process's nice value is what counts
+
+
 def _preload_and_wait() -> None:
-    """Import what the step will need, then wait for the parent's go; end quietly if it never comes."""
+    """Import what the step will need, then wait for the parent's go; end quietly if it never comes.
+
+    What was imported is moved out of the garbage collector's sight (gc.freeze): modules live as
+    long as the process, and a full collection no longer walks the hundreds of thousands of
+    objects of torch or TensorFlow (onnx2tf calls gc.collect() twice per conversion; torch.onnx's
+    export triggers several).
+    """
+    import gc
     import importlib
 
     for name in filter(None, os.environ.get("BRIDGE_PRELOAD", "").split(",")):
@@ -288,31 +312,52 @@ def _preload_and_wait() -> None:
         except Exception as exc:  # noqa: BLE001 - the step imports it again, and that failure is the one reported
             print(f"bridge: preloading {name} failed ({type(exc).__name__}: {exc}); the step will import it itself",
                   file=sys.stderr)
+    gc.freeze()
     if sys.stdin.readline().strip() != "go":
         os._exit(0)  # not used: closed by the parent, or the parent is gone
 
 
-def _child(task: str, req_path: str, res_path: str) -> int:
-    _die_with_parent()
-    if int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0) > 0:
-        os.nice(int(os.environ["BRIDGE_STEP_NICE"]))
-    _preload_and_wait()
-    envelope: dict[str, Any]
+def outcome(run: Callable[[], Any], what: str) -> dict[str, Any]:
+    """Call `run` (a step, in the child) and wrap what it returned or raised as a result envelope for the parent."""
     try:
-        from bridge import steps
-
-        request = records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8")))
-        envelope = {"response": records.to_json(steps.run(request))}
+        return {"response": records.to_json(run())}
     except errors.BridgeError as exc:
-        print(f"bridge step {task} failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # the kept log says why
-        envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), getattr(exc, "stage", ""),
-                                                       getattr(exc, "detail", "")))}
+        print(f"bridge step {what} failed: {type(exc).__name__}: {exc}", file=sys.stderr)  # the kept log says why
+        return {"error": records.to_json(StepError(type(exc).__name__, str(exc), getattr(exc, "stage", ""),
+                                                   getattr(exc, "detail", "")))}
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this step's failure
         traceback.print_exc()  # into the step's log, which is kept: the whole story of the failure
-        envelope = {"error": records.to_json(StepError(type(exc).__name__, str(exc), traceback=traceback.format_exc()))}
-    tmp = res_path + ".tmp"
-    Path(tmp).write_text(json.dumps(envelope), encoding="utf-8")
-    os.replace(tmp, res_path)
+        return {"error": records.to_json(StepError(type(exc).__name__, str(exc), traceback=traceback.format_exc()))}
+
+
+def write_envelope(path: Path, envelope: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(envelope), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_envelope[R](path: Path, response: type[R], stage: str, log_text: str, log: str | None) -> R | None:
+    """The response a child wrote at `path`; the BridgeError it ended with is raised; None when it wrote nothing."""
+    if not path.is_file():
+        return None
+    envelope = json.loads(path.read_text(encoding="utf-8"))
+    if "error" in envelope:
+        raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, log)
+    result: R = records.from_json(response, envelope["response"])
+    return result
+
+
+def _child(task: str, req_path: str, res_path: str) -> int:
+    _die_with_parent()
+    _lower_priority(int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0))
+    _preload_and_wait()
+
+    def step() -> Any:
+        from bridge import steps
+
+        return steps.run(records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8"))))
+
+    write_envelope(Path(res_path), outcome(step, task))
     sys.stdout.flush()
     # Skip interpreter teardown: TensorFlow and torch can hang or crash in their atexit hooks.
     os._exit(0)

@@ -89,6 +89,10 @@ class HopRequest(StepRequest[HopResponse]):
     options: ConvertOptions
     candidate: Candidate
     code: SourceCode | None = None
+    source_runs: tuple[RunRequest, ...] = ()
+    """The source's check runs (one per input set), done in this child before the hop: the hop loads the source
+    in the runtime they run in, so its import is paid once (bridge.pipeline.SourceRun). Each one's result goes to
+    its `RunRequest.carried_result`, whatever the hop's own outcome."""
 
 
 # --- materialize: build a factory's model and save it -----------------------------------------
@@ -218,6 +222,11 @@ class RunRequest(StepRequest[RunResponse]):
     """When verify runs representations side by side: the descriptor of its lock file, inherited with a
     shared lock the parent took before starting this child; the child times its runs once it holds
     it exclusively (bridge.steps.TimingTurn)."""
+
+    @property
+    def carried_result(self) -> Path:
+        """Where a child that runs this beside its own step (HopRequest.source_runs) writes its result envelope."""
+        return self.outputs.with_name(self.outputs.name + ".result.json")
 
 
 # --- capture: one sample with every intermediate tensor kept (localisation) ------------------

@@ -30,6 +30,8 @@ from bridge.checking import (
     CheckInputs,
     Outputs,
     Ran,
+    SourceRun,
+    carried_runs,
     closeness,
     judge,
     make_check_inputs,
@@ -94,7 +96,7 @@ class Node:
     path: Path
     signature: Signature
     precision: str = "float32"
-    ran: Future[Ran] | None = None
+    ran: Future[Ran] | SourceRun | None = None
     abandoned: threading.Event = field(default_factory=threading.Event)
     """Set when its check failed: work started from it is discarded."""
 
@@ -150,7 +152,7 @@ class Pipeline:
         self._counter = 0
         self._counter_lock = threading.Lock()
         self.inputs: CheckInputs | None = None
-        self.source_outputs: Future[Ran] | None = None
+        self.source_outputs: SourceRun | None = None
         self._warm: dict[str, Future[Prestarted]] = {}
         self._warm_lock = threading.Lock()
         self._prewarm = False
@@ -203,15 +205,20 @@ class Pipeline:
     def run(self, route: Route, source_path: Path, source_signature: Signature) -> list[HopOutcome]:
         """Run every hop of `route` from the source; returns the outcome tree of each first-level hop."""
         source = Node(route.source, "source", source_path, source_signature)
-        if self.options.check:
-            self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR, self.options.seq_len)
-            subject = subject_for("source", route.source, source_path, source_signature)
-            source.ran = self._spawn(partial(self._run_check, subject, "check-source"))
-            self.source_outputs = source.ran
         children = self._children_of(route)
         # Warm children only where memory is not the question: a big source's hops each need the room.
         self._weights = memory.weight_bytes(source_path.parent)
         self._prewarm = self.options.max_memory is None and self._weights < PREWARM_BELOW
+        if self.options.check:
+            self.inputs = make_check_inputs(source_signature, self.stage / ATTEMPTS_DIR, self.options.seq_len)
+            subject = subject_for("source", route.source, source_path, source_signature)
+            # Where memory is not the question either, the first hop from the source that loads its runtime runs it.
+            carrier = self._carrier(route.source, children) if self._prewarm else None
+            carried = carried_runs(subject, self.inputs, self.runners, self.options,
+                                   self.stage / ATTEMPTS_DIR / "source") if carrier else None
+            source.ran = SourceRun(carried, carrier, self.inputs.record,
+                                   lambda: self._spawn(partial(self._run_check, subject, "check-source")))
+            self.source_outputs = source.ran
         futures = [self._spawn(partial(self.branch, hop, source, children)) for hop in children(route.source)]
         self._source = source
         try:
@@ -222,6 +229,14 @@ class Pipeline:
             self._prewarm = False
             self.close_warm()
             self._launcher.shutdown()
+
+    def _carrier(self, fmt: Format, children: Callable[[Format], list[HopSpec]]) -> str | None:
+        """The first hop from `fmt` whose child imports everything the source's runtime needs (SourceRun), if any."""
+        needs = {m.partition(".")[0] for m in self.runners.primary(fmt).requires}
+        for hop in children(fmt):
+            if needs <= {m.partition(".")[0] for m in hop.modules} and not hop.missing():
+                return hop.name
+        return None
 
     def detour(self, target: Format, failed: set[str], made: dict[Format, Node], existing: set[Format]) -> HopOutcome | None:
         """A longer route to `target` from an artifact that verified, avoiding the hops that failed; None if there is none."""
@@ -315,13 +330,21 @@ class Pipeline:
         log_to = self.stage / LOGS_DIR / f"{directory.name}.log"
         log = self.relative(str(log_to))
         peak: list[int] = []
+        source_runs = self.source_outputs.lend(hop.name) if parent.key == "source" and self.source_outputs else ()
+        source_ran = True
         try:
-            response = self._gated(lambda: run_isolated(
-                HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code),
-                stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
-                max_memory=self.options.max_memory, on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
-                peak_out=peak, warm=self._take_warm(hop),
-            ))
+            try:
+                response = self._gated(lambda: run_isolated(
+                    HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code,
+                               source_runs),
+                    stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
+                    max_memory=self.options.max_memory,
+                    on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
+                    peak_out=peak, warm=self._take_warm(hop), preload=hop.modules,
+                ))
+            finally:
+                if source_runs and self.source_outputs:
+                    source_ran = self.source_outputs.returned(str(log_to) if log_to.is_file() else None)
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             attempts.append(Attempt(candidate.name, NOT_APPLICABLE, str(exc).removeprefix(f"{hop.name}: "),
@@ -332,8 +355,10 @@ class Pipeline:
             shutil.rmtree(directory, ignore_errors=True)
             raise  # not the candidate's fault: every candidate would meet it
         except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
-            seconds = time.perf_counter() - started
             shutil.rmtree(directory, ignore_errors=True)
+            if not source_ran:  # it ended in the source's runs, before the hop began: the hop again, without them
+                return self._produce(hop, candidate, parent, attempts)
+            seconds = time.perf_counter() - started
             message = str(exc).removeprefix(f"{hop.name}: ")
             attempts.append(Attempt(candidate.name, FAILED, message.splitlines()[0][:400] if message else "",
                                     seconds=round(seconds, 3), log=log if getattr(exc, "log", None) else None))
@@ -472,7 +497,7 @@ class Pipeline:
             room = max(1, defaults.parallel_steps() - 1) - len(self._warm)
             if not self._prewarm or self._cancelled.is_set() or hop.name in self._warm or room <= 0 or hop.missing():
                 return
-            preload = (*hop.requires, hop.target.partition(":")[0])
+            preload = hop.modules
             self._warm[hop.name] = self._launcher.submit(Prestarted, HopRequest.task, preload, hide_gpu=True,
                                                          work_dir=self.stage)
         logger.debug("%s: its child started early, importing %s", hop.name, ", ".join(preload))

@@ -59,6 +59,14 @@ class HopSpec:
     """The ways to make the artifact, in the order they are tried."""
     install: str = ""
     """How to install what is missing, when ``pip install 'bridge[extra]'`` is not the way."""
+    preload: tuple[str, ...] = ()
+    """Modules the hop's libraries import only on first use (beyond `requires`): its child imports them before
+    its request comes (bridge.isolation.Prestarted), while the hop above it still runs."""
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """What the hop's child imports before its request: `requires`, `preload` and the hop's own module."""
+        return (*self.requires, *self.preload, self.target.partition(":")[0])
 
     @property
     def install_hint(self) -> str:
@@ -172,12 +180,18 @@ _ONNX_TO_TORCH = (
     Candidate("trace", "onnx2torch, saved with torch.jit.trace (TorchScript .pt)", {"save": "trace"}),
 )
 _ONNX2TF = ("onnx2tf", "tensorflow", "onnx")
+# onnx2tf imports its converter, its flatbuffer writer and the runtimes it checks with inside convert(): ~0.7 s.
+_ONNX2TF_PRELOAD = ("onnx2tf.onnx2tf", "onnx2tf.tflite_builder.lower_from_onnx2tf", "onnxruntime",
+                    "ai_edge_litert.interpreter", "sng4onnx")
+# torch.export.load and torch.onnx.export import sympy, torch._dynamo, onnxscript and onnx_ir on first use: ~2 s.
+_TORCH_PRELOAD = ("torch.export", "torch._export.serde.serialize", "torch.onnx._internal.exporter._core",
+                  "onnxscript.function_libs.torch_lib.ops")
 _TF2ONNX = ("tf2onnx", "tensorflow", "onnx")
 
 DEFAULT_REGISTRY = HopRegistry(
     (
         HopSpec(Format.TORCH, Format.ONNX, "bridge.hops.torch_to_onnx:TorchToOnnx", _TORCH, "torch", "torch.onnx",
-                distribution="torch", candidates=_TORCH_TO_ONNX),
+                distribution="torch", candidates=_TORCH_TO_ONNX, preload=_TORCH_PRELOAD),
         # A JAX source reaches TFLite through jax2tf's SavedModel rather than through ONNX: TensorFlow's converter
         # lowers the StableHLO to builtin ops in the JAX layout, where onnx2tf would make an NHWC image input NCHW-
         # shaped (docs/jax.md). That SavedModel holds an XlaCallModule op, which tf2onnx cannot read: ONNX comes
@@ -187,9 +201,9 @@ DEFAULT_REGISTRY = HopRegistry(
         HopSpec(Format.JAX, Format.ONNX, "bridge.hops.jax_to_onnx:JaxToOnnx", ("jax2onnx", "jax", "onnx"), "jax", "jax2onnx",
                 preference=1),
         HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf",
-                candidates=_ONNX_TO_TFLITE),
+                candidates=_ONNX_TO_TFLITE, preload=_ONNX2TF_PRELOAD),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",
-                candidates=_ONNX_TO_TF),
+                candidates=_ONNX_TO_TF, preload=_ONNX2TF_PRELOAD),
         HopSpec(Format.ONNX, Format.KERAS, "bridge.hops.onnx_to_keras:OnnxToKeras", (*_ONNX2TF, "tf_keras"), "tf", "onnx2tf"),
         HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"),
                 "torch", "onnx2torch", candidates=_ONNX_TO_TORCH),

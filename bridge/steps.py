@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import DeviceUnavailableError
@@ -85,6 +86,7 @@ def hop(request: HopRequest) -> HopResponse:
     from bridge.hops.base import HopJob
     from bridge.manifest import Tool
 
+    run_carried(request.source_runs)
     hop_impl = request.hop.load()
     request.out_dir.mkdir(parents=True, exist_ok=True)
     result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate,
@@ -100,6 +102,24 @@ def hop(request: HopRequest) -> HopResponse:
         produced=produced, tool=Tool(request.hop.tool, package_version(request.hop.distribution)),
         options=result.options, notes=result.notes,
     )
+
+
+def run_carried(runs: tuple[RunRequest, ...]) -> None:
+    """Run the source's check runs a hop carries (HopRequest.source_runs), each result written where the parent reads it.
+
+    They run before the hop, so that a crash in one leaves no result for it (the parent then runs
+    the source's check on its own, and the hop again), and their model is let go before the hop loads its own.
+    """
+    import gc
+
+    from bridge.isolation import outcome, write_envelope
+
+    for run in runs:
+        print(f"bridge: running the source's check inputs ({run.samples} samples, {run.inputs.stem}) in "
+              f"{run.runner.runtime} before the hop", file=sys.stderr)
+        write_envelope(run.carried_result, outcome(partial(run_samples, run), "run source (carried by the hop)"))
+    if runs:
+        gc.collect()
 
 
 def materialize(request: MaterializeRequest) -> MaterializeResponse:

@@ -132,3 +132,38 @@ def test_the_hop_below_is_started_while_the_one_above_runs(zoo_model: Callable[[
     assert result.returncode == 0, result.stderr[-2000:]
     started = result.stderr.index("onnx->tflite: its child started early")
     assert started < result.stderr.index("torch->onnx [dynamo]: done")  # while the hop above it ran
+
+
+def test_a_crash_in_the_source_run_a_hop_carries_is_not_the_hop_s_failure(zoo_model: Callable[[str], Path],
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "mlp.bridge"
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "convert", str(zoo_model("mlp")), "--to", "onnx",
+                             "-o", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    victims: list[int] = []
+    while not victims and time.monotonic() < deadline and proc.poll() is None:
+        victims = _steps(proc.pid, "hop", lambda request: bool(request["source_runs"]))
+        time.sleep(0.02)
+    assert victims, "no hop carried the source's run"
+    for pid in victims:
+        os.kill(pid, signal.SIGSEGV)  # while it imports torch: before the source's runs wrote anything
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    onnx = json.loads((out / "manifest.json").read_text())["artifacts"][0]
+    # The source ran in a child of its own, and the hop again without it: one attempt, verified.
+    assert [a["outcome"] for a in onnx["attempts"]] == ["passed"] and onnx["check"]["passed"]
+    assert (out / "logs" / "check-source.log").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="this kernel has no scheduler autogroups")
+def test_a_niced_step_is_niced_against_the_other_steps_too() -> None:
+    # Each step is a session of its own, and with autogroups a session's nice value is its group's.
+    child = Prestarted(InspectRequest.task, ("json",), nice=5)
+    try:
+        deadline = time.monotonic() + 30
+        while "nice 5" not in Path(f"/proc/{child.proc.pid}/autogroup").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "nice 5" in Path(f"/proc/{child.proc.pid}/autogroup").read_text()
+        assert os.getpriority(os.PRIO_PROCESS, child.proc.pid) == 5
+    finally:
+        child.close()

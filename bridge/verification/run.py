@@ -29,7 +29,7 @@ from bridge.errors import BridgeError, DeviceUnavailableError, InputError
 from bridge.formats import Format, RunnerSpec
 from bridge.isolation import end_all, run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
-from bridge.messages import EmbeddingSizesRequest, RunRequest
+from bridge.messages import EmbeddingSizesRequest, RunRequest, RunResponse
 from bridge.options import LocalizeOptions, VerifyOptions, tolerance_rules_of
 from bridge.progress import DONE, FAILED, START, Notifier, ProgressEvent
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
@@ -480,54 +480,82 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
 
     Returns its report row and its outputs in the source's names and layout (None when it did not run).
     """
+    refused = not_runnable(slot, digest)
+    if refused is not None:
+        return refused, None
+    stage = f"run {slot.name} on {slot.device}"
+    # Side by side: the shared lock is taken before the child starts (not while another is timed).
+    fd = shared_turn(timing_lock) if timing_lock is not None else None
+    request = run_request(slot, feeds_path, work, samples, runs=runs, warmup=warmup, trust_pickle=trust_pickle,
+                          trust_code=trust_code, import_paths=import_paths, tag=tag, timing_fd=fd)
+    try:
+        result = run_isolated(request, stage=stage, timeout=timeout, hide_gpu=slot.device == "cpu", nice=nice,
+                              log_to=log_to, pass_fds=(fd,) if fd is not None else ())
+    except BridgeError as exc:
+        return failed_row(slot, exc, stage, digest), None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return finished_row(slot, request, result, digest, str(log_to) if log_to else None)
+
+
+def _row(slot: Slot, digest: str, status: str, **more: Any) -> Representation:
+    subject = slot.subject
+    return Representation(slot.name, subject.format.value, slot.device, slot.runner.runtime, subject.location, status,
+                          digest=digest, bytes=_size_of(subject.path) if subject.factory is None else None, **more)
+
+
+def not_runnable(slot: Slot, digest: str = "") -> Representation | None:
+    """The row of a representation that cannot run here (device, runtime or file missing); None when it can."""
     subject, device, runner = slot.subject, slot.device, slot.runner
-
-    def row(status: str, **more: Any) -> Representation:
-        return Representation(slot.name, subject.format.value, device, runner.runtime, subject.location, status,
-                              digest=digest, bytes=_size_of(subject.path) if subject.factory is None else None, **more)
-
     if device not in runner.devices:
-        return row(UNAVAILABLE, error=f"{device}: not available ({runner.runtime} runs on {', '.join(runner.devices)} only)"), None
+        return _row(slot, digest, UNAVAILABLE, error=f"{device}: not available ({runner.runtime} runs on {', '.join(runner.devices)} only)")
     if device != "cpu" and not cuda_present():
-        return row(UNAVAILABLE, error=f"{device}: not available (no NVIDIA driver on this machine)"), None
+        return _row(slot, digest, UNAVAILABLE, error=f"{device}: not available (no NVIDIA driver on this machine)")
     missing = runner.missing()
     if missing:
         # A program that is not there (a server, node) makes the runtime unavailable here, like an absent device;
         # a Python module pip would install is an error.
         modules = [m for m in missing if m in runner.requires]
-        return row(ERROR if modules else UNAVAILABLE,
-                   error=f"the {runner.runtime} runtime needs {', '.join(missing)}: {runner.install_hint}"), None
+        return _row(slot, digest, ERROR if modules else UNAVAILABLE,
+                    error=f"the {runner.runtime} runtime needs {', '.join(missing)}: {runner.install_hint}")
     if subject.factory is None and not subject.path.exists():
-        return row(ERROR, error=f"{subject.path}: missing; convert again"), None
-    out_path = work / f"{slot.name.replace(':', '_')}.{device}{tag}.outputs.npz"
-    stage = f"run {slot.name} on {device}"
-    # Side by side: the shared lock is taken before the child starts (not while another is timed).
-    fd = shared_turn(timing_lock) if timing_lock is not None else None
-    try:
-        result = run_isolated(RunRequest(
-            runner, subject.path, device, feeds_path, out_path, samples, runs, warmup,
-            input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
-            trust_pickle=trust_pickle, trust_code=trust_code, timing_fd=fd,
-        ), stage=stage, timeout=timeout, hide_gpu=device == "cpu", nice=nice, log_to=log_to,
-            pass_fds=(fd,) if fd is not None else ())
-    except DeviceUnavailableError as exc:
-        return row(UNAVAILABLE, error=str(exc).removeprefix(f"{stage}: "), log=exc.log), None
-    except BridgeError as exc:
-        return row(ERROR, error=str(exc).removeprefix(f"{stage}: "), log=getattr(exc, "log", None)), None
-    finally:
-        if fd is not None:
-            os.close(fd)
-    with np.load(out_path) as data:
+        return _row(slot, digest, ERROR, error=f"{subject.path}: missing; convert again")
+    return None
+
+
+def run_request(slot: Slot, feeds_path: Path, work: Path, samples: int, *, runs: int, warmup: int,
+                trust_pickle: bool = False, trust_code: bool = False, import_paths: tuple[Path, ...] = (),
+                tag: str = "", timing_fd: int | None = None) -> RunRequest:
+    """The child step that runs one representation (its outputs go to a file in `work` named after it)."""
+    subject = slot.subject
+    out_path = work / f"{slot.name.replace(':', '_')}.{slot.device}{tag}.outputs.npz"
+    return RunRequest(slot.runner, subject.path, slot.device, feeds_path, out_path, samples, runs, warmup,
+                      input_specs=_concrete(subject.signature), factory=subject.factory, import_paths=import_paths,
+                      trust_pickle=trust_pickle, trust_code=trust_code, timing_fd=timing_fd)
+
+
+def failed_row(slot: Slot, exc: BridgeError, stage: str, digest: str = "") -> Representation:
+    """The row of a representation whose step ended with `exc`."""
+    status = UNAVAILABLE if isinstance(exc, DeviceUnavailableError) else ERROR
+    return _row(slot, digest, status, error=str(exc).removeprefix(f"{stage}: "), log=getattr(exc, "log", None))
+
+
+def finished_row(slot: Slot, request: RunRequest, result: RunResponse, digest: str = "",
+                 log: str | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+    """The row and outputs (in the source's names and layout) of a representation whose step answered `result`."""
+    subject = slot.subject
+    with np.load(request.outputs) as data:
         raw = {name: data[name] for name in data.files}
     try:
-        outputs = _outputs_in_source_layout(subject, raw, samples)
+        outputs = _outputs_in_source_layout(subject, raw, request.samples)
     except InputError as exc:
-        return row(ERROR, error=str(exc), log=str(log_to) if log_to else None), None
+        return _row(slot, digest, ERROR, error=str(exc), log=log), None
     batch = next((int(s.shape[0]) for s in subject.signature.inputs if s.shape and isinstance(s.shape[0], int)), 1)
     latency = LatencyStats.from_ns(result.latency_ns, batch) if result.latency_ns else None
     model_latency = LatencyStats.from_ns(result.model_latency_ns, batch) if result.model_latency_ns else None
-    return row(OK, latency=latency, model_latency=model_latency, provider=result.provider, notes=result.notes,
-               log=str(log_to) if log_to else None), outputs
+    return _row(slot, digest, OK, latency=latency, model_latency=model_latency, provider=result.provider,
+                notes=result.notes, log=log), outputs
 
 
 def _size_of(path: Path) -> int | None:
