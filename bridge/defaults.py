@@ -38,6 +38,15 @@ def parallel_steps() -> int:
     return max(1, int(os.environ.get("BRIDGE_PARALLEL_STEPS") or os.cpu_count() or 1))
 
 
+def parallel_runs() -> int:
+    """How many representations verify runs at once, memory allowing: one per core and one more, since each
+    spends part of its life idle, waiting for its turn to be timed alone (bridge.steps.TimingTurn); the
+    one more loads its model meanwhile. BRIDGE_PARALLEL_STEPS sets the number itself (1: one at a time)."""
+    if os.environ.get("BRIDGE_PARALLEL_STEPS"):
+        return parallel_steps()
+    return (os.cpu_count() or 1) + 1
+
+
 def external_data_threshold() -> int:
     """The external data threshold; BRIDGE_EXTERNAL_DATA_THRESHOLD lowers it (tests use this)."""
     return int(os.environ.get("BRIDGE_EXTERNAL_DATA_THRESHOLD", EXTERNAL_DATA_THRESHOLD))

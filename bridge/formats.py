@@ -84,6 +84,11 @@ class RunnerSpec:
         return (self.format, self.runtime)
 
     @property
+    def modules(self) -> tuple[str, ...]:
+        """What a run's child imports before its request (bridge.isolation.Prestarted): `requires` and the runner's module."""
+        return (*self.requires, self.target.partition(":")[0])
+
+    @property
     def install_hint(self) -> str:
         return self.install or f"pip install 'bridge[{self.extra}]'"
 

@@ -456,15 +456,15 @@ def run_verify(out_dir: Path, options: VerifyOptions, *, reports: ReportPaths | 
 
 
 def side_by_side(subjects: Sequence[Subject], runs: int) -> int:
-    """How many representations verify runs at once: one per core (`defaults.parallel_steps()`), and only
-    as many as fit in half the memory available, each reckoned at 1 GiB (a framework loaded) plus
+    """How many representations verify runs at once: one per core and one more (`defaults.parallel_runs()`), and
+    only as many as fit in half the memory available, each reckoned at 1 GiB (a framework loaded) plus
     three times the largest artifact. A big model's representations run one at a time, each freed
     before the next. Their timed runs never overlap anything (TimingTurn)."""
     if runs <= 1:
         return 1
     largest = max((_size_of(s.path) or 0 for s in subjects if s.factory is None), default=0)
     free, _ = memory.available()
-    return max(1, min(defaults.parallel_steps(), runs, free // 2 // (memory.GB + 3 * largest)))
+    return max(1, min(defaults.parallel_runs(), runs, free // 2 // (memory.GB + 3 * largest)))
 
 
 def _key(name: str, device: str) -> str:
@@ -490,7 +490,7 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
                           trust_code=trust_code, import_paths=import_paths, tag=tag, timing_fd=fd)
     try:
         result = run_isolated(request, stage=stage, timeout=timeout, hide_gpu=slot.device == "cpu", nice=nice,
-                              log_to=log_to, pass_fds=(fd,) if fd is not None else ())
+                              log_to=log_to, pass_fds=(fd,) if fd is not None else (), preload=slot.runner.modules)
     except BridgeError as exc:
         return failed_row(slot, exc, stage, digest), None
     finally:
