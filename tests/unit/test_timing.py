@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge import defaults
 from bridge.steps import TimingTurn, shared_turn
 from bridge.verification.timing import LatencyStats, measure
 
@@ -91,3 +92,11 @@ def test_side_by_side_children_time_their_runs_alone(tmp_path: Path) -> None:
 def test_without_a_lock_a_turn_does_nothing() -> None:
     with TimingTurn(None) as turn:
         turn.alone()  # returns at once: representations one at a time need no lock
+
+
+def test_verify_runs_one_representation_per_core_and_one_more_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRIDGE_PARALLEL_STEPS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert defaults.parallel_runs() == 3 and defaults.parallel_steps() == 2
+    monkeypatch.setenv("BRIDGE_PARALLEL_STEPS", "1")  # one at a time, as asked
+    assert defaults.parallel_runs() == 1
