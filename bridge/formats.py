@@ -78,6 +78,9 @@ class RunnerSpec:
     """``module:function`` returning what else is missing that is not a Python module (a program, npm packages)."""
     install: str = ""
     """How to install what is missing, when ``pip install 'bridge[extra]'`` is not the way."""
+    hidden: tuple[str, ...] = ()
+    """Installed modules a run's child cannot import (bridge.isolation._hide): ones the runtime imports
+    only to offer what running the artifact does not use."""
 
     @property
     def key(self) -> tuple[Format, str]:
@@ -178,7 +181,9 @@ FORMATS: dict[Format, FormatSpec] = {
             artifact_name="saved_model",
             marker="saved_model.pb",
             runners=(RunnerSpec(Format.TF, "tensorflow", "bridge.runtimes.tensorflow_runner:SavedModelRunner", _TF_REQ,
-                                "tf", "tensorflow", ("cpu", "cuda"), capture="bridge.runtimes.tensorflow_capture:capture"),),
+                                "tf", "tensorflow", ("cpu", "cuda"), capture="bridge.runtimes.tensorflow_capture:capture",
+                                # TensorFlow imports jax whenever it is installed (for tf.lite's jax converter): 1.2 s
+                                hidden=("jax",)),),
         ),
         FormatSpec(
             Format.KERAS,

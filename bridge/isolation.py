@@ -78,6 +78,7 @@ def run_isolated[R](
     warm: Prestarted | None = None,
     pass_fds: tuple[int, ...] = (),
     preload: tuple[str, ...] = (),
+    hidden: tuple[str, ...] = (),
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -87,13 +88,14 @@ def run_isolated[R](
     stops it when it goes over, `on_beat(elapsed, rss)` hears from a long step every 10 s, and a
     step that ends by SIGKILL is reported as out of memory with its peak; `peak_out` receives the
     peak resident bytes of the tree. `warm` is a child started earlier for this step; without one,
-    the child started now imports `preload` before it reads the request (as a warm one did).
+    the child started now imports `preload` before it reads the request (as a warm one did), and
+    cannot import `hidden`.
     """
     task = type(request).task
     child = warm if warm is not None and warm.fits(task, hide_gpu, nice, work_dir) else None
     if warm is not None and child is None:
         warm.close()  # started for another kind of step: not this one's
-    child = child or Prestarted(task, preload, hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
+    child = child or Prestarted(task, preload, hidden=hidden, hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
     try:
         return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out)
     finally:
@@ -107,17 +109,18 @@ class Prestarted:
     is seconds) by the time the parent's artifact is written: run_isolated(..., warm=) hands it the
     request. The child waits on its stdin for a line; an end of file (close() before use, or the
     parent gone) ends it without doing anything. Without `preload`, the request is expected at once.
-    It is counted among the running children (end_all ends it), and dies with the parent.
+    It is counted among the running children (end_all ends it), and dies with the parent. The
+    modules in `hidden` cannot be imported in it (`_hide`).
     """
 
     def __init__(self, task: str, preload: tuple[str, ...], *, hide_gpu: bool = False, nice: int = 0,
-                 work_dir: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+                 work_dir: Path | None = None, pass_fds: tuple[int, ...] = (), hidden: tuple[str, ...] = ()) -> None:
         self.task, self.hide_gpu, self.nice, self.work_dir = task, hide_gpu, nice, work_dir
         self._tmp = tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir)
         tmp = Path(self._tmp.name)
         self.req_path, self.res_path, self.log_path = tmp / "request.json", tmp / "result.json", tmp / "log.txt"
         env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid()), "BRIDGE_STEP_NICE": str(nice),
-               "BRIDGE_PRELOAD": ",".join(preload)}
+               "BRIDGE_PRELOAD": ",".join(preload), "BRIDGE_HIDDEN": ",".join(hidden)}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         # -P: the working directory is not put on the child's sys.path, so a folder that holds a
@@ -295,6 +298,15 @@ def _lower_priority(nice: int) -> None:
         pass  # no autogroup here (another kernel or OS, or not allowed): the process's nice value is what counts
 
 
+def _hide(names: str) -> None:
+    """Make these installed modules unimportable here, as if absent: ``import`` raises ImportError and
+    importlib.util.find_spec answers None. A step's libraries that import one only to offer what the step
+    does not use then skip it (TensorFlow imports jax whenever it is installed, for tf.lite's jax support:
+    1.2 s of every TensorFlow import)."""
+    for name in filter(None, names.split(",")):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _preload_and_wait() -> None:
     """Import what the step will need, then wait for the parent's go; end quietly if it never comes.
 
@@ -350,6 +362,7 @@ def read_envelope[R](path: Path, response: type[R], stage: str, log_text: str, l
 def _child(task: str, req_path: str, res_path: str) -> int:
     _die_with_parent()
     _lower_priority(int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0))
+    _hide(os.environ.get("BRIDGE_HIDDEN", ""))
     _preload_and_wait()
 
     def step() -> Any:

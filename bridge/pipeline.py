@@ -234,7 +234,7 @@ class Pipeline:
         """The first hop from `fmt` whose child imports everything the source's runtime needs (SourceRun), if any."""
         needs = {m.partition(".")[0] for m in self.runners.primary(fmt).requires}
         for hop in children(fmt):
-            if needs <= {m.partition(".")[0] for m in hop.modules} and not hop.missing():
+            if needs <= {m.partition(".")[0] for m in hop.modules} and not needs & set(hop.hidden) and not hop.missing():
                 return hop.name
         return None
 
@@ -340,7 +340,7 @@ class Pipeline:
                     stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
                     max_memory=self.options.max_memory,
                     on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
-                    peak_out=peak, warm=self._take_warm(hop), preload=hop.modules,
+                    peak_out=peak, warm=self._take_warm(hop), preload=hop.modules, hidden=hop.hidden,
                 ))
             finally:
                 if source_runs and self.source_outputs:
@@ -498,8 +498,8 @@ class Pipeline:
             if not self._prewarm or self._cancelled.is_set() or hop.name in self._warm or room <= 0 or hop.missing():
                 return
             preload = hop.modules
-            self._warm[hop.name] = self._launcher.submit(Prestarted, HopRequest.task, preload, hide_gpu=True,
-                                                         work_dir=self.stage)
+            self._warm[hop.name] = self._launcher.submit(Prestarted, HopRequest.task, preload, hidden=hop.hidden,
+                                                         hide_gpu=True, work_dir=self.stage)
         logger.debug("%s: its child started early, importing %s", hop.name, ", ".join(preload))
 
     def _take_warm(self, hop: HopSpec) -> Prestarted | None:

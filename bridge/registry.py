@@ -63,6 +63,10 @@ class HopSpec:
     """Modules the hop's libraries import only on first use (beyond `requires`): its child imports them before
     its request comes (bridge.isolation.Prestarted), while the hop above it still runs."""
 
+    hidden: tuple[str, ...] = ()
+    """Installed modules its child cannot import (bridge.isolation._hide): ones its libraries import only to
+    offer what the hop does not use."""
+
     @property
     def modules(self) -> tuple[str, ...]:
         """What the hop's child imports before its request: `requires`, `preload` and the hop's own module."""
@@ -180,6 +184,10 @@ _ONNX_TO_TORCH = (
     Candidate("trace", "onnx2torch, saved with torch.jit.trace (TorchScript .pt)", {"save": "trace"}),
 )
 _ONNX2TF = ("onnx2tf", "tensorflow", "onnx")
+# TensorFlow imports jax whenever it is installed (tensorflow/lite/python/util.py, for tf.lite's jax
+# converter): 1.2 s of each import. The hops that run TensorFlow on an ONNX, SavedModel or TFLite
+# file never use it (the Keras hops are left alone: a Keras model may carry a Lambda that does).
+_NOT_JAX = ("jax",)
 # onnx2tf imports its converter, its flatbuffer writer and the runtimes it checks with inside convert(): ~0.7 s.
 _ONNX2TF_PRELOAD = ("onnx2tf.onnx2tf", "onnx2tf.tflite_builder.lower_from_onnx2tf", "onnxruntime",
                     "ai_edge_litert.interpreter", "sng4onnx")
@@ -201,17 +209,18 @@ DEFAULT_REGISTRY = HopRegistry(
         HopSpec(Format.JAX, Format.ONNX, "bridge.hops.jax_to_onnx:JaxToOnnx", ("jax2onnx", "jax", "onnx"), "jax", "jax2onnx",
                 preference=1),
         HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf",
-                candidates=_ONNX_TO_TFLITE, preload=_ONNX2TF_PRELOAD),
+                candidates=_ONNX_TO_TFLITE, preload=_ONNX2TF_PRELOAD, hidden=_NOT_JAX),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",
-                candidates=_ONNX_TO_TF, preload=_ONNX2TF_PRELOAD),
+                candidates=_ONNX_TO_TF, preload=_ONNX2TF_PRELOAD, hidden=_NOT_JAX),
         HopSpec(Format.ONNX, Format.KERAS, "bridge.hops.onnx_to_keras:OnnxToKeras", (*_ONNX2TF, "tf_keras"), "tf", "onnx2tf"),
         HopSpec(Format.ONNX, Format.TORCH, "bridge.hops.onnx_to_torch:OnnxToTorch", ("onnx2torch", "torch", "onnx"),
                 "torch", "onnx2torch", candidates=_ONNX_TO_TORCH),
-        HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        HopSpec(Format.TF, Format.ONNX, "bridge.hops.tf_to_onnx:TfToOnnx", _TF2ONNX, "tf", "tf2onnx", hidden=_NOT_JAX),
         HopSpec(Format.KERAS, Format.ONNX, "bridge.hops.keras_to_onnx:KerasToOnnx", _TF2ONNX, "tf", "tf2onnx",
                 preference=1),
         HopSpec(Format.KERAS, Format.TF, "bridge.hops.keras_to_tf:KerasToTf", ("tensorflow", "keras"), "tf", "keras"),
-        HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx"),
+        HopSpec(Format.TFLITE, Format.ONNX, "bridge.hops.tflite_to_onnx:TfliteToOnnx", _TF2ONNX, "tf", "tf2onnx",
+                hidden=_NOT_JAX),
         HopSpec(Format.TF, Format.TF_SERVING, "bridge.hops.tf_to_tf_serving:TfToTfServing",
                 ("tensorflow", "tensorflow_serving"), "serving", "tensorflow-serving-api"),
         HopSpec(Format.TORCH, Format.TORCHSERVE, "bridge.hops.torch_to_torchserve:TorchToTorchServe",

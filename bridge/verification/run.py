@@ -490,7 +490,8 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
                           trust_code=trust_code, import_paths=import_paths, tag=tag, timing_fd=fd)
     try:
         result = run_isolated(request, stage=stage, timeout=timeout, hide_gpu=slot.device == "cpu", nice=nice,
-                              log_to=log_to, pass_fds=(fd,) if fd is not None else (), preload=slot.runner.modules)
+                              log_to=log_to, pass_fds=(fd,) if fd is not None else (), preload=slot.runner.modules,
+                              hidden=slot.runner.hidden)
     except BridgeError as exc:
         return failed_row(slot, exc, stage, digest), None
     finally:
