@@ -1,7 +1,8 @@
 """Checked hops: every artifact is run in its own runtime as soon as it is written, and compared with its parent.
 
 A check is a small verify: a few fixed samples (`defaults.CHECK_SAMPLES`), the format's reference
-runtime, CPU, no latency, in a child process like every run. It uses verify's own pieces (feeds,
+runtime, CPU, no latency, in a child process like every run (the source's own run in the child of
+the first hop from it, when that child loads its runtime anyway: `SourceRun`). It uses verify's own pieces (feeds,
 runner step, metrics, tolerances), so a check and a later ``bridge verify`` judge alike. The
 outcome of one candidate is an `Attempt` (bridge.manifest); the pipeline that tries candidates
 in order and keeps the first that passes is bridge.conversion.

@@ -91,7 +91,7 @@ class HopRequest(StepRequest[HopResponse]):
     code: SourceCode | None = None
     source_runs: tuple[RunRequest, ...] = ()
     """The source's check runs (one per input set), done in this child before the hop: the hop loads the source
-    in the runtime they run in, so its import is paid once (bridge.pipeline.SourceRun). Each one's result goes to
+    in the runtime they run in, so its import is paid once (bridge.checking.SourceRun). Each one's result goes to
     its `RunRequest.carried_result`, whatever the hop's own outcome."""
 
 

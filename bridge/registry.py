@@ -62,7 +62,6 @@ class HopSpec:
     preload: tuple[str, ...] = ()
     """Modules the hop's libraries import only on first use (beyond `requires`): its child imports them before
     its request comes (bridge.isolation.Prestarted), while the hop above it still runs."""
-
     hidden: tuple[str, ...] = ()
     """Installed modules its child cannot import (bridge.isolation._hide): ones its libraries import only to
     offer what the hop does not use."""
