@@ -158,7 +158,7 @@ def _did_not_run(rep: Representation, record: ChecksRecord, index: int, seconds:
 
 @dataclass(frozen=True)
 class CarriedRuns:
-    """A subject's check runs as requests another step's child does before its own (HopRequest.source_runs)."""
+    """A subject's check runs as requests another step's child does after its own (HopRequest.source_runs)."""
 
     slot: Slot
     requests: tuple[RunRequest | None, ...]
@@ -214,10 +214,11 @@ class SourceRun:
     """The source's check run, which every check of a first-level artifact waits on (`result`).
 
     It is carried by the first hop from the source when that hop's child imports the source's
-    runtime anyway (torch -> onnx and a torch source): the child runs it before converting, and
-    torch's import and the model's load are paid once instead of in two processes side by side.
-    When no hop carries it (none can, none started, or the carrying child ended before it wrote the
-    results), it runs in a child of its own, as every other check does.
+    runtime anyway (torch -> onnx and a torch source): the child runs it once the hop's result is
+    written (bridge.steps.after), while the next hop already starts from that result, so torch's
+    import is paid once instead of in two processes side by side, and the run is off the route's
+    critical path. When no hop carries it (none can, none started, or the carrying child ended
+    before it wrote the results), it runs in a child of its own, as every other check does.
     """
 
     def __init__(self, carried: CarriedRuns | None, carrier: str | None, record: ChecksRecord,
@@ -225,38 +226,45 @@ class SourceRun:
         self._carried, self._carrier, self._record, self._own = carried, carrier, record, own
         self._lock = threading.Lock()
         self._lent = False
+        self._closed = False
         self._future: Future[Ran] | None = None
         self._settled = threading.Event()
         if carried is None or carrier is None:
             self._start_own()
 
     def lend(self, hop: str) -> tuple[RunRequest, ...]:
-        """The requests for `hop`'s child to run first, when it is the carrier and the run is still to do; else none."""
+        """The requests for `hop`'s child to run after its hop, when it is the carrier and the run is still to do; else none."""
         with self._lock:
-            if self._carried is None or self._lent or self._future is not None or hop != self._carrier:
+            if self._carried is None or self._lent or self._future is not None or hop != self._carrier or self._closed:
                 return ()
             self._lent = True
             return self._carried.lent()
 
-    def returned(self, log: str | None) -> bool:
-        """The carrying child ended: take the results it wrote; False when it wrote none (the source's own run starts)."""
+    def returned(self, log: str | None) -> None:
+        """The carrying child ended: take the results it wrote; when it wrote none, the source's own run starts."""
         assert self._carried is not None
         ran = ran_from_carried(self._carried, self._record, log)
         with self._lock:
             self._lent = False
+            if self._closed:
+                return
             if ran is not None:
                 future: Future[Ran] = Future()
                 future.set_result(ran)
                 self._future = future
                 self._settled.set()
-                return True
+                return
             self._carried = None  # not lent again
         self._start_own()
-        return False
+
+    def close(self) -> None:
+        """The conversion is over: a carrying child still running is not waited for, nor replaced."""
+        with self._lock:
+            self._closed = True
 
     def _start_own(self) -> None:
         with self._lock:
-            if self._future is None:
+            if self._future is None and not self._closed:
                 self._future = self._own()
                 self._settled.set()
 

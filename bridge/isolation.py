@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,7 @@ def run_isolated[R](
     pass_fds: tuple[int, ...] = (),
     preload: tuple[str, ...] = (),
     hidden: tuple[str, ...] = (),
+    then: Callable[[str | None], None] | None = None,
 ) -> R:
     """Run `request` in a child process and return its typed response, or raise the error it ended with.
 
@@ -90,16 +92,18 @@ def run_isolated[R](
     peak resident bytes of the tree. `warm` is a child started earlier for this step; without one,
     the child started now imports `preload` before it reads the request (as a warm one did), and
     cannot import `hidden`.
+
+    `then` is for a step whose child goes on after writing its result (bridge.steps.after: the
+    source's runs a hop carries): the response is returned as soon as it is written, the child
+    carries on, and `then(log)` is called, from another thread, once it has ended however it ended
+    (within `timeout` again). A child that ends before its result calls `then` before this returns.
     """
     task = type(request).task
     child = warm if warm is not None and warm.fits(task, hide_gpu, nice, work_dir) else None
     if warm is not None and child is None:
         warm.close()  # started for another kind of step: not this one's
     child = child or Prestarted(task, preload, hidden=hidden, hide_gpu=hide_gpu, nice=nice, work_dir=work_dir, pass_fds=pass_fds)
-    try:
-        return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out)
-    finally:
-        child.close()
+    return _run_in(child, request, stage, timeout, log_to, max_memory, on_beat, peak_out, then)
 
 
 class Prestarted:
@@ -110,7 +114,8 @@ class Prestarted:
     request. The child waits on its stdin for a line; an end of file (close() before use, or the
     parent gone) ends it without doing anything. Without `preload`, the request is expected at once.
     It is counted among the running children (end_all ends it), and dies with the parent. The
-    modules in `hidden` cannot be imported in it (`_hide`).
+    modules in `hidden` cannot be imported in it (`_hide`). It says on a pipe of its own (`done`)
+    when its result is written: the parent need not wait for it to end, nor poll for it.
     """
 
     def __init__(self, task: str, preload: tuple[str, ...], *, hide_gpu: bool = False, nice: int = 0,
@@ -127,12 +132,19 @@ class Prestarted:
         # `torch.py` or a `bridge` package cannot run code in it; a step that imports a factory the
         # user named gets the directories it needs in its request.
         cmd = [sys.executable, "-P", "-m", "bridge.isolation", task, str(self.req_path), str(self.res_path)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
-                                         start_new_session=True, pass_fds=pass_fds)
+        self.done, done_w = os.pipe()
+        env["BRIDGE_DONE_FD"] = str(done_w)
+        try:
+            with self.log_path.open("wb") as log:
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
+                                             start_new_session=True, pass_fds=(*pass_fds, done_w))
+        finally:
+            os.close(done_w)  # the child's end: only the child holds it, so its exit reads as an end of file
         with _running_lock:
             _running.add(self.proc)
         self.used = False
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     def fits(self, task: str, hide_gpu: bool, nice: int, work_dir: Path | None) -> bool:
         """Whether this child can run a step of `task` started with these settings (they are fixed at its start)."""
@@ -151,49 +163,94 @@ class Prestarted:
             pass  # it died while it waited (its log says why); the wait that follows reports how it ended
 
     def close(self) -> None:
-        """End the child if it is still running (a warm child never used), and remove its files."""
+        """End the child if it is still running (a warm child never used, one that carries on), and remove its files."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         if self.proc.poll() is None:
             _kill_group(self.proc)
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             self.proc.stdin.close()
-        with _running_lock:
-            _running.discard(self.proc)
-            _ended_by_bridge.discard(self.proc.pid)
+        os.close(self.done)
+        _forget(self.proc)
         self._tmp.cleanup()
 
 
+def _forget(proc: subprocess.Popen[bytes]) -> bool:
+    """Take an ended child off the running list; whether bridge ended it itself."""
+    with _running_lock:
+        _running.discard(proc)
+        ended_by_bridge = proc.pid in _ended_by_bridge
+        _ended_by_bridge.discard(proc.pid)
+    return ended_by_bridge
+
+
 def _run_in[R](child: Prestarted, request: StepRequest[R], stage: str, timeout: float | None, log_to: Path | None,
-               max_memory: int | None, on_beat: Callable[[float, int], None] | None, peak_out: list[int] | None) -> R:
+               max_memory: int | None, on_beat: Callable[[float, int], None] | None, peak_out: list[int] | None,
+               then: Callable[[str | None], None] | None) -> R:
     logger.debug("%s: child %s (log %s)", stage, child.task, log_to or "not kept")
     child.go(request)
     proc, log_path = child.proc, child.log_path
     watch = TreeWatch(proc.pid, max_memory, on_beat)
+    carries_on = False
+    kept: str | None = None
     try:
-        code = wait_watched(proc, watch, timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        try:
+            code = wait_watched(proc, watch, timeout, child.done)
+            if code is None and then is None:
+                code = proc.wait()  # its result is written, and it ends at once (os._exit)
+            carries_on = code is None
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            log_text = log_path.read_text(errors="replace")
+            kept = _keep_log(log_path, log_to)
+            raise errors.HopError(
+                f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
+                stage=stage, detail=tail(log_text), log=kept,
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            ended_by_bridge = False if carries_on else _forget(proc)
+            logger.debug("%s: child %s %s, peak resident memory %s", stage, child.task,
+                         "wrote its result and carries on" if carries_on else "ended", human(watch.peak))
+            if peak_out is not None:
+                peak_out.append(watch.peak)
         log_text = log_path.read_text(errors="replace")
-        raise errors.HopError(
-            f"{stage}: gave up after {timeout:g} s (--timeout); raise it or simplify the model",
-            stage=stage, detail=tail(log_text), log=_keep_log(log_path, log_to),
-        ) from None
-    except BaseException:
-        _kill_group(proc)
-        raise
+        kept = _keep_log(log_path, log_to)  # a child that carries on goes on writing to it where it now is
+        response: R | None = read_envelope(child.res_path, type(request).response, stage, log_text, kept)
+        if response is not None:
+            return response
+        assert code is not None  # a child that said its result was written wrote one
+        raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text),
+                              log=kept)
     finally:
-        with _running_lock:
-            _running.discard(proc)
-            ended_by_bridge = proc.pid in _ended_by_bridge
-            _ended_by_bridge.discard(proc.pid)
-        logger.debug("%s: child %s ended, peak resident memory %s", stage, child.task, human(watch.peak))
-        if peak_out is not None:
-            peak_out.append(watch.peak)
-    log_text = log_path.read_text(errors="replace")
-    kept = _keep_log(log_path, log_to)
-    response: R | None = read_envelope(child.res_path, type(request).response, stage, log_text, kept)
-    if response is not None:
-        return response
-    raise errors.HopError(f"{stage}: {ending(code, watch, ended_by_bridge)}", stage=stage, detail=tail(log_text), log=kept)
+        if carries_on:
+            assert then is not None
+            threading.Thread(target=_see_out, args=(child, watch, timeout, kept, then), daemon=True,
+                             name=f"bridge-{stage}-after").start()
+        else:
+            try:
+                if then is not None:
+                    then(kept)
+            finally:
+                child.close()
+
+
+def _see_out(child: Prestarted, watch: TreeWatch, timeout: float | None, log: str | None,
+             then: Callable[[str | None], None]) -> None:
+    """Wait for a child that carries on after its result (within `timeout`), then tell `then` and remove its files."""
+    try:
+        try:
+            wait_watched(child.proc, watch, timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(child.proc)
+        _forget(child.proc)
+        then(log)
+    finally:
+        child.close()
 
 
 def ending(code: int, watch: TreeWatch, ended_by_bridge: bool) -> str:
@@ -206,16 +263,32 @@ def ending(code: int, watch: TreeWatch, ended_by_bridge: bool) -> str:
     return f"exited with code {code} before writing a result"
 
 
-def wait_watched(proc: subprocess.Popen[bytes], watch: TreeWatch, timeout: float | None) -> int:
-    """Wait for the child, sampling its memory; stop it when it goes over an explicit budget. TimeoutExpired past `timeout`."""
+def wait_watched(proc: subprocess.Popen[bytes], watch: TreeWatch, timeout: float | None, done: int | None = None) -> int | None:
+    """Wait for the child, sampling its memory; stop it when it goes over an explicit budget. TimeoutExpired past `timeout`.
+
+    Its exit code; or None, given the read end of its `done` pipe (Prestarted.done), as soon as it says
+    its result is written (it may still be running). The pipe is read, not polled: an ending is
+    seen at once, where Popen.wait(timeout) sleeps up to 50 ms between looks.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         step = watch.INTERVAL if deadline is None else min(watch.INTERVAL, max(deadline - time.monotonic(), 0.0))
-        try:
-            return proc.wait(timeout=step)
-        except subprocess.TimeoutExpired:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise
+        if done is not None:
+            if select.select([done], [], [], step)[0]:
+                if os.read(done, 1):
+                    return None
+                done = None  # an end of file: the child has ended (or closed it); its exit code is next
+                continue
+            code = proc.poll()  # ended while a process it forked still holds the pipe
+            if code is not None:
+                return code
+        else:
+            try:
+                return proc.wait(timeout=step)
+            except subprocess.TimeoutExpired:
+                pass
+        if deadline is not None and time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
         if watch.sample():
             _kill_group(proc)
             return proc.wait()
@@ -280,7 +353,7 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
-def _lower_priority(nice: int) -> None:
+def lower_priority(nice: int) -> None:
     """Run this step at `nice`, and make that count against bridge's other steps.
 
     Each step is a session of its own (so a timeout can kill its group), and where the kernel
@@ -310,20 +383,26 @@ def _hide(names: str) -> None:
 def _preload_and_wait() -> None:
     """Import what the step will need, then wait for the parent's go; end quietly if it never comes.
 
-    What was imported is moved out of the garbage collector's sight (gc.freeze): modules live as
-    long as the process, and a full collection no longer walks the hundreds of thousands of
-    objects of torch or TensorFlow (onnx2tf calls gc.collect() twice per conversion; torch.onnx's
-    export triggers several).
+    The collector is off while they import: an import makes objects that live as long as the process,
+    never garbage, and torch's or TensorFlow's makes so many that the collector ran hundreds of times
+    over them, a quarter of the import (``import tensorflow, onnx2tf`` 2.8 s -> 2.2 s here). What was
+    imported is then moved out of its sight (gc.freeze): a full collection no longer walks the hundreds
+    of thousands of objects of torch or TensorFlow (onnx2tf calls gc.collect() twice per conversion;
+    torch.onnx's export triggers several).
     """
     import gc
     import importlib
 
-    for name in filter(None, os.environ.get("BRIDGE_PRELOAD", "").split(",")):
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - the step imports it again, and that failure is the one reported
-            print(f"bridge: preloading {name} failed ({type(exc).__name__}: {exc}); the step will import it itself",
-                  file=sys.stderr)
+    gc.disable()
+    try:
+        for name in filter(None, os.environ.get("BRIDGE_PRELOAD", "").split(",")):
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - the step imports it again, and that failure is the one reported
+                print(f"bridge: preloading {name} failed ({type(exc).__name__}: {exc}); the step will import it itself",
+                      file=sys.stderr)
+    finally:
+        gc.enable()
     gc.freeze()
     if sys.stdin.readline().strip() != "go":
         os._exit(0)  # not used: closed by the parent, or the parent is gone
@@ -359,19 +438,42 @@ def read_envelope[R](path: Path, response: type[R], stage: str, log_text: str, l
     return result
 
 
+def _tell_parent_done(done: int) -> None:
+    """Say on the `done` pipe that the result is written (Prestarted.done)."""
+    if done < 0:
+        return
+    try:
+        os.write(done, b"1")
+        os.close(done)
+    except OSError:
+        pass  # the parent is gone, or did not give one: it sees the result when this process ends
+
+
 def _child(task: str, req_path: str, res_path: str) -> int:
     _die_with_parent()
-    _lower_priority(int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0))
+    done = int(os.environ.get("BRIDGE_DONE_FD", "-1") or -1)
+    if done >= 0:
+        os.set_inheritable(done, False)  # the parent reads this process's ending from it: not a converter's subprocess's
+    lower_priority(int(os.environ.get("BRIDGE_STEP_NICE", "0") or 0))
     _hide(os.environ.get("BRIDGE_HIDDEN", ""))
     _preload_and_wait()
+    requests: list[StepRequest[Any]] = []
 
     def step() -> Any:
         from bridge import steps
 
-        return steps.run(records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8"))))
+        requests.append(records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8"))))
+        return steps.run(requests[0])
 
     write_envelope(Path(res_path), outcome(step, task))
     sys.stdout.flush()
+    sys.stderr.flush()
+    _tell_parent_done(done)
+    if requests:
+        from bridge import steps
+
+        steps.after(requests[0])
+        sys.stdout.flush()
     # Skip interpreter teardown: TensorFlow and torch can hang or crash in their atexit hooks.
     os._exit(0)
 

@@ -90,9 +90,10 @@ class HopRequest(StepRequest[HopResponse]):
     candidate: Candidate
     code: SourceCode | None = None
     source_runs: tuple[RunRequest, ...] = ()
-    """The source's check runs (one per input set), done in this child before the hop: the hop loads the source
-    in the runtime they run in, so its import is paid once (bridge.checking.SourceRun). Each one's result goes to
-    its `RunRequest.carried_result`, whatever the hop's own outcome."""
+    """The source's check runs (one per input set), done in this child once the hop's result is written
+    (bridge.steps.after): the hop loads the source in the runtime they run in, so its import is paid once
+    (bridge.checking.SourceRun). Each one's result goes to its `RunRequest.carried_result`, whatever the hop's
+    own outcome."""
 
 
 # --- materialize: build a factory's model and save it -----------------------------------------

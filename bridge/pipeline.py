@@ -227,6 +227,8 @@ class Pipeline:
             raise self._source_did_not_run() from None
         finally:
             self._prewarm = False
+            if self.source_outputs is not None:
+                self.source_outputs.close()  # a carrying child still at it ends with the launcher's thread
             self.close_warm()
             self._launcher.shutdown()
 
@@ -331,20 +333,35 @@ class Pipeline:
         log = self.relative(str(log_to))
         peak: list[int] = []
         source_runs = self.source_outputs.lend(hop.name) if parent.key == "source" and self.source_outputs else ()
-        source_ran = True
+        returned = self.source_outputs.returned if source_runs and self.source_outputs else None
+        warm = self._take_warm(hop)
+        if returned is not None and warm is None:
+            # It goes on after its hop: started from the thread that lives as long as the run, since a child dies
+            # with the thread that started it (and with it, when the run ends before the source's runs do).
+            warm = self._launcher.submit(Prestarted, HopRequest.task, hop.modules, hidden=hop.hidden, hide_gpu=True,
+                                         work_dir=self.stage).result()
+        started_it = False
+
+        def convert() -> HopResponse:
+            nonlocal started_it
+            started_it = True
+            return run_isolated(
+                HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code, source_runs),
+                stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
+                max_memory=self.options.max_memory,
+                on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
+                peak_out=peak, warm=warm, preload=hop.modules, hidden=hop.hidden, then=returned,
+            )
+
         try:
             try:
-                response = self._gated(lambda: run_isolated(
-                    HopRequest(hop, parent.path, parent.signature, directory, self.options, candidate, self.code,
-                               source_runs),
-                    stage=hop.name, timeout=self.options.timeout, hide_gpu=True, work_dir=self.stage, log_to=log_to,
-                    max_memory=self.options.max_memory,
-                    on_beat=lambda seconds, rss: self._event("running", step, seconds, human(rss)),
-                    peak_out=peak, warm=self._take_warm(hop), preload=hop.modules, hidden=hop.hidden,
-                ))
+                response = self._gated(convert)
             finally:
-                if source_runs and self.source_outputs:
-                    source_ran = self.source_outputs.returned(str(log_to) if log_to.is_file() else None)
+                if not started_it:  # cancelled before it started
+                    if warm is not None:
+                        warm.close()
+                    if returned is not None:
+                        returned(None)
         except NotApplicableError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             attempts.append(Attempt(candidate.name, NOT_APPLICABLE, str(exc).removeprefix(f"{hop.name}: "),
@@ -356,8 +373,6 @@ class Pipeline:
             raise  # not the candidate's fault: every candidate would meet it
         except UserError as exc:  # a failed, crashed or timed-out hop, a missing extra, an artifact it refused
             shutil.rmtree(directory, ignore_errors=True)
-            if not source_ran:  # it ended in the source's runs, before the hop began: the hop again, without them
-                return self._produce(hop, candidate, parent, attempts)
             seconds = time.perf_counter() - started
             message = str(exc).removeprefix(f"{hop.name}: ")
             attempts.append(Attempt(candidate.name, FAILED, message.splitlines()[0][:400] if message else "",

@@ -65,11 +65,14 @@ class HopSpec:
     hidden: tuple[str, ...] = ()
     """Installed modules its child cannot import (bridge.isolation._hide): ones its libraries import only to
     offer what the hop does not use."""
+    late: tuple[str, ...] = ()
+    """Modules of `requires` its child does not import before its request: only some of its candidates use
+    them, and those import them when they run."""
 
     @property
     def modules(self) -> tuple[str, ...]:
-        """What the hop's child imports before its request: `requires`, `preload` and the hop's own module."""
-        return (*self.requires, *self.preload, self.target.partition(":")[0])
+        """What the hop's child imports before its request: `requires` but `late`, `preload` and the hop's own module."""
+        return (*(m for m in self.requires if m not in self.late), *self.preload, self.target.partition(":")[0])
 
     @property
     def install_hint(self) -> str:
@@ -81,6 +84,8 @@ class HopSpec:
         names = [c.name for c in self.candidates]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"hop {self.name}: candidates need unique names, got {names}")
+        if not set(self.late) <= set(self.requires):
+            raise ValueError(f"hop {self.name}: late names modules it does not require: {sorted(set(self.late) - set(self.requires))}")
 
     def candidate(self, name: str) -> Candidate:
         """The candidate called `name`, or an UnsupportedRouteError naming the ones there are."""
@@ -187,6 +192,10 @@ _ONNX2TF = ("onnx2tf", "tensorflow", "onnx")
 # converter): 1.2 s of each import. The hops that run TensorFlow on an ONNX, SavedModel or TFLite
 # file never use it (the Keras hops are left alone: a Keras model may carry a Lambda that does).
 _NOT_JAX = ("jax",)
+# onnx2tf's flatbuffer_direct backend writes TFLite without TensorFlow: onnx -> tflite's first candidate never
+# imports it (2-3 s of CPU beside the hop above, on a small machine); its SavedModel and tf_converter ones, and
+# quantization, do, when they run.
+_TENSORFLOW = ("tensorflow",)
 # onnx2tf imports its converter, its flatbuffer writer and the runtimes it checks with inside convert(): ~0.7 s.
 _ONNX2TF_PRELOAD = ("onnx2tf.onnx2tf", "onnx2tf.tflite_builder.lower_from_onnx2tf", "onnxruntime",
                     "ai_edge_litert.interpreter", "sng4onnx")
@@ -208,7 +217,7 @@ DEFAULT_REGISTRY = HopRegistry(
         HopSpec(Format.JAX, Format.ONNX, "bridge.hops.jax_to_onnx:JaxToOnnx", ("jax2onnx", "jax", "onnx"), "jax", "jax2onnx",
                 preference=1),
         HopSpec(Format.ONNX, Format.TFLITE, "bridge.hops.onnx_to_tflite:OnnxToTflite", _ONNX2TF, "tf", "onnx2tf",
-                candidates=_ONNX_TO_TFLITE, preload=_ONNX2TF_PRELOAD, hidden=_NOT_JAX),
+                candidates=_ONNX_TO_TFLITE, preload=_ONNX2TF_PRELOAD, hidden=_NOT_JAX, late=_TENSORFLOW),
         HopSpec(Format.ONNX, Format.TF, "bridge.hops.onnx_to_tf:OnnxToTf", _ONNX2TF, "tf", "onnx2tf",
                 candidates=_ONNX_TO_TF, preload=_ONNX2TF_PRELOAD, hidden=_NOT_JAX),
         HopSpec(Format.ONNX, Format.KERAS, "bridge.hops.onnx_to_keras:OnnxToKeras", (*_ONNX2TF, "tf_keras"), "tf", "onnx2tf"),

@@ -93,12 +93,14 @@ def _find_lambdas(node: Any) -> list[str]:
     return found
 
 
-def check_onnx_external_data(model: Any, model_path: Path) -> None:
-    """Refuse external data that resolves outside the model's directory (``..``, absolute, symlink)."""
+def check_onnx_external_data(model: Any, model_path: Path) -> bool:
+    """Refuse external data that resolves outside the model's directory (``..``, absolute, symlink); whether it has any."""
     base = model_path.resolve().parent
+    external = False
     for tensor in _all_tensors(model.graph):
         if getattr(tensor, "data_location", 0) != 1:  # onnx.TensorProto.EXTERNAL
             continue
+        external = True
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         if not location or escapes(location):
             raise UnsafeInputError(
@@ -116,15 +118,24 @@ def check_onnx_external_data(model: Any, model_path: Path) -> None:
                 f"{model_path}: tensor {tensor.name!r} needs external data file {location!r}, which is missing; "
                 "copy it beside the model"
             )
+    return external
 
 
 def _all_tensors(graph: Any) -> list[Any]:
+    """Every tensor of `graph` and its subgraphs that can hold data: initializers, sparse ones' values and indices,
+    and attributes'."""
     tensors = list(graph.initializer)
+    for sparse in graph.sparse_initializer:
+        tensors.extend((sparse.values, sparse.indices))
     for node in graph.node:
         for attr in node.attribute:
             if attr.HasField("t"):
                 tensors.append(attr.t)
             tensors.extend(attr.tensors)
+            if attr.HasField("sparse_tensor"):
+                tensors.extend((attr.sparse_tensor.values, attr.sparse_tensor.indices))
+            for sparse in attr.sparse_tensors:
+                tensors.extend((sparse.values, sparse.indices))
             if attr.HasField("g"):
                 tensors.extend(_all_tensors(attr.g))
             for sub in attr.graphs:

@@ -12,6 +12,7 @@ import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from bridge import defaults
 from bridge.errors import DeviceUnavailableError
 from bridge.formats import Format
 from bridge.localization.graph import CapturedGraph
@@ -86,7 +87,6 @@ def hop(request: HopRequest) -> HopResponse:
     from bridge.hops.base import HopJob
     from bridge.manifest import Tool
 
-    run_carried(request.source_runs)
     hop_impl = request.hop.load()
     request.out_dir.mkdir(parents=True, exist_ok=True)
     result = hop_impl.convert(HopJob(request.src, request.signature, request.out_dir, request.options, request.candidate,
@@ -104,22 +104,27 @@ def hop(request: HopRequest) -> HopResponse:
     )
 
 
+def after(request: StepRequest[Any]) -> None:
+    """What a step's child does once its result is written and the parent has gone on (bridge.isolation._child)."""
+    if isinstance(request, HopRequest) and request.source_runs:
+        run_carried(request.source_runs)
+
+
 def run_carried(runs: tuple[RunRequest, ...]) -> None:
     """Run the source's check runs a hop carries (HopRequest.source_runs), each result written where the parent reads it.
 
-    They run before the hop, so that a crash in one leaves no result for it (the parent then runs
-    the source's check on its own, and the hop again), and their model is let go before the hop loads its own.
+    They run after the hop's result is written, whatever it was: the hop's next one starts from it
+    meanwhile, and only the checks wait for these. Now a check's work, they yield the cores to the
+    steps beside them (defaults.CHECK_NICE, as the checks' own children do). A crash here leaves no
+    result for them, and the parent runs the source's check on its own (bridge.checking.SourceRun).
     """
-    import gc
+    from bridge.isolation import lower_priority, outcome, write_envelope
 
-    from bridge.isolation import outcome, write_envelope
-
+    lower_priority(defaults.CHECK_NICE)
     for run in runs:
         print(f"bridge: running the source's check inputs ({run.samples} samples, {run.inputs.stem}) in "
-              f"{run.runner.runtime} before the hop", file=sys.stderr)
+              f"{run.runner.runtime} after the hop", file=sys.stderr)
         write_envelope(run.carried_result, outcome(partial(run_samples, run), "run source (carried by the hop)"))
-    if runs:
-        gc.collect()
 
 
 def materialize(request: MaterializeRequest) -> MaterializeResponse:

@@ -97,6 +97,8 @@ CASES = {
     "onnx-external-dotdot": Case("external_dotdot/model.onnx", "tflite", ("'../secret.bin'", "outside the model's directory", "refusing")),
     "onnx-external-absolute": Case("external_absolute/model.onnx", "tflite",
                                    ("'/etc/passwd'", "outside the model's directory", "refusing")),
+    "onnx-external-sparse-dotdot": Case("external_sparse_dotdot/model.onnx", "tflite",
+                                        ("'../secret.bin'", "outside the model's directory", "refusing")),
     "onnx-external-symlink": Case("external_symlink/model.onnx", "tflite", ("'weights.bin'", "outside the model's directory", "refusing")),
     "pickle-exec": Case("pickle_exec.pt", "onnx", ("would run code", "--trust-pickle"), TORCHSCRIPT_SHAPE),
     "pickle-exec-zip": Case("pickle_exec_zip.pt", "onnx", ("would run code", "--trust-pickle"), TORCHSCRIPT_SHAPE),

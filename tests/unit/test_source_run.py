@@ -45,9 +45,19 @@ def test_a_carrier_that_wrote_nothing_hands_it_to_its_own_run(tmp_path: Path) ->
     own = _Own()
     run = SourceRun(_carried(tmp_path), "torch->onnx", RECORD, own)
     run.lend("torch->onnx")
-    assert run.returned(None) is False  # the child ended before it wrote the results
+    run.returned(None)  # the child ended before it wrote the results
     assert run.result().outputs == ({},) and own.started == 1
     assert run.lend("torch->onnx") == ()  # never lent again
+
+
+def test_once_the_conversion_is_over_a_carrier_that_wrote_nothing_is_not_replaced(tmp_path: Path) -> None:
+    own = _Own()
+    run = SourceRun(_carried(tmp_path), "torch->onnx", RECORD, own)
+    run.lend("torch->onnx")
+    run.close()
+    run.returned(None)  # ended with the run, its results not needed any more
+    assert own.started == 0
+    assert run.lend("torch->onnx") == ()
 
 
 def test_a_check_that_needs_it_before_any_hop_took_it_starts_its_own(tmp_path: Path) -> None:
