@@ -26,7 +26,7 @@ from bridge import defaults
 from bridge import inputs as inputs_mod
 from bridge.errors import BridgeError
 from bridge.formats import Format
-from bridge.isolation import read_envelope
+from bridge.isolation import Prestarted, read_envelope
 from bridge.manifest import DRIFT, PASSED, UNRUNNABLE, Attempt, Check, CheckedOutput, ChecksRecord
 from bridge.messages import RunRequest, RunResponse
 from bridge.options import ConvertOptions, tolerance_rules_of
@@ -125,8 +125,9 @@ class Ran:
 
 
 def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, options: ConvertOptions,
-                log_to: Path | None = None) -> Ran:
-    """Run `subject` on the check inputs in its format's reference runtime, on CPU, in a child process."""
+                log_to: Path | None = None, warm: Prestarted | None = None) -> Ran:
+    """Run `subject` on the check inputs in its format's reference runtime, on CPU, in a child process (`warm`, a
+    child started for it beforehand, runs the first input set; it is closed when it is not used)."""
     started = time.perf_counter()
     runner = runners.primary(subject.format)
     results: list[Outputs | None] = []
@@ -140,7 +141,7 @@ def run_subject(subject: Subject, inputs: CheckInputs, runners: RunnerRegistry, 
             rep, outputs = run_representation(
                 Slot(subject, runner, "cpu", primary=True), feeds_path, Path(tmp), defaults.CHECK_SAMPLES,
                 runs=0, warmup=0, timeout=options.timeout, trust_pickle=options.trust_pickle, trust_code=options.trust_code,
-                tag=str(index), nice=defaults.CHECK_NICE,
+                tag=str(index), nice=defaults.CHECK_NICE, warm=warm if index == 0 else None,
                 log_to=log_to.with_name(f"{log_to.stem}{_log_suffix(inputs.record, index)}.log") if log_to is not None else None,
             )
             if rep.status != OK or outputs is None:

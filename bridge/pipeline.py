@@ -39,12 +39,12 @@ from bridge.checking import (
     subject_for,
     tolerance_rules,
 )
-from bridge.errors import InputError, NotApplicableError, QuantizeError, UnsupportedRouteError, UserError
+from bridge.errors import InputError, NotApplicableError, QuantizeError, RuntimeLoadError, UnsupportedRouteError, UserError
 from bridge.formats import Format
 from bridge.isolation import Prestarted, run_isolated
 from bridge.manifest import FAILED, NOT_APPLICABLE, NOT_CHECKED, PASSED, Artifact, Attempt, Check, ChecksRecord, HopFailure, sha256_of
 from bridge.memory import human
-from bridge.messages import HopRequest, HopResponse, Produced, SourceCode
+from bridge.messages import HopRequest, HopResponse, Produced, RunRequest, SourceCode
 from bridge.options import ConvertOptions
 from bridge.progress import Notifier
 from bridge.progress import log as logger
@@ -154,6 +154,7 @@ class Pipeline:
         self.inputs: CheckInputs | None = None
         self.source_outputs: SourceRun | None = None
         self._warm: dict[str, Future[Prestarted]] = {}
+        self._warm_checks: dict[Format, Future[Prestarted]] = {}
         self._warm_lock = threading.Lock()
         self._prewarm = False
         self._source: Node | None = None
@@ -268,11 +269,16 @@ class Pipeline:
         return InputError(f"{where}: the source could not run in {runtime} ({error}), so nothing made from "
                           "it can be checked; fix the model, or pass --no-check to convert unchecked")
 
-    def _run_check(self, subject: Subject, log_name: str) -> Ran:
+    def _run_check(self, subject: Subject, log_name: str, warm: Prestarted | None = None) -> Ran:
         assert self.inputs is not None
         inputs = self.inputs
         log_to = self.stage / LOGS_DIR / f"{log_name}.log"
-        return self._gated(partial(run_subject, subject, inputs, self.runners, self.options, log_to))
+        try:
+            return self._gated(partial(run_subject, subject, inputs, self.runners, self.options, log_to, warm))
+        except Cancelled:
+            if warm is not None:
+                warm.close()
+            raise
 
     def relative(self, path: str | None) -> str | None:
         """A log's path relative to the folder (as the manifest records it)."""
@@ -287,6 +293,7 @@ class Pipeline:
         started_children: list[Future[HopOutcome]] = []
         for below in children(hop.dst):
             self._prestart(below)
+        self._prestart_check(hop.dst)
         for index, candidate in enumerate(self.candidates_for(hop, self._weights)):
             if parent.abandoned.is_set():
                 break
@@ -398,7 +405,8 @@ class Pipeline:
 
     def _judge(self, hop: HopSpec, made: _Made, node: Node, parent: Node) -> tuple[Check | None, Attempt]:
         subject = subject_for(node.key, node.format, node.path, node.signature, node.precision)
-        node.ran = self._spawn(partial(self._run_check, subject, f"{made.directory.name}.check-{node.key}"))
+        node.ran = self._spawn(partial(self._run_check, subject, f"{made.directory.name}.check-{node.key}",
+                                       self._take_warm_check(node.format)))
         ran = node.ran.result()
         parent_outputs = parent.outputs()
         if parent_outputs is None:
@@ -524,10 +532,34 @@ class Pipeline:
             return None
         return started.result()
 
-    def close_warm(self) -> None:
-        """End the warm children that no hop took (a hop that failed above them, a cancelled convert)."""
+    def _prestart_check(self, fmt: Format) -> None:
+        """Start the child of the check of `fmt`'s artifact now, its runtime imported, so it is ready when the artifact is
+        written. A check's imports are light and it runs at the checks' lower priority: it takes none of the hops' room."""
+        if not self.options.check:
+            return
+        try:
+            runner = self.runners.primary(fmt)
+        except RuntimeLoadError:
+            return
         with self._warm_lock:
-            unused, self._warm = list(self._warm.values()), {}
+            if not self._prewarm or self._cancelled.is_set() or fmt in self._warm_checks or runner.missing():
+                return
+            self._warm_checks[fmt] = self._launcher.submit(Prestarted, RunRequest.task, runner.modules, hidden=runner.hidden,
+                                                           hide_gpu=True, nice=defaults.CHECK_NICE)
+        logger.debug("check of %s: its child started early, importing %s", fmt.value, ", ".join(runner.modules))
+
+    def _take_warm_check(self, fmt: Format) -> Prestarted | None:
+        with self._warm_lock:
+            started = self._warm_checks.pop(fmt, None)
+        if started is None or started.exception() is not None:
+            return None
+        return started.result()
+
+    def close_warm(self) -> None:
+        """End the warm children that no hop or check took (a hop that failed above them, a cancelled convert)."""
+        with self._warm_lock:
+            unused = [*self._warm.values(), *self._warm_checks.values()]
+            self._warm, self._warm_checks = {}, {}
         for started in unused:
             if started.exception() is None:
                 started.result().close()

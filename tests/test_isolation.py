@@ -132,6 +132,9 @@ def test_the_hop_below_is_started_while_the_one_above_runs(zoo_model: Callable[[
     assert result.returncode == 0, result.stderr[-2000:]
     started = result.stderr.index("onnx->tflite: its child started early")
     assert started < result.stderr.index("torch->onnx [dynamo]: done")  # while the hop above it ran
+    # So are the checks' children, while the hop that makes their artifact runs.
+    assert result.stderr.index("check of onnx: its child started early") < result.stderr.index("torch->onnx [dynamo]: done")
+    assert result.stderr.index("check of tflite: its child started early") < result.stderr.index("onnx->tflite [flatbuffer_direct]: done")
 
 
 def _carrier_after_its_result(parent: subprocess.Popen[str], deadline: float) -> int | None:

@@ -27,7 +27,7 @@ from bridge import __version__, defaults, memory
 from bridge import inputs as inputs_mod
 from bridge.errors import BridgeError, DeviceUnavailableError, InputError
 from bridge.formats import Format, RunnerSpec
-from bridge.isolation import end_all, run_isolated
+from bridge.isolation import Prestarted, end_all, run_isolated
 from bridge.manifest import MANIFEST_NAME, Manifest, inside, sha256_of
 from bridge.messages import EmbeddingSizesRequest, RunRequest, RunResponse
 from bridge.options import LocalizeOptions, VerifyOptions, tolerance_rules_of
@@ -475,23 +475,30 @@ def run_representation(slot: Slot, feeds_path: Path, work: Path, samples: int, *
                        timeout: float | None = None, trust_pickle: bool = False, trust_code: bool = False,
                        digest: str = "", import_paths: tuple[Path, ...] = (), tag: str = "",
                        nice: int = 0, log_to: Path | None = None,
-                       timing_lock: Path | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
+                       timing_lock: Path | None = None,
+                       warm: Prestarted | None = None) -> tuple[Representation, dict[str, NDArray[Any]] | None]:
     """Run every sample of `feeds_path` through one representation in a child process, then time `runs` calls.
 
-    Returns its report row and its outputs in the source's names and layout (None when it did not run).
+    Returns its report row and its outputs in the source's names and layout (None when it did not run). `warm`
+    is a child started for it beforehand (bridge.isolation.Prestarted); it is closed when it is not used.
     """
     refused = not_runnable(slot, digest)
     if refused is not None:
+        if warm is not None:
+            warm.close()
         return refused, None
     stage = f"run {slot.name} on {slot.device}"
     # Side by side: the shared lock is taken before the child starts (not while another is timed).
     fd = shared_turn(timing_lock) if timing_lock is not None else None
+    if fd is not None and warm is not None:
+        warm.close()  # started without the lock's descriptor, which a timed child is handed at its start
+        warm = None
     request = run_request(slot, feeds_path, work, samples, runs=runs, warmup=warmup, trust_pickle=trust_pickle,
                           trust_code=trust_code, import_paths=import_paths, tag=tag, timing_fd=fd)
     try:
         result = run_isolated(request, stage=stage, timeout=timeout, hide_gpu=slot.device == "cpu", nice=nice,
                               log_to=log_to, pass_fds=(fd,) if fd is not None else (), preload=slot.runner.modules,
-                              hidden=slot.runner.hidden)
+                              hidden=slot.runner.hidden, warm=warm)
     except BridgeError as exc:
         return failed_row(slot, exc, stage, digest), None
     finally:
