@@ -1,7 +1,7 @@
 """bridge convert resnet18.pt2 --to tflite, checked and --no-check, vs the hand-written torch.onnx + onnx2tf chain.
 
 The three are timed as whole processes (Python start and imports included), rotating the order,
-N rounds. Targets: median(checked) / median(hand-written) <= 1.0, and median(checked) /
+N rounds. Targets: median(checked) / median(hand-written) <= 0.8 (issue 14), and median(checked) /
 median(--no-check) <= 1.15 (checking every artifact as it is made must stay cheap). A profile follows:
 the per-hop seconds from OUT/manifest.json, the phases of the hand-written script, and the cost
 of the pieces bridge repeats in its child processes (interpreter start, ``import torch``,
@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import PYTHON, ROOT, machine, median, timed_run, versions  # noqa: E402
+
+TARGET = 0.8
+"""Issue 14: a checked convert at most 0.8x the wall time of the hand-written chain."""
 
 HANDWRITTEN = textwrap.dedent('''
     import json, sys, time
@@ -182,7 +185,7 @@ def run(rounds: int, work: Path) -> dict[str, object]:
         "bridge_s": bridge_s, "unchecked_s": unchecked_s, "handwritten_s": hand_s,
         "bridge_median_s": bridge_med, "unchecked_median_s": unchecked_med, "handwritten_median_s": hand_med,
         "ratio": ratio, "checked_over_unchecked": check_ratio,
-        "target": "ratio <= 1.0 and checked_over_unchecked <= 1.15", "met": ratio <= 1.0 and check_ratio <= 1.15,
+        "target": f"ratio <= {TARGET} and checked_over_unchecked <= 1.15", "met": ratio <= TARGET and check_ratio <= 1.15,
         "bridge_hop_seconds_median": hop_medians,
         "bridge_outside_hops_s": unaccounted,
         "handwritten_phases_median": phase_medians,
@@ -212,7 +215,7 @@ def main() -> int:
     print(f"\nbridge (checked) median {results['bridge_median_s']:.2f} s, --no-check median "
           f"{results['unchecked_median_s']:.2f} s, hand-written median {results['handwritten_median_s']:.2f} s; "
           f"checked/hand {results['ratio']:.3f}, checked/unchecked {results['checked_over_unchecked']:.3f} "
-          f"({'met' if results['met'] else 'MISSED'}: targets <= 1.0 and <= 1.15)")
+          f"({'met' if results['met'] else 'MISSED'}: targets <= {TARGET} and <= 1.15)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0 if results["met"] else 1

@@ -122,9 +122,9 @@ def read_plan(path: Path, *, to: str | None = None, trusted: Sequence[str] = (),
 
 def zoo_jobs(*, slow: bool = False, timeout: float | None = None) -> list[Job]:
     """Every zoo model (the slow ones with `slow`) to every target ``all`` reaches, less its known failures."""
-    from bridge.conversion import parse_targets
     from bridge.formats import Format
     from bridge.registry import DEFAULT_REGISTRY
+    from bridge.route import parse_targets
     from bridge.zoo.registry import get, names
 
     jobs = []

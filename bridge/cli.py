@@ -254,11 +254,18 @@ def _options_from(kw: dict[str, Any]) -> ConvertOptions:
 
 
 def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) -> Conversion:
-    from bridge.conversion import convert
+    from bridge import early
 
-    return convert(model, to, _options_from(kw), out_dir=kw["output"], force=kw["force"],
-                   example_inputs=kw["example_inputs"], input_shapes=dict(kw["input_shape"]) or None,
-                   progress=progress, cache=False if kw["no_cache"] else kw["cache_dir"])
+    options = _options_from(kw)
+    early.start_first_hop(model, to, options.from_format, options.via)  # it imports while this process does
+    try:
+        from bridge.conversion import convert
+
+        return convert(model, to, options, out_dir=kw["output"], force=kw["force"],
+                       example_inputs=kw["example_inputs"], input_shapes=dict(kw["input_shape"]) or None,
+                       progress=progress, cache=False if kw["no_cache"] else kw["cache_dir"])
+    finally:
+        early.close()
 
 
 @main.command(context_settings=SUB_CONTEXT)

@@ -24,11 +24,11 @@ from bridge.inputs import parse_example_inputs
 from bridge.isolation import end_all
 from bridge.manifest import Artifact, HopFailure, Manifest
 from bridge.messages import SourceCode
-from bridge.options import ConvertOptions, parse_formats
+from bridge.options import ConvertOptions
 from bridge.pipeline import HopOutcome, Node, Pipeline, failures_of, publish_attempts
 from bridge.progress import DONE, Notifier, ProgressEvent, log
 from bridge.registry import DEFAULT_REGISTRY, Candidate, HopRegistry, HopSpec
-from bridge.route import Route, plan, reachable
+from bridge.route import Route, parse_targets, plan
 from bridge.runtimes.registry import DEFAULT_RUNNERS, RunnerRegistry
 from bridge.signature import Signature
 from bridge.sources import DEFAULT_RESOLVERS, Prepared, SourceContext, SourceResolver, resolver_for
@@ -81,21 +81,6 @@ class Conversion:
         from bridge.conversion_report import render
 
         return render(self, kind)
-
-
-def parse_targets(to: str | Format | Sequence[str | Format], source: Format, registry: HopRegistry) -> tuple[Format, ...]:
-    """``tflite``, ``onnx,tf``, ``all`` or a list of formats.
-
-    ``all`` is every format the source reaches that `FormatSpec.in_all` includes; ``keras`` and ``tfjs`` are
-    added by name (``all,tfjs``).
-    """
-    items = [to] if isinstance(to, (str, Format)) else list(to)
-    named = [p.strip().lower() for i in items for p in (i.split(",") if isinstance(i, str) else [i.value])]
-    if "all" in named:
-        everything = tuple(f for f in reachable(source, registry) if f != source and f.spec.in_all)
-        extra = parse_formats([n for n in named if n != "all"]) if len(named) > 1 else ()
-        return tuple(dict.fromkeys((*everything, *extra)))
-    return parse_formats(items)
 
 
 DISTRIBUTION_OF = {"model_archiver": "torch-model-archiver", "tensorflow_serving": "tensorflow-serving-api", "ts": "torchserve"}

@@ -24,12 +24,17 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge import errors, records
 from bridge.memory import TreeWatch, human
-from bridge.messages import REQUESTS, StepError, StepRequest
 from bridge.progress import log as logger
+
+if TYPE_CHECKING:
+    from bridge.messages import StepError, StepRequest
+
+# bridge.messages (and numpy, through it) is imported where it is used, not here: a step's child imports this
+# module first, and its libraries (torch: seconds) should start loading as soon as it is up.
 
 LOG_TAIL_LINES = 25
 
@@ -147,9 +152,13 @@ class Prestarted:
         self._close_lock = threading.Lock()
 
     def fits(self, task: str, hide_gpu: bool, nice: int, work_dir: Path | None) -> bool:
-        """Whether this child can run a step of `task` started with these settings (they are fixed at its start)."""
+        """Whether this child can run a step of `task` started with these settings (they are fixed at its start).
+
+        One started with no `work_dir` fits any: that is only where its request and result files are.
+        """
         return (not self.used and self.proc.poll() is None
-                and (task, hide_gpu, nice, work_dir) == (self.task, self.hide_gpu, self.nice, self.work_dir))
+                and (task, hide_gpu, nice) == (self.task, self.hide_gpu, self.nice)
+                and self.work_dir in (None, work_dir))
 
     def go(self, request: StepRequest[Any]) -> None:
         """Hand the child its request."""
@@ -271,12 +280,16 @@ def wait_watched(proc: subprocess.Popen[bytes], watch: TreeWatch, timeout: float
     seen at once, where Popen.wait(timeout) sleeps up to 50 ms between looks.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    poll = select.poll()  # not select.select, which takes no descriptor past 1023 (a long-lived batch worker's)
+    if done is not None:
+        poll.register(done, select.POLLIN)
     while True:
         step = watch.INTERVAL if deadline is None else min(watch.INTERVAL, max(deadline - time.monotonic(), 0.0))
         if done is not None:
-            if select.select([done], [], [], step)[0]:
+            if poll.poll(step * 1000):
                 if os.read(done, 1):
                     return None
+                poll.unregister(done)
                 done = None  # an end of file: the child has ended (or closed it); its exit code is next
                 continue
             code = proc.poll()  # ended while a process it forked still holds the pipe
@@ -410,6 +423,8 @@ def _preload_and_wait() -> None:
 
 def outcome(run: Callable[[], Any], what: str) -> dict[str, Any]:
     """Call `run` (a step, in the child) and wrap what it returned or raised as a result envelope for the parent."""
+    from bridge.messages import StepError
+
     try:
         return {"response": records.to_json(run())}
     except errors.BridgeError as exc:
@@ -433,6 +448,8 @@ def read_envelope[R](path: Path, response: type[R], stage: str, log_text: str, l
         return None
     envelope = json.loads(path.read_text(encoding="utf-8"))
     if "error" in envelope:
+        from bridge.messages import StepError
+
         raise _rebuild_error(records.from_json(StepError, envelope["error"]), stage, log_text, log)
     result: R = records.from_json(response, envelope["response"])
     return result
@@ -461,6 +478,7 @@ def _child(task: str, req_path: str, res_path: str) -> int:
 
     def step() -> Any:
         from bridge import steps
+        from bridge.messages import REQUESTS
 
         requests.append(records.from_json(REQUESTS[task], json.loads(Path(req_path).read_text(encoding="utf-8"))))
         return steps.run(requests[0])

@@ -221,11 +221,10 @@ class CheckReport:
 
 def check(model: str | Path, to: str | Format | Sequence[str | Format], *, coverage: Coverage | None = None) -> CheckReport:
     """What `model` (an ONNX file) holds against the measured coverage of the route to each target in `to`."""
-    from bridge.conversion import parse_targets
     from bridge.errors import InputError
     from bridge.isolation import run_isolated
     from bridge.registry import DEFAULT_REGISTRY
-    from bridge.route import plan
+    from bridge.route import parse_targets, plan
 
     path = Path(model)
     if not path.is_file():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bridge.errors import UnsupportedRouteError
 from bridge.formats import Format
+from bridge.options import parse_formats
 from bridge.registry import DEFAULT_REGISTRY, HopRegistry, HopSpec
 
 
@@ -125,3 +126,18 @@ def reachable(source: Format, registry: HopRegistry = DEFAULT_REGISTRY) -> tuple
     """Every format some route from `source` reaches, in Format order."""
     parent = _shortest_tree(registry, source)
     return tuple(f for f in Format if f in parent)
+
+
+def parse_targets(to: str | Format | Sequence[str | Format], source: Format, registry: HopRegistry) -> tuple[Format, ...]:
+    """``tflite``, ``onnx,tf``, ``all`` or a list of formats.
+
+    ``all`` is every format the source reaches that `FormatSpec.in_all` includes; ``keras`` and ``tfjs`` are
+    added by name (``all,tfjs``).
+    """
+    items = [to] if isinstance(to, (str, Format)) else list(to)
+    named = [p.strip().lower() for i in items for p in (i.split(",") if isinstance(i, str) else [i.value])]
+    if "all" in named:
+        everything = tuple(f for f in reachable(source, registry) if f != source and f.spec.in_all)
+        extra = parse_formats([n for n in named if n != "all"]) if len(named) > 1 else ()
+        return tuple(dict.fromkeys((*everything, *extra)))
+    return parse_formats(items)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.conversion import parse_targets
 from bridge.formats import Format
 from bridge.registry import DEFAULT_REGISTRY
+from bridge.route import parse_targets
 from bridge.runtimes.tfjs_runner import missing
 
 pytestmark = [pytest.mark.skipif(bool(missing()), reason=f"TF.js runners unavailable: {missing()}")]
