@@ -276,8 +276,8 @@ def wait_watched(proc: subprocess.Popen[bytes], watch: TreeWatch, timeout: float
     """Wait for the child, sampling its memory; stop it when it goes over an explicit budget. TimeoutExpired past `timeout`.
 
     Its exit code; or None, given the read end of its `done` pipe (Prestarted.done), as soon as it says
-    its result is written (it may still be running). The pipe is read, not polled: an ending is
-    seen at once, where Popen.wait(timeout) sleeps up to 50 ms between looks.
+    its result is written (it may still be running). The pipe wakes the wait the moment the child
+    writes to it or ends, where Popen.wait(timeout) sleeps up to 50 ms between looks.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     poll = select.poll()  # not select.select, which takes no descriptor past 1023 (a long-lived batch worker's)
