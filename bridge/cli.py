@@ -257,7 +257,7 @@ def _run_convert(model: str, to: str, progress: Progress, kw: dict[str, Any]) ->
     from bridge import early
 
     options = _options_from(kw)
-    early.start_first_hop(model, to, options.from_format, options.via)  # it imports while this process does
+    early.start_first_hop(model, to, options)  # it imports its libraries while this process imports its own
     try:
         from bridge.conversion import convert
 

@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 
 from bridge.errors import BridgeError
-from bridge.formats import Format, detect
+from bridge.formats import detect
 from bridge.isolation import Prestarted
+from bridge.options import ConvertOptions
 from bridge.registry import DEFAULT_REGISTRY, HopSpec
 from bridge.route import parse_targets, plan
 
@@ -29,18 +30,19 @@ _started: dict[str, Prestarted] = {}
 _lock = threading.Lock()
 
 
-def start_first_hop(model: str, to: str, from_format: Format | None, via: tuple[Format, ...]) -> None:
+def start_first_hop(model: str, to: str, options: ConvertOptions) -> None:
     """Start the child of the first hop `convert model --to to` will run, when `model` is a model file.
 
     Anything it cannot tell (a directory, a factory, a route that does not exist) starts nothing:
-    the conversion then says what is wrong, in its own words.
+    the conversion then says what is wrong, in its own words. Under ``--max-memory`` nothing starts
+    before the route is checked against the budget (the pipeline starts no warm child then either).
     """
     path = Path(model)
-    if not path.is_file():
+    if not path.is_file() or options.max_memory is not None:
         return
     try:
-        fmt = from_format or detect(path)
-        route = plan(fmt, parse_targets(to, fmt, DEFAULT_REGISTRY), via=via, registry=DEFAULT_REGISTRY)
+        fmt = options.from_format or detect(path)
+        route = plan(fmt, parse_targets(to, fmt, DEFAULT_REGISTRY), via=options.via, registry=DEFAULT_REGISTRY)
     except BridgeError:
         return
     hop = route.hops[0]
