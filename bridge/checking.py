@@ -259,9 +259,15 @@ class SourceRun:
         self._start_own()
 
     def close(self) -> None:
-        """The conversion is over: a carrying child still running is not waited for, nor replaced."""
+        """The conversion is over: a carrying child still running is not waited for, nor replaced. A check that
+        would still wait for the run gets an error instead of waiting for ever."""
         with self._lock:
             self._closed = True
+            if self._future is None:
+                future: Future[Ran] = Future()
+                future.set_exception(RuntimeError("the source's check run was asked for after the conversion ended"))
+                self._future = future
+                self._settled.set()
 
     def _start_own(self) -> None:
         with self._lock:

@@ -221,10 +221,13 @@ def convert(
             weights = memory.weight_bytes(stage / "source")
             memory.check_route([(h.name, h.tool, pipeline.takes_large_path(h, weights)) for h in route.hops], weights,
                                options.max_memory, identified.display)
-            outcomes = pipeline.run(route, prepared.path, prepared.signature)
-            routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
-            if options.check and not options.via:
-                outcomes += _detours(pipeline, outcomes, route, prepared, routes)
+            try:
+                outcomes = pipeline.run(route, prepared.path, prepared.signature)
+                routes = {t: " -> ".join(f.value for f in route.path_to(t)) for t in route.targets}
+                if options.check and not options.via:
+                    outcomes += _detours(pipeline, outcomes, route, prepared, routes)
+            finally:
+                pipeline.close()
             artifacts = publish_attempts(stage, outcomes)
             manifest = Manifest(
                 source=prepared.record,

@@ -230,10 +230,15 @@ class Pipeline:
             raise self._source_did_not_run() from None
         finally:
             self._prewarm = False
-            if self.source_outputs is not None:
-                self.source_outputs.close()  # a carrying child still at it ends with the launcher's thread
             self.close_warm()
-            self._launcher.shutdown()
+
+    def close(self) -> None:
+        """The conversion is over, its detours too (`detour` still needs the source's run): end the warm children,
+        and a carrying child still running, which ends with the launcher's thread; its run is not replaced."""
+        if self.source_outputs is not None:
+            self.source_outputs.close()
+        self.close_warm()
+        self._launcher.shutdown()
 
     def _carrier(self, fmt: Format, children: Callable[[Format], list[HopSpec]]) -> str | None:
         """The first hop from `fmt` whose child imports everything the source's runtime needs (SourceRun), if any."""

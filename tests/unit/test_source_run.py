@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Future
 from pathlib import Path
 
+import pytest
+
 from bridge.checking import CarriedRuns, Ran, SourceRun
 from bridge.formats import Format
 from bridge.manifest import ChecksRecord
@@ -58,6 +60,8 @@ def test_once_the_conversion_is_over_a_carrier_that_wrote_nothing_is_not_replace
     run.returned(None)  # ended with the run, its results not needed any more
     assert own.started == 0
     assert run.lend("torch->onnx") == ()
+    with pytest.raises(RuntimeError, match="after the conversion ended"):  # never a wait for ever
+        run.result()
 
 
 def test_a_check_that_needs_it_before_any_hop_took_it_starts_its_own(tmp_path: Path) -> None:
