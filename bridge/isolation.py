@@ -256,10 +256,9 @@ def _see_out(child: Prestarted, watch: TreeWatch, timeout: float | None, log: st
             wait_watched(child.proc, watch, timeout)
         except subprocess.TimeoutExpired:
             _kill_group(child.proc)
-        _forget(child.proc)
         then(log)
     finally:
-        child.close()
+        child.close()  # takes it off the running list too
 
 
 def ending(code: int, watch: TreeWatch, ended_by_bridge: bool) -> str:

@@ -87,6 +87,11 @@ def spawn[T](function: Callable[[], T]) -> Future[T]:
     return future
 
 
+def _started(launched: Future[Prestarted]) -> Prestarted | None:
+    """The warm child the launcher started, or None when it could not start one (the step then starts its own)."""
+    return launched.result() if launched.exception() is None else None
+
+
 @dataclass
 class Node:
     """An artifact that was made (or the source), and the future of its check run."""
@@ -538,9 +543,7 @@ class Pipeline:
             started = self._warm.pop(hop.name, None)
         if started is None:
             return early.take(hop)  # a first hop's, started by the CLI before this process read the model
-        if started.exception() is not None:  # could not start early: the hop starts its own child
-            return None
-        return started.result()
+        return _started(started)
 
     def _prestart_check(self, fmt: Format) -> None:
         """Start the child of the check of `fmt`'s artifact now, its runtime imported, so it is ready when the artifact is
@@ -561,9 +564,7 @@ class Pipeline:
     def _take_warm_check(self, fmt: Format) -> Prestarted | None:
         with self._warm_lock:
             started = self._warm_checks.pop(fmt, None)
-        if started is None or started.exception() is not None:
-            return None
-        return started.result()
+        return _started(started) if started is not None else None
 
     def close_warm(self) -> None:
         """End the warm children that no hop or check took (a hop that failed above them, a cancelled convert)."""
@@ -571,8 +572,9 @@ class Pipeline:
             unused = [*self._warm.values(), *self._warm_checks.values()]
             self._warm, self._warm_checks = {}, {}
         for started in unused:
-            if started.exception() is None:
-                started.result().close()
+            child = _started(started)
+            if child is not None:
+                child.close()
 
     def _gated[T](self, function: Callable[[], T]) -> T:
         if self._cancelled.is_set():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bridge import early
 from bridge.formats import Format
+from bridge.messages import HopRequest
 from bridge.options import ConvertOptions
 from bridge.registry import DEFAULT_REGISTRY
 
@@ -20,7 +21,7 @@ def test_a_model_file_gets_its_first_hop_s_child_which_is_taken_once(tmp_path: P
         assert onnx_to_tflite is not None and onnx_to_tf is not None
         assert early.take(onnx_to_tf) is None  # another hop
         child = early.take(onnx_to_tflite)
-        assert child is not None and child.task == "hop" and child.hide_gpu and child.proc.poll() is None
+        assert child is not None and child.task == HopRequest.task and child.hide_gpu and child.proc.poll() is None
         assert child.fits("hop", hide_gpu=True, nice=0, work_dir=tmp_path)  # its files go anywhere
         assert early.take(onnx_to_tflite) is None
         child.close()
