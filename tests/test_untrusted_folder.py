@@ -153,6 +153,41 @@ def test_an_interrupted_convert_leaves_no_output(zoo_model: Callable[[str], Path
     assert list(tmp_path.iterdir()) == []  # neither the output nor a staging directory
 
 
+# A Ctrl-C that lands while code run by exec() on a string is running, as dataclasses' methods are
+# built while bridge's modules import: CPython then ends the process by SIGINT (-2) even though
+# bridge caught it and asked for 130, unless what bridge raises is not a KeyboardInterrupt. Only a
+# run as `python -m` reads that flag (a script or -c exits from inside PyErr_Print before it).
+_CTRL_C_IN_EXEC = """
+import os, signal, sys
+import bridge.cli
+import bridge.isolation  # imported by the cleanup otherwise, whose own string exec() would reset the flag
+
+def convert_that_imports(*args, **kwargs):
+    exec("os.kill(os.getpid(), signal.SIGINT)\\nwhile True: pass", {"os": os, "signal": signal})
+
+bridge.cli._run_convert = convert_that_imports
+sys.argv = ["bridge", "convert", "model.pt2", "--to", "onnx"]
+bridge.cli.main()
+"""
+
+
+def test_ctrl_c_inside_exec_still_exits_130(tmp_path: Path) -> None:
+    (tmp_path / "ctrl_c_in_exec.py").write_text(_CTRL_C_IN_EXEC, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, preexec_fn=_interruptible)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "bridge: interrupted; no partial output was kept"
+
+
+def test_the_cli_gives_back_the_signal_handlers_it_found() -> None:
+    from bridge.cli import main
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_an_internal_error_exits_3_with_the_traceback_in_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import bridge.verification.run
     from bridge.cli import main
