@@ -353,7 +353,8 @@ def run_batch(jobs: Sequence[Job], out_root: Path, executor: Any, *, plan: str =
     for job in to_run:
         say(f"{job.name}: {job.model} -> {','.join(job.targets)} ...")
     try:
-        executor.run(to_run, out_root, keys, done)
+        if to_run:  # a plan done before starts no pool and no Ray cluster
+            executor.run(to_run, out_root, keys, done)
     except BaseException:
         stop_all()  # Ctrl-C or SIGTERM: no job goes on without the plan
         raise

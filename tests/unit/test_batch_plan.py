@@ -149,3 +149,20 @@ def test_a_hop_that_drifted_before_verify_is_the_jobs_drift_not_an_error(tmp_pat
     drift = _read_outcome(job, tmp_path, 1, "", 3.0, log, tmp_path / "none.json")
     assert (drift.status, drift.exit_code) == (DRIFT, 1) and drift.message.startswith("hop torch->onnx: every candidate")
     assert _read_outcome(job, tmp_path, 2, "", 3.0, log, tmp_path / "none.json").status == ERROR
+
+
+def test_a_plan_done_before_starts_no_executor(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bridge.batch
+
+    class Unstartable:
+        name = "ray"
+
+        def run(self, *args: object) -> None:
+            raise AssertionError("a plan with nothing to run started its executor (a Ray cluster: seconds)")
+
+    job = Job("a", str(folder / "a.onnx"), ("onnx",))
+    earlier = JobResult("a", job.model, ("onnx",), VERIFIED, 0, 3.0, reused=True)
+    monkeypatch.setattr(bridge.batch, "reusable", lambda *args: earlier)
+    report = bridge.batch.run_batch([job], folder / "out", Unstartable())
+    assert report.exit_code == 0 and report.results == (earlier,)
+    assert (folder / "out" / "report.json").is_file()
