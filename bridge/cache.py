@@ -15,6 +15,10 @@ miss, the entry is removed and the conversion runs and stores it again. Entries 
 
 Location: ``cache=`` / ``--cache-dir``, else ``BRIDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/bridge``
 (``~/.cache/bridge``). ``cache=False``, ``--no-cache`` or ``BRIDGE_NO_CACHE=1`` turn it off.
+
+Size: `prune` removes the entries unused for longest (an entry's mtime is its last use: `restore` touches
+it) until the rest fit a size, and those unused for longer than an age. ``BRIDGE_CACHE_MAX_SIZE`` makes every
+`store` prune to that size, never removing the entry it has just stored; ``bridge cache prune`` does it by hand.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from bridge.errors import InputError
 from bridge.formats import Format
 from bridge.inputs import ExampleInputs
 from bridge.manifest import MANIFEST_NAME, Manifest, sha256_of
+from bridge.memory import parse_size
 from bridge.options import ConvertOptions
 from bridge.progress import log
 
@@ -47,6 +52,8 @@ UNKEYED_OPTIONS = frozenset({"timeout", "max_memory", "calibration", "calibratio
 """Options that do not change what is made (limits), or whose content is keyed instead of their path."""
 SKIPPED = frozenset({"source"})
 """Top-level names of the output folder an entry does not hold: the run stages them itself."""
+STALE_WRITE_SECONDS = 24 * 3600
+"""An unfinished write in ``tmp/`` older than this was left by a run that died; `prune` removes it."""
 
 
 def default_location() -> Path:
@@ -61,11 +68,18 @@ def disabled_by_environment() -> bool:
     return os.environ.get("BRIDGE_NO_CACHE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def max_size_from_environment() -> int | None:
+    """``BRIDGE_CACHE_MAX_SIZE`` in bytes (``20GB``), or None when it is unset."""
+    text = os.environ.get("BRIDGE_CACHE_MAX_SIZE", "").strip()
+    return parse_size(text, "BRIDGE_CACHE_MAX_SIZE") if text else None
+
+
 def open_cache(cache: bool | str | Path | None) -> ConversionCache | None:
     """The cache `convert` uses: None for the default (the environment may turn it off), False for none, or a path."""
     if cache is False or (cache is None or cache is True) and disabled_by_environment():
         return None
-    return ConversionCache(default_location() if cache is None or cache is True else Path(cache))
+    return ConversionCache(default_location() if cache is None or cache is True else Path(cache),
+                           max_bytes=max_size_from_environment())
 
 
 @dataclass(frozen=True)
@@ -83,11 +97,25 @@ class CacheInfo:
                 "oldest": self.oldest, "newest": self.newest}
 
 
-class ConversionCache:
-    """A directory of finished conversions, keyed by `key`."""
+@dataclass(frozen=True)
+class Pruned:
+    """What `ConversionCache.prune` removed, and what it left."""
 
-    def __init__(self, location: Path) -> None:
+    removed: int
+    freed: int
+    kept: int
+    kept_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConversionCache:
+    """A directory of finished conversions, keyed by `key`; `max_bytes` makes every `store` prune to that size."""
+
+    def __init__(self, location: Path, max_bytes: int | None = None) -> None:
         self.location = location
+        self.max_bytes = max_bytes
 
     @property
     def entries_dir(self) -> Path:
@@ -129,14 +157,25 @@ class ConversionCache:
             log.warning("cache entry %s: %s; it is removed and the conversion runs again", entry, exc)
             self._remove(entry)
             return None
-        for item in entry.iterdir():
-            if item.name == ENTRY_NAME:
-                continue
-            if item.is_dir():
-                shutil.copytree(item, stage / item.name, dirs_exist_ok=True)
-            else:
-                shutil.copy2(item, stage / item.name)
-        os.utime(entry)  # the last use, for whoever prunes by age
+        copied: list[Path] = []
+        try:
+            for item in sorted(entry.iterdir()):
+                if item.name == ENTRY_NAME:
+                    continue
+                copied.append(stage / item.name)
+                if item.is_dir():
+                    shutil.copytree(item, stage / item.name, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(item, stage / item.name)
+            os.utime(entry)  # the last use, for `prune`
+        except OSError as exc:  # another run pruned or cleared it while it was copied
+            log.warning("cache entry %s went away while it was read (%s); the conversion runs", entry, exc)
+            for path in copied:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            return None
         return manifest
 
     def store(self, key: str, out_dir: Path) -> Path | None:
@@ -173,13 +212,62 @@ class ConversionCache:
                 return entry
             log.warning("conversion cache %s: cannot store %s (%s); the conversion is not cached", self.location, key, exc)
             return None
+        if self.max_bytes is not None:
+            pruned = self.prune(max_bytes=self.max_bytes, keep=key)
+            if pruned.removed:
+                log.info("conversion cache %s: removed %d least recently used entr%s (%d bytes) to stay under "
+                         "BRIDGE_CACHE_MAX_SIZE", self.location, pruned.removed, "y" if pruned.removed == 1 else "ies",
+                         pruned.freed)
         return entry
 
     def info(self) -> CacheInfo:
-        entries = [e for e in self.entries_dir.iterdir() if e.is_dir()] if self.entries_dir.is_dir() else []
-        size = sum(f.stat().st_size for e in entries for f in e.rglob("*") if f.is_file() and not f.is_symlink())
-        times = [e.stat().st_mtime for e in entries]
+        entries = self._entries()
+        size = sum(size for _, _, size in entries)
+        times = [used for _, used, _ in entries]
         return CacheInfo(self.location, len(entries), size, min(times, default=None), max(times, default=None))
+
+    def prune(self, max_bytes: int | None = None, older_than: float | None = None, keep: str | None = None,
+              now: float | None = None) -> Pruned:
+        """Remove the entries unused for over `older_than` seconds, then the least recently used ones until the rest
+        take at most `max_bytes`; entry `keep` stays whatever its size. Unfinished writes left by a dead run go too."""
+        now = time.time() if now is None else now
+        self._remove_stale_writes(now)
+        entries = sorted(self._entries(), key=lambda e: e[1])  # least recently used first
+        total = sum(size for _, _, size in entries)
+        removed = freed = 0
+        for entry, used, size in entries:
+            if entry.name == keep:
+                continue
+            too_old = older_than is not None and now - used > older_than
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                continue
+            if self._remove(entry):
+                removed, freed, total = removed + 1, freed + size, total - size
+        return Pruned(removed, freed, len(entries) - removed, total)
+
+    def _entries(self) -> list[tuple[Path, float, int]]:
+        """Every entry with its last use and its size; one that another run removes meanwhile is left out."""
+        found = []
+        for entry in self.entries_dir.iterdir() if self.entries_dir.is_dir() else ():
+            try:
+                if entry.is_symlink() or not entry.is_dir():
+                    continue
+                size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
+                found.append((entry, entry.stat().st_mtime, size))
+            except OSError:
+                continue
+        return found
+
+    def _remove_stale_writes(self, now: float) -> None:
+        tmp_root = self.location / "tmp"
+        for item in tmp_root.iterdir() if tmp_root.is_dir() else ():
+            try:
+                stale = now - item.lstat().st_mtime > STALE_WRITE_SECONDS
+            except OSError:
+                continue
+            if stale and item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
 
     def clear(self) -> int:
         """Remove every entry (and unfinished writes); the number of entries removed."""
@@ -189,15 +277,17 @@ class ConversionCache:
         shutil.rmtree(self.location / "tmp", ignore_errors=True)
         return len(entries)
 
-    def _remove(self, entry: Path) -> None:
+    def _remove(self, entry: Path) -> bool:
+        """Remove `entry`; False when it was already gone (another run removed it) or cannot be moved."""
         # Renamed aside first: a reader never sees half an entry.
         aside = self.location / "tmp" / f"removed-{entry.name}-{os.getpid()}-{time.monotonic_ns()}"
         try:
             aside.parent.mkdir(parents=True, exist_ok=True)
             os.rename(entry, aside)
         except OSError:
-            return
+            return False
         shutil.rmtree(aside, ignore_errors=True)
+        return True
 
 
 def _check_entry(entry: Path, key: str) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from bridge import cli_params
 from bridge.cli import SUB_CONTEXT, _common, _one_stdout, _reports, _user_errors, _write_text
 from bridge.cli_output import setup_logging
 from bridge.errors import InputError, OutputError
@@ -88,7 +89,7 @@ def batch(plan: Path | None, zoo: bool, slow: bool, to: str | None, select: str 
         planned = [replace(job, flags=(*job.flags, *trusting)) for job in planned]
         _check_output(out.resolve())
         runner = executor_for(executor, jobs=jobs, address=address, cpus=ray_cpus,
-                              memory=parse_size(ray_memory) if ray_memory else None)
+                              memory=parse_size(ray_memory, "--ray-memory") if ray_memory else None)
 
         def say(line: str) -> None:
             if not quiet:
@@ -121,8 +122,10 @@ def cache() -> None:
     \b
     Examples:
       bridge cache info
+      bridge cache prune --max-size 20GB --older-than 30d
       bridge cache clear
       BRIDGE_CACHE_DIR=/shared/bridge-cache bridge convert model.pt2 --to tflite
+      BRIDGE_CACHE_MAX_SIZE=20GB bridge convert model.pt2 --to tflite
     """
 
 
@@ -140,17 +143,19 @@ def cache_info(cache_dir: Path | None, json_path: Path | None) -> None:
     import json
     import time
 
-    from bridge.cache import disabled_by_environment
+    from bridge.cache import disabled_by_environment, max_size_from_environment
     from bridge.memory import human
 
+    with _user_errors(False):
+        limit = max_size_from_environment()
     info = _location(cache_dir).info()
     if json_path is not None:
-        _write_text(json_path, json.dumps(info.to_json(), indent=2) + "\n")
+        _write_text(json_path, json.dumps({**info.to_json(), "max_bytes": limit}, indent=2) + "\n")
         if str(json_path) == "-":
             return
     click.echo(f"location: {info.location}" + (" (off: BRIDGE_NO_CACHE is set)" if disabled_by_environment() else ""))
     click.echo(f"entries:  {info.entries}")
-    click.echo(f"size:     {human(info.bytes)}")
+    click.echo(f"size:     {human(info.bytes)}" + (f" (at most {human(limit)}: BRIDGE_CACHE_MAX_SIZE)" if limit else ""))
     if info.newest is not None and info.oldest is not None:
         click.echo(f"used:     {time.strftime('%Y-%m-%d %H:%M', time.localtime(info.oldest))} .. "
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(info.newest))}")
@@ -163,3 +168,36 @@ def cache_clear(cache_dir: Path | None) -> None:
     store = _location(cache_dir)
     removed = store.clear()
     click.echo(f"removed {removed} cached conversion{'s' if removed != 1 else ''} from {store.location}")
+
+
+@cache.command("prune", context_settings=SUB_CONTEXT)
+@click.option("--cache-dir", "cache_dir", type=click.Path(path_type=Path), help="The cache (default: BRIDGE_CACHE_DIR or ~/.cache/bridge).")
+@click.option("--max-size", "max_size", type=cli_params.Size(),
+              help="Remove the least recently used conversions until the rest take at most SIZE (20GB, 512MB; "
+                   "default: BRIDGE_CACHE_MAX_SIZE).")
+@click.option("--older-than", "older_than", type=cli_params.Age(), help="Remove the conversions unused for longer than AGE (30d, 12h, 2w).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write what was removed as JSON to PATH, or - for stdout.")
+def cache_prune(cache_dir: Path | None, max_size: int | None, older_than: float | None, json_path: Path | None) -> None:
+    """Remove the least recently used conversions, or those unused for too long.
+
+    A cache hit counts as a use. Unfinished writes left by a run that died a day or more ago go too.
+    """
+    import json
+
+    from bridge.cache import max_size_from_environment
+    from bridge.memory import human
+
+    with _user_errors(False):
+        if max_size is None:
+            max_size = max_size_from_environment()
+        if max_size is None and older_than is None:
+            raise InputError("bridge cache prune: give --max-size SIZE, --older-than AGE or both "
+                             "(or set BRIDGE_CACHE_MAX_SIZE); 'bridge cache clear' removes everything")
+        store = _location(cache_dir)
+        pruned = store.prune(max_bytes=max_size, older_than=older_than)
+        if json_path is not None:
+            _write_text(json_path, json.dumps({"location": str(store.location), **pruned.to_json()}, indent=2) + "\n")
+            if str(json_path) == "-":
+                return
+        click.echo(f"removed {pruned.removed} cached conversion{'s' if pruned.removed != 1 else ''} "
+                   f"({human(pruned.freed)}) from {store.location}; {pruned.kept} left ({human(pruned.kept_bytes)})")

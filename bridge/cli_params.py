@@ -72,6 +72,41 @@ class OutputTolerance(click.ParamType[tuple[str, float]]):
         return name, atol
 
 
+class Size(click.ParamType[int]):
+    """``20GB``, ``512MB``, ``1.5GiB`` or bytes -> bytes."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from bridge.memory import parse_size
+
+        try:
+            return parse_size(str(value), param.opts[0] if param is not None and param.opts else "size")
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class Age(click.ParamType[float]):
+    """``30d``, ``12h``, ``90m``, ``2w`` or seconds -> seconds."""
+
+    name = "AGE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        import re
+
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(value).lower())
+        if not match:
+            self.fail(f"{value!r}: give an age such as 30d, 12h, 90m, 2w or a number of seconds", param, ctx)
+        return float(match.group(1)) * AGE_UNITS[match.group(2) or "s"]
+
+
 class ReportTarget(click.ParamType[Path]):
     """A file to write a report to, or ``-`` for standard output."""
 

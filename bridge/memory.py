@@ -65,15 +65,15 @@ external-data threshold; the other hops use ``default``."""
 
 
 
-def parse_size(text: str | int) -> int:
-    """``8GB``, ``512M``, ``1.5GiB``, ``2000000`` (bytes) -> bytes; an InputError that says how to write it."""
+def parse_size(text: str | int, what: str = "--max-memory") -> int:
+    """``8GB``, ``512M``, ``1.5GiB``, ``2000000`` (bytes) -> bytes; an InputError naming `what` that says how to write it."""
     if isinstance(text, int):
         if text <= 0:
-            raise InputError(f"--max-memory {text}: give a positive size such as 8GB")
+            raise InputError(f"{what} {text}: give a positive size such as 8GB")
         return text
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise InputError(f"--max-memory {text!r}: give a size such as 8GB, 512MB or 1.5GiB")
+        raise InputError(f"{what} {text!r}: give a size such as 8GB, 512MB or 1.5GiB")
     power = " kmgt".index(match.group(2) or " ")
     return int(float(match.group(1)) * 1024**power)
 

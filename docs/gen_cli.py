@@ -54,6 +54,7 @@ def render() -> str:
         "  `BRIDGE_CONVERT_FROM_FORMAT`). The command line wins over the environment.",
         "- Variables of the library, whatever the command: `BRIDGE_CACHE_DIR` (the conversion cache's",
         "  folder), `BRIDGE_NO_CACHE=1` (no cache; an explicit `--cache-dir` still uses one),",
+        "  `BRIDGE_CACHE_MAX_SIZE` (`20GB`: each stored conversion prunes the least recently used),",
         "  `BRIDGE_PARALLEL_STEPS` (child steps at once, default one per core; verify one more),",
         "  `BRIDGE_EXTERNAL_DATA_THRESHOLD` (bytes of ONNX weights that go to external data),",
         "  `BRIDGE_LARGE_WEIGHTS` (bytes of weights from which onnx -> tflite/tf try the `large_weights`",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +68,24 @@ def test_a_tampered_entry_is_found_by_its_sha256_and_rebuilt(first: tuple[Path, 
     assert rebuilt.path("onnx").read_bytes() == made.path("onnx").read_bytes()  # made again, and right
     assert (entry / ENTRY_NAME).is_file() and onnx.read_bytes() == made.path("onnx").read_bytes()  # stored again
     assert bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "hit.bridge", cache=cache).cached
+
+
+def test_a_hit_counts_as_a_use_and_a_size_limit_keeps_the_conversion_just_made(
+        zoo_model: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRIDGE_CACHE_MAX_SIZE", raising=False)
+    cache = ConversionCache(tmp_path / "limited")
+    made = [bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / f"o{opset}.bridge", cache=cache.location,
+                           opset=opset) for opset in (18, 17)]
+    entries = [cache.entries_dir / str(m.cache_key) for m in made]
+    for age, entry in zip((2000, 1000), entries, strict=True):
+        os.utime(entry, (time.time() - age, time.time() - age))
+    hit = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "hit.bridge", cache=cache.location, opset=18)
+    assert hit.cached and entries[0].stat().st_mtime > time.time() - 60  # the oldest entry is now the newest use
+    pruned = cache.prune(max_bytes=cache.info().bytes - 1)
+    assert pruned.removed == 1 and entries[0].is_dir() and not entries[1].exists()
+    monkeypatch.setenv("BRIDGE_CACHE_MAX_SIZE", "1")  # smaller than any entry: only the one just stored stays
+    last = bridge.convert(zoo_model("mlp"), "onnx", out_dir=tmp_path / "o16.bridge", cache=cache.location, opset=16)
+    assert not last.cached and [e.name for e in cache.entries_dir.iterdir()] == [last.cache_key]
 
 
 def test_cache_info_and_clear_on_the_command_line(first: tuple[Path, bridge.Conversion]) -> None:
