@@ -129,8 +129,13 @@ class Prestarted:
         self._tmp = tempfile.TemporaryDirectory(prefix="bridge-step-", dir=work_dir)
         tmp = Path(self._tmp.name)
         self.req_path, self.res_path, self.log_path = tmp / "request.json", tmp / "result.json", tmp / "log.txt"
+        # The child's own temporary files (TensorFlow's autograph modules, a converter's scratch) go in a folder
+        # removed with it: a child ends by os._exit, so the libraries' atexit clean-ups never run. It is beside
+        # the system's, not under work_dir, to keep paths short (a Unix socket's path has 107 bytes at most).
+        self._scratch = tempfile.TemporaryDirectory(prefix="bridge-tmp-")
         env = {**os.environ, **_CHILD_ENV, "BRIDGE_PARENT_PID": str(os.getpid()), "BRIDGE_STEP_NICE": str(nice),
-               "BRIDGE_PRELOAD": ",".join(preload), "BRIDGE_HIDDEN": ",".join(hidden)}
+               "BRIDGE_PRELOAD": ",".join(preload), "BRIDGE_HIDDEN": ",".join(hidden),
+               "TMPDIR": self._scratch.name, "TMP": self._scratch.name, "TEMP": self._scratch.name}
         if hide_gpu:
             env["CUDA_VISIBLE_DEVICES"] = ""
         # -P: the working directory is not put on the child's sys.path, so a folder that holds a
@@ -184,6 +189,7 @@ class Prestarted:
         os.close(self.done)
         _forget(self.proc)
         self._tmp.cleanup()
+        self._scratch.cleanup()
 
 
 def _forget(proc: subprocess.Popen[bytes]) -> bool:

@@ -115,11 +115,25 @@ def test_a_warm_child_imports_first_then_runs_the_request_it_is_handed(zoo_model
     assert warm.used and warm.proc.returncode == 0 and not warm.req_path.parent.exists()
 
 
+def test_the_children_s_temporary_files_go_with_them(zoo_model: Callable[[str], Path], tmp_path: Path) -> None:
+    # TensorFlow writes an autograph module per traced function into the temporary folder and removes them at
+    # exit, which a child (ended by os._exit) never reaches: 11 files were left in /tmp by each convert --to tf.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, "-m", "bridge", "convert", str(zoo_model("mlp")), "--to", "tf",
+                             "--no-cache", "-o", str(tmp_path / "mlp.bridge")],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
 def test_a_warm_child_that_is_not_used_is_ended_and_leaves_nothing() -> None:
     warm = Prestarted(InspectRequest.task, ("json",))
-    folder = warm.req_path.parent
+    folder, scratch = warm.req_path.parent, Path(warm._scratch.name)
+    assert scratch.is_dir()
     warm.close()
-    assert warm.proc.poll() is not None and not folder.exists()
+    assert warm.proc.poll() is not None and not folder.exists() and not scratch.exists()
     started_for_nice = Prestarted(InspectRequest.task, (), nice=0)
     assert not started_for_nice.fits(InspectRequest.task, hide_gpu=False, nice=5, work_dir=None)
     assert not started_for_nice.fits("hop", hide_gpu=False, nice=0, work_dir=None)
