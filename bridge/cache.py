@@ -215,9 +215,9 @@ class ConversionCache:
         if self.max_bytes is not None:
             pruned = self.prune(max_bytes=self.max_bytes, keep=key)
             if pruned.removed:
-                log.info("conversion cache %s: removed %d least recently used entr%s (%d bytes) to stay under "
-                         "BRIDGE_CACHE_MAX_SIZE", self.location, pruned.removed, "y" if pruned.removed == 1 else "ies",
-                         pruned.freed)
+                log.info("conversion cache %s: removed %d least recently used entr%s (%d bytes) to stay under its "
+                         "limit of %d bytes", self.location, pruned.removed, "y" if pruned.removed == 1 else "ies",
+                         pruned.freed, self.max_bytes)
         return entry
 
     def info(self) -> CacheInfo:
@@ -246,12 +246,15 @@ class ConversionCache:
                 removed, freed, total = removed + 1, freed + size, total - size
         return Pruned(removed, freed, len(entries) - removed, total)
 
+    def _entry_dirs(self) -> list[Path]:
+        return [e for e in self.entries_dir.iterdir() if e.is_dir()] if self.entries_dir.is_dir() else []
+
     def _entries(self) -> list[tuple[Path, float, int]]:
         """Every entry with its last use and its size; one that another run removes meanwhile is left out."""
         found = []
-        for entry in self.entries_dir.iterdir() if self.entries_dir.is_dir() else ():
+        for entry in self._entry_dirs():
             try:
-                if entry.is_symlink() or not entry.is_dir():
+                if entry.is_symlink():  # not walked: it leads out of the cache
                     continue
                 size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file() and not f.is_symlink())
                 found.append((entry, entry.stat().st_mtime, size))
@@ -271,7 +274,7 @@ class ConversionCache:
 
     def clear(self) -> int:
         """Remove every entry (and unfinished writes); the number of entries removed."""
-        entries = [e for e in self.entries_dir.iterdir() if e.is_dir()] if self.entries_dir.is_dir() else []
+        entries = self._entry_dirs()
         for entry in entries:
             self._remove(entry)
         shutil.rmtree(self.location / "tmp", ignore_errors=True)

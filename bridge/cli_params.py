@@ -78,12 +78,11 @@ class Size(click.ParamType[int]):
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         from bridge.memory import parse_size
 
         try:
-            return parse_size(str(value), param.opts[0] if param is not None and param.opts else "size")
+            return parse_size(value if isinstance(value, int) else str(value),
+                              param.opts[0] if param is not None and param.opts else "size")
         except InputError as exc:
             self.fail(str(exc), param, ctx)
 
